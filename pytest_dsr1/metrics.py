@@ -1,0 +1,41 @@
+"""Metric names (vLLM bench serve's own result keys), units and the direction that is better."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in vLLM's benchmark result JSON
+    unit: str
+    higher_is_better: bool
+    label: str
+
+
+_M = [
+    Metric("output_throughput", "tok/s", True, "output throughput"),
+    Metric("total_token_throughput", "tok/s", True, "total token throughput"),
+    Metric("request_throughput", "req/s", True, "request throughput"),
+    Metric("mean_ttft_ms", "ms", False, "mean TTFT"),
+    Metric("median_ttft_ms", "ms", False, "median TTFT"),
+    Metric("p99_ttft_ms", "ms", False, "P99 TTFT"),
+    Metric("mean_tpot_ms", "ms", False, "mean TPOT"),
+    Metric("median_tpot_ms", "ms", False, "median TPOT"),
+    Metric("p99_tpot_ms", "ms", False, "P99 TPOT"),
+    Metric("mean_itl_ms", "ms", False, "mean ITL"),
+    Metric("median_itl_ms", "ms", False, "median ITL"),
+    Metric("p99_itl_ms", "ms", False, "P99 ITL"),
+    Metric("mean_e2el_ms", "ms", False, "mean end-to-end latency"),
+    Metric("p99_e2el_ms", "ms", False, "P99 end-to-end latency"),
+]
+METRICS: dict[str, Metric] = {m.name: m for m in _M}
+
+# Compared by default: the headline numbers of `vllm bench serve`'s printout. P99s are recorded
+# and shown but too noisy on short runs to gate on; a matrix may add tolerances for them.
+KEY_METRICS = ("output_throughput", "total_token_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms")
+
+
+def extract(result: dict) -> dict[str, float]:
+    """The known metrics present in a benchmark result JSON, as floats."""
+    return {name: float(result[name]) for name in METRICS if isinstance(result.get(name), (int, float))}

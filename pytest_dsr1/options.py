@@ -1,0 +1,191 @@
+"""Command-line options and ini keys. Every option has an ini key; precedence is CLI > ini > default.
+
+Values are parsed by small functions used as argparse `type=`, so a bad value is a usage error (exit 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dsr1.matrix import SETTING_FLAGS
+from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
+
+MISSING_BASELINE_CHOICES = ("skip", "fail")
+
+
+def parse_setting_override(text: str) -> tuple[str | None, str, str]:
+    """[CONFIG:]KEY=VALUE -> (config id or None, key, value)."""
+    target_key, sep, value = text.partition("=")
+    if not sep or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write [CONFIG:]SETTING=VALUE, e.g. max_model_len=65536")
+    target, _, key = target_key.rpartition(":")
+    key = key.strip()
+    if key not in SETTING_FLAGS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown setting {key!r}; use one of: {', '.join(SETTING_FLAGS)}")
+    return (target.strip() or None), key, value.strip()
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def parse_non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def parse_alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a significance level is between 0 and 1, e.g. 0.05")
+    return value
+
+
+def parse_missing_baseline(text: str) -> str:
+    if text not in MISSING_BASELINE_CHOICES:
+        raise argparse.ArgumentTypeError(f"{text!r}: use one of: {', '.join(MISSING_BASELINE_CHOICES)}")
+    return text
+
+
+# (option, ini key, type parser or None for a flag, default, help)
+_OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
+    ("--dsr1-model", "dsr1_model", str, None, "NAME", "model/precision to run (from the matrix's models, e.g. fp8, fp4, tiny); default: all"),
+    ("--dsr1-record", "dsr1_record", None, False, "", "measure and write the results as new baselines instead of comparing"),
+    ("--dsr1-baselines", "dsr1_baselines", str, "baselines", "DIR", "baseline directory (default: baselines, relative to the rootdir)"),
+    ("--dsr1-matrix", "dsr1_matrix", str, "test_matrix", "PATH", "matrix YAML file or directory (default: test_matrix, relative to the rootdir)"),
+    ("--dsr1-dry-run", "dsr1_dry_run", None, False, "", "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing"),
+    ("--dsr1-repeat", "dsr1_repeat", parse_positive_int, None, "N", "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)"),
+    ("--dsr1-confirm", "dsr1_confirm", parse_non_negative_int, 0, "K", "when an item looks regressed, re-run it up to K more times before failing (default: 0)"),
+    ("--dsr1-alpha", "dsr1_alpha", parse_alpha, 0.05, "P", "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)"),
+    ("--dsr1-missing-baseline", "dsr1_missing_baseline", parse_missing_baseline, "skip", "skip|fail",
+     "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail"),
+    ("--dsr1-startup-timeout", "dsr1_startup_timeout", parse_seconds, None, "SECONDS", "server readiness deadline (default: the hardware's startup_timeout_s)"),
+    ("--dsr1-host", "dsr1_host", str, "127.0.0.1", "HOST", "address the servers bind to (default: 127.0.0.1)"),
+    ("--dsr1-api-key", "dsr1_api_key", str, None, "KEY", "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere"),
+    ("--dsr1-run-dir", "dsr1_run_dir", str, ".dsr1/runs", "DIR", "where server and benchmark logs go, one folder per run (default: .dsr1/runs)"),
+    ("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
+    ("--dsr1-python", "dsr1_python", str, None, "PATH", "Python interpreter with vLLM, for the server and benchmark worker (default: this one)"),
+]
+_LIST_OPTIONS = [
+    ("--dsr1-tolerance", "dsr1_tolerance", parse_tolerance_override, "METRIC=TOL",
+     "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); '*=10%' for all metrics"),
+    ("--dsr1-set", "dsr1_set", parse_setting_override, "[CONFIG:]KEY=VALUE",
+     f"override a server setting without editing the matrix ({', '.join(SETTING_FLAGS)}); repeatable"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dsr1", "DeepSeek-R1/V3 serving regression suite (pytest-dsr1)")
+    for opt, ini, parse, default, metavar, help_ in _OPTIONS:
+        if parse is None:
+            group.addoption(opt, action="store_true", default=None, dest=ini, help=help_.replace("%", "%%"))
+            parser.addini(ini, help_, type="bool", default=default)
+        else:
+            group.addoption(opt, action="store", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%"))
+            parser.addini(ini, help_, default=None)
+    for opt, ini, parse, metavar, help_ in _LIST_OPTIONS:
+        group.addoption(opt, action="append", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%"))
+        parser.addini(ini, help_ + " (ini: one per line)", type="linelist", default=[])
+
+
+@dataclass
+class Options:
+    model: str | None
+    record: bool
+    baselines: Path
+    matrix: Path
+    matrix_explicit: bool
+    dry_run: bool
+    repeat: int | None
+    confirm: int
+    alpha: float
+    missing_baseline: str
+    startup_timeout: float | None
+    host: str
+    api_key: str | None
+    run_dir: Path
+    report: Path | None
+    python: str | None
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    settings: list[tuple[str | None, str, str]] = field(default_factory=list)
+
+
+def _value(config: pytest.Config, ini: str, parse: Any, default: Any) -> Any:
+    cli = getattr(config.option, ini, None)
+    if cli is not None:
+        return cli
+    raw = config.getini(ini)
+    if raw in (None, "", []):
+        return default
+    if parse is None:  # bool ini already parsed by pytest
+        return bool(raw)
+    try:
+        return parse(str(raw))
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
+
+
+def read_options(config: pytest.Config) -> Options:
+    vals = {ini: _value(config, ini, parse, default) for _, ini, parse, default, _, _ in _OPTIONS}
+    lists: dict[str, list] = {}
+    for _, ini, parse, _, _ in _LIST_OPTIONS:
+        cli = getattr(config.option, ini, None)
+        if cli:
+            lists[ini] = cli
+        else:
+            try:
+                lists[ini] = [parse(line) for line in config.getini(ini)]
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
+    root = Path(config.rootpath)
+    matrix_explicit = getattr(config.option, "dsr1_matrix", None) is not None or bool(config.getini("dsr1_matrix"))
+    return Options(
+        model=vals["dsr1_model"],
+        record=bool(vals["dsr1_record"]),
+        baselines=root / vals["dsr1_baselines"],
+        matrix=root / vals["dsr1_matrix"],
+        matrix_explicit=matrix_explicit,
+        dry_run=bool(vals["dsr1_dry_run"]),
+        repeat=vals["dsr1_repeat"],
+        confirm=vals["dsr1_confirm"],
+        alpha=vals["dsr1_alpha"],
+        missing_baseline=vals["dsr1_missing_baseline"],
+        startup_timeout=vals["dsr1_startup_timeout"],
+        host=vals["dsr1_host"],
+        api_key=vals["dsr1_api_key"] or os.environ.get("VLLM_API_KEY") or None,
+        run_dir=root / vals["dsr1_run_dir"],
+        report=(root / vals["dsr1_report"]) if vals["dsr1_report"] else None,
+        python=vals["dsr1_python"],
+        tolerances=dict(lists["dsr1_tolerance"]),
+        settings=list(lists["dsr1_set"]),
+    )

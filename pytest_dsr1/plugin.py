@@ -1,0 +1,347 @@
+"""pytest hooks and fixtures of pytest-dsr1. The logic lives in the modules below; this file wires it in."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from pytest_dsr1 import report
+from pytest_dsr1.baseline import BaselineError
+from pytest_dsr1.compare import REGRESSED, STALE, compare, regressed
+from pytest_dsr1.hardware import same_hardware, skip_reason
+from pytest_dsr1.matrix import Matrix, MatrixError, ServerConfig, Workload, apply_settings, load_matrix
+from pytest_dsr1.metrics import KEY_METRICS, METRICS
+from pytest_dsr1.options import add_options, read_options
+from pytest_dsr1.runner import Dsr1Session, ItemResult, Measurement, ServerHandle, item_key
+from pytest_dsr1.server import clean_stale, stale_servers
+
+SESSION_KEY = pytest.StashKey[Dsr1Session]()
+MATRIX_ERROR_KEY = pytest.StashKey[str]()
+FIXED_MARKERS = {
+    "fp8": "FP8 precision", "fp4": "FP4 precision", "bf16": "BF16 precision",
+    "tp": "tensor-parallel server configs", "dp": "data-parallel server configs", "ep": "expert-parallel server configs",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in FIXED_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc} (pytest-dsr1)")
+    options = read_options(config)
+    matrix: Matrix | None = None
+    try:
+        matrix = load_matrix(options.matrix)
+    except MatrixError as exc:
+        # Installed in a project without a matrix, the plugin stays quiet unless asked for one.
+        if options.matrix_explicit or options.model or options.matrix.exists():
+            raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        config.stash[MATRIX_ERROR_KEY] = str(exc)
+        return
+    for hw in matrix.hardware.values():
+        config.addinivalue_line("markers", f"{hw.name}: configs on {hw.name} hardware (pytest-dsr1)")
+    for wl in matrix.workloads:
+        config.addinivalue_line("markers", f"{wl.name}: the {wl.name} workload, {wl.input_len}/{wl.output_len} tokens (pytest-dsr1)")
+    if options.model is not None and options.model not in matrix.models:
+        raise pytest.UsageError(
+            f"--dsr1-model {options.model!r} is not in the matrix {options.matrix}; choose one of: {', '.join(matrix.models)}")
+    config_ids = {c.id for c in matrix.configs}
+    for target, key, _ in options.settings:
+        if target is not None and target not in config_ids:
+            raise pytest.UsageError(f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(sorted(config_ids))}")
+    if options.settings:
+        from dataclasses import replace
+
+        matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
+
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def write_line(line: str) -> None:
+        if tr is None or config.option.verbose <= 0:
+            return
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                tr.write_line(line)
+        else:
+            tr.write_line(line)
+
+    session = Dsr1Session(matrix, options, write_line)
+    config.stash[SESSION_KEY] = session
+    _install_sigterm_handler()
+
+
+def _install_sigterm_handler() -> None:
+    """SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so fixtures stop the servers: no orphans."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _session(config: pytest.Config) -> Dsr1Session:
+    if SESSION_KEY not in config.stash:
+        raise pytest.UsageError(f"pytest-dsr1: no serving matrix: {config.stash.get(MATRIX_ERROR_KEY, '')}")
+    return config.stash[SESSION_KEY]
+
+
+def selected_configs(session: Dsr1Session) -> list[ServerConfig]:
+    return [c for c in session.matrix.configs if session.options.model in (None, c.model.name)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "dsr1_server" not in metafunc.fixturenames:
+        return
+    session = _session(metafunc.config)
+    configs = selected_configs(session)
+    # One indirect, session-scoped call: pytest then groups items by server and keeps one alive.
+    metafunc.parametrize(
+        "dsr1_server",
+        [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.markers]) for c in configs],
+        indirect=True, scope="session",
+    )
+    if "dsr1_workload" in metafunc.fixturenames:
+        workloads: dict[Workload, None] = {}
+        for c in configs:
+            for w in session.matrix.workloads_for(c):
+                workloads.setdefault(w, None)
+        # The id carries the lengths only where two hardware scale one workload differently.
+        ids = _workload_ids(list(workloads))
+        metafunc.parametrize(
+            "dsr1_workload",
+            [pytest.param(w, id=i, marks=[getattr(pytest.mark, w.name)]) for w, i in zip(workloads, ids)],
+        )
+
+
+def _workload_ids(workloads: list[Workload]) -> list[str]:
+    count: dict[str, int] = {}
+    for w in workloads:
+        count[w.id] = count.get(w.id, 0) + 1
+    return [w.id if count[w.id] == 1 else f"{w.id}-{w.input_len}x{w.output_len}" for w in workloads]
+
+
+def _params(item: pytest.Item) -> tuple[ServerConfig, Workload] | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "dsr1_server" not in callspec.params or "dsr1_workload" not in callspec.params:
+        return None
+    return callspec.params["dsr1_server"], callspec.params["dsr1_workload"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop config x workload pairs that the matrix does not define (the workload parameter is the union
+    over hardware), and skip items whose hardware is absent. Items are removed, never reordered, so
+    pytest's grouping by server survives."""
+    if SESSION_KEY not in config.stash:
+        return
+    session = config.stash[SESSION_KEY]
+    keep, drop = [], []
+    valid: dict[str, set[Workload]] = {}
+    for item in items:
+        params = _params(item)
+        if params is None:
+            keep.append(item)
+            continue
+        cfg, wl = params
+        allowed = valid.setdefault(cfg.id, set(session.matrix.workloads_for(cfg)))
+        (keep if wl in allowed else drop).append(item)
+    if drop:
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
+    if session.options.dry_run:
+        return
+    reasons: dict[str, str | None] = {}
+    for item in items:
+        params = _params(item)
+        if params is None:
+            continue
+        cfg = params[0]
+        if cfg.id not in reasons:
+            reasons[cfg.id] = skip_reason(cfg, session.host) if cfg.hardware.kind == "gpu" else None
+        if reasons[cfg.id]:
+            item.add_marker(pytest.mark.skip(reason=reasons[cfg.id]))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if SESSION_KEY not in session.config.stash:
+        return
+    dsr1 = session.config.stash[SESSION_KEY]
+    if dsr1.options.dry_run:
+        return
+    # Leftovers of a crashed earlier run (pidfiles in the run directory): stop them before starting ours.
+    for info in stale_servers(dsr1.options.run_dir):
+        if info.get("alive"):
+            dsr1.write_line(f"dsr1: stopping a leftover server from an earlier run: {info.get('name')} pgid {info['pgid']} ({info['pidfile']})")
+            dsr1.stale_cleaned.append(info)
+        clean_stale(info)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if SESSION_KEY in item.config.stash and (params := _params(item)):
+        item.config.stash[SESSION_KEY].current_config = params[0].id
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    rep = yield
+    if SESSION_KEY in item.config.stash and (params := _params(item)):
+        session = item.config.stash[SESSION_KEY]
+        stats = session.stats.get(params[0].id)
+        if stats is not None:
+            stats.wall_s += call.duration
+            if call.when == "call":
+                stats.items += 1
+        key = item_key(params[0].id, params[1].id)
+        result = session.results.get(key)
+        if result is not None and call.when == "call":
+            for name, value in report.junit_properties(result):
+                item.user_properties.append((name, value))
+    return rep
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if SESSION_KEY not in config.stash:
+        return
+    session = config.stash[SESSION_KEY]
+    report.terminal_summary(session, terminalreporter)
+    if session.options.report is not None:
+        path = report.write_reports(session, session.options.report)
+        terminalreporter.write_line(f"dsr1: reports written to {path}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_KEY in config.stash:
+        config.stash[SESSION_KEY].close()
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def dsr1_session(request: pytest.FixtureRequest) -> Dsr1Session:
+    """The pytest-dsr1 session: matrix, options, servers, results."""
+    return _session(request.config)
+
+
+@pytest.fixture(scope="session")
+def dsr1_server(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> Iterator[ServerHandle | None]:
+    """One real vLLM server for the parametrized config; at most one alive in the session.
+
+    A server that fails to start is not an error here: the handle carries the log tail, and each item of
+    that config fails with it, while the next config starts its own server.
+    """
+    config: ServerConfig = request.param
+    if dsr1_session.options.dry_run:
+        yield None
+        return
+    handle = dsr1_session.start_server(config)
+    yield handle
+    dsr1_session.stop_server(handle)
+
+
+@pytest.fixture
+def dsr1_workload(request: pytest.FixtureRequest) -> Workload:
+    """The workload (name, input/output length, batch size) of this item."""
+    return request.param
+
+
+@pytest.fixture
+def dsr1_benchmark(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> Callable[[ServerHandle | None, Workload], Measurement]:
+    """Run vLLM's serving benchmark (`vllm bench serve`) for the item's workload: warm-up, then the repeats."""
+    params = _params(request.node)
+
+    def run(handle: ServerHandle | None, workload: Workload) -> Measurement:
+        assert params is not None, "dsr1_benchmark needs the dsr1_server and dsr1_workload parameters"
+        config = params[0]
+        key = item_key(config.id, workload.id)
+        if dsr1_session.options.dry_run:
+            lines = dsr1_session.dry_run.setdefault(config.id, [])
+            if not lines:
+                cmd = dsr1_session.server_command_for(config)
+                lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {config.gpus or 'no'} GPUs")
+                lines.append(cmd.shell_line())
+            lines.append(f"  [{workload.id}] " + dsr1_session.bench_shell_line(dsr1_session.bench_command_for(config, workload)))
+            pytest.skip("dry-run: not run")
+        assert handle is not None
+
+        def fail(msg: str) -> None:
+            dsr1_session.results[key] = ItemResult(key, config.id, workload, "failed", msg)
+            pytest.fail(msg, pytrace=False)
+
+        m = dsr1_session.measure(handle, workload, fail)
+        request.node.user_properties.append(("dsr1_bench_command", m.bench_command))
+        request.node.user_properties.append(("dsr1_server_command", m.server_command))
+        return m
+
+    return run
+
+
+class BaselineCheck:
+    def __init__(self, session: Dsr1Session, node: pytest.Item) -> None:
+        self.session = session
+        self.node = node
+
+    def check(self, m: Measurement) -> list:
+        """Record the measurement as the baseline (--dsr1-record), or compare it and fail on a regression."""
+        session, opts = self.session, self.session.options
+        result = ItemResult(m.key, m.config.id, m.workload, "passed", measurement=m)
+        session.results[m.key] = result
+        if opts.record:
+            session.record(m)
+            result.outcome = "recorded"
+            return []
+        try:
+            baseline = session.baseline_file(m.config)
+        except BaselineError as exc:
+            result.outcome, result.message = "failed", str(exc)
+            pytest.fail(f"{m.key}: {exc}", pytrace=False)
+        entry = baseline.entries.get(m.key)
+        if entry is None:
+            msg = f"no baseline for {m.key} in {baseline.path}: run --dsr1-record to create it (measured: {report.brief(m.samples)})"
+            result.outcome, result.message = ("failed" if opts.missing_baseline == "fail" else "skipped"), msg
+            (pytest.fail if opts.missing_baseline == "fail" else pytest.skip)(msg)
+        mismatch = same_hardware(entry.fingerprint, m.fingerprint)
+        if mismatch:
+            msg = f"not compared: {mismatch} (measured: {report.brief(m.samples)})"
+            result.outcome, result.message = "skipped", msg
+            pytest.skip(msg)
+        tolerances = session.matrix.tolerances_for(m.config)
+        tolerances.update({k: v for k, v in opts.tolerances.items() if k != "*"})
+        if "*" in opts.tolerances:
+            tolerances = {k: opts.tolerances["*"] for k in METRICS} | {k: v for k, v in opts.tolerances.items() if k != "*"}
+        metrics = tuple(k for k in METRICS if k in tolerances) or KEY_METRICS
+        verdicts = compare(entry.metrics, m.samples, tolerances, metrics, opts.alpha)
+        confirmations = 0
+        while regressed(verdicts) and confirmations < opts.confirm and m.more is not None:
+            confirmations += 1
+            m.more(1)
+            verdicts = compare(entry.metrics, m.samples, tolerances, metrics, opts.alpha)
+        result.verdicts = verdicts
+        note = ""
+        if entry.fingerprint.get("vllm") != m.fingerprint.get("vllm"):
+            note = f"\n(vLLM {entry.fingerprint.get('vllm')} in the baseline, {m.fingerprint.get('vllm')} now)"
+        if confirmations:
+            note += f"\n(confirmation: {confirmations} extra run(s); every sample is shown)"
+        if regressed(verdicts):
+            result.outcome = REGRESSED
+            result.message = report.verdict_table(verdicts) + note
+            pytest.fail(f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({baseline.path}):\n"
+                        f"{result.message}\nserver: {m.server_command}\nbenchmark: {m.bench_command}", pytrace=False)
+        if any(v.verdict == STALE for v in verdicts):
+            result.message = "; ".join(f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE)
+        return verdicts
+
+
+@pytest.fixture
+def dsr1_baseline(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> BaselineCheck:
+    """Compare a measurement with the stored baseline (or record it with --dsr1-record)."""
+    return BaselineCheck(dsr1_session, request.node)

@@ -1,0 +1,227 @@
+"""What people read: the verdict table of a failed item, the session summary, results.json and summary.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pytest_dsr1.compare import IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, MetricVerdict
+from pytest_dsr1.metrics import METRICS
+
+if TYPE_CHECKING:
+    from pytest_dsr1.runner import Dsr1Session
+
+RESULTS_SCHEMA_VERSION = 1
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.2f}" if abs(x) < 1e5 else f"{x:,.0f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1f}%"
+
+
+def _allowed(v: MetricVerdict) -> str:
+    if v.allowed is None or not v.baseline:
+        return v.tolerance
+    return f"±{v.allowed / abs(v.baseline) * 100:.1f}% ({v.tolerance})"
+
+
+def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
+    rows = []
+    for v in verdicts:
+        unit = METRICS[v.metric].unit
+        samples = ""
+        if len(v.measured_samples) > 1 or len(v.baseline_samples) > 1:
+            samples = " [" + ", ".join(_num(s) for s in v.measured_samples) + "]"
+        rows.append([f"{v.metric} ({unit})", _num(v.baseline), _num(v.measured) + samples, _pct(v.change_pct), _allowed(v),
+                     v.verdict + (f": {v.reason}" if v.verdict not in (OK,) and v.reason else "")])
+    return rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "verdict"]
+
+
+def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
+    return format_table(VERDICT_HEADER, verdict_rows(verdicts))
+
+
+def brief(samples: dict[str, list[float]]) -> str:
+    keys = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
+    return ", ".join(f"{k}={statistics.median(samples[k]):.2f}" for k in keys if samples.get(k))
+
+
+def junit_properties(result: Any) -> list[tuple[str, str]]:
+    props = [("dsr1_outcome", result.outcome)]
+    for v in result.verdicts:
+        props += [(f"dsr1_{v.metric}", _num(v.measured)), (f"dsr1_{v.metric}_baseline", _num(v.baseline)),
+                  (f"dsr1_{v.metric}_verdict", v.verdict)]
+    if not result.verdicts and result.measurement is not None:
+        for k, xs in result.measurement.samples.items():
+            props.append((f"dsr1_{k}", _num(statistics.median(xs))))
+    return props
+
+
+def _severity(v: MetricVerdict) -> tuple[int, float]:
+    order = {REGRESSED: 0, NOISE: 1, STALE: 3, IMPROVED: 4, OK: 2, NOT_COMPARED: 5}
+    worse = 0.0
+    if v.change_pct is not None:
+        worse = -v.change_pct if METRICS[v.metric].higher_is_better else v.change_pct
+    return order.get(v.verdict, 9), -worse
+
+
+def summary_rows(session: "Dsr1Session") -> list[list[str]]:
+    flat = [(r.key, v) for r in session.results.values() for v in r.verdicts]
+    flat.sort(key=lambda kv: _severity(kv[1]))
+    return [[key, *row] for key, v in flat for row in verdict_rows([v])]
+
+
+def timing_rows(session: "Dsr1Session") -> list[list[str]]:
+    rows = []
+    tot = [0.0, 0.0, 0.0, 0.0]
+    for cid in session.configs_run:
+        s = session.stats[cid]
+        overhead = max(0.0, s.wall_s - s.startup_s - s.bench_s - s.stop_s)
+        ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
+        rows.append([cid, ready, f"{s.startup_s:.1f}s", f"{s.bench_s:.1f}s", f"{s.stop_s:.1f}s", f"{overhead:.1f}s", str(s.items)])
+        for i, x in enumerate((s.startup_s, s.bench_s, s.stop_s, overhead)):
+            tot[i] += x
+    if rows:
+        rows.append(["total", "", *(f"{x:.1f}s" for x in tot), str(sum(session.stats[c].items for c in session.configs_run))])
+    return rows
+
+
+TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "stop", "overhead", "items"]
+
+
+def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
+    if session.dry_run:
+        tr.section("dsr1 dry run: the commands each item would run", sep="=")
+        for lines in session.dry_run.values():
+            for line in lines:
+                tr.write_line(line)
+            tr.write_line("")
+    if not session.configs_run and not session.results and not session.records:
+        return
+    tr.section("dsr1 serving summary", sep="=")
+    rows = summary_rows(session)
+    if rows:
+        table = format_table(["item", *VERDICT_HEADER], rows)
+        for line in table.splitlines():
+            markup = {"red": True, "bold": True} if f" {REGRESSED}" in line else ({"yellow": True} if f" {STALE}" in line else {})
+            tr.write_line(line, **markup)
+    other = [r for r in session.results.values() if not r.verdicts]
+    for r in other:
+        if r.outcome == "recorded":
+            continue
+        tr.write_line(f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
+                      **({"red": True} if r.outcome == "failed" else {}))
+    stale = [r for r in session.results.values() if any(v.verdict == STALE for v in r.verdicts)]
+    for r in stale:
+        tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)
+    if session.records:
+        tr.write_line("")
+        tr.write_line("recorded baselines (old -> new median):")
+        for path, key, metric, old, new in session.records:
+            if metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "total_token_throughput"):
+                tr.write_line(f"  {key} {metric}: {_num(old)} -> {_num(new)}  ({path})")
+    if session.configs_run:
+        tr.write_line("")
+        for line in format_table(TIMING_HEADER, timing_rows(session)).splitlines():
+            tr.write_line(line)
+        n = len(session.configs_run)
+        tr.write_line(f"dsr1: {session.server_starts} server start(s) for {len(set(session.configs_run))} configuration(s) run"
+                      + ("" if session.server_starts == len(set(session.configs_run)) else " (MISMATCH: a configuration started more than once)"))
+        if n:
+            tr.write_line(f"dsr1: logs in {session.run_dir}")
+    for info in session.stale_cleaned:
+        tr.write_line(f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True)
+
+
+# ---------------------------------------------------------------- files
+
+
+def results_json(session: "Dsr1Session") -> dict[str, Any]:
+    items = []
+    for r in session.results.values():
+        m = r.measurement
+        items.append({
+            "id": r.key,
+            "config": r.config_id,
+            "workload": {"name": r.workload.name, "input_len": r.workload.input_len, "output_len": r.workload.output_len,
+                         "batch_size": r.workload.batch_size},
+            "outcome": r.outcome,
+            "message": r.message,
+            "server_command": m.server_command if m else None,
+            "bench_command": m.bench_command if m else None,
+            "fingerprint": m.fingerprint if m else None,
+            "samples": m.samples if m else {},
+            "runs": m.runs if m else [],
+            "verdicts": [{"metric": v.metric, "baseline": v.baseline, "measured": v.measured, "change_pct": v.change_pct,
+                          "allowed": v.allowed, "tolerance": v.tolerance, "verdict": v.verdict, "reason": v.reason,
+                          "p_value": v.p_value, "baseline_samples": list(v.baseline_samples),
+                          "measured_samples": list(v.measured_samples)} for v in r.verdicts],
+        })
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "server_starts": session.server_starts,
+        "configs_run": session.configs_run,
+        "timing": {cid: vars(session.stats[cid]) for cid in session.configs_run},
+        "items": items,
+    }
+
+
+def summary_markdown(session: "Dsr1Session") -> str:
+    regressions = sum(1 for r in session.results.values() if r.outcome == REGRESSED)
+    out = [f"## pytest-dsr1: {len(session.results)} item(s), {regressions} regressed", ""]
+    rows = summary_rows(session)
+    if rows:
+        out.append("| item | " + " | ".join(VERDICT_HEADER) + " |")
+        out.append("|" + "---|" * (len(VERDICT_HEADER) + 1))
+        for row in rows:
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        out.append("")
+    others = [r for r in session.results.values() if not r.verdicts]
+    if others:
+        out += ["| item | outcome | note |", "|---|---|---|"]
+        for r in others:
+            note = (r.message.splitlines()[0] if r.message else "").replace("|", "\\|")
+            out.append(f"| {r.key} | {r.outcome} | {note} |")
+        out.append("")
+    t = timing_rows(session)
+    if t:
+        out.append("| " + " | ".join(TIMING_HEADER) + " |")
+        out.append("|" + "---|" * len(TIMING_HEADER))
+        out += ["| " + " | ".join(r) + " |" for r in t]
+        out.append("")
+        out.append(f"Server starts: {session.server_starts} for {len(set(session.configs_run))} configuration(s).")
+    return "\n".join(out) + "\n"
+
+
+def write_reports(session: "Dsr1Session", directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(results_json(session), indent=2, default=str) + "\n")
+    md = summary_markdown(session)
+    (directory / "summary.md").write_text(md)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as f:
+            f.write(md)
+    try:
+        from pytest_dsr1 import plots
+    except ImportError:  # matplotlib is optional
+        return directory
+    plots.write_plots(session, directory)
+    return directory

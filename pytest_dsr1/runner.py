@@ -1,0 +1,318 @@
+"""The session's moving parts: servers (at most one alive), the benchmark worker, measurements, records.
+
+Imports pytest only for pytest.fail/skip in the two places a test outcome is decided; the process and
+file work lives in server.py, bench.py and baseline.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pytest_dsr1 import baseline as bl
+from pytest_dsr1 import hardware, tiny
+from pytest_dsr1.bench import BenchError, BenchWorker
+from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
+from pytest_dsr1.compare import MetricVerdict
+from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
+from pytest_dsr1.metrics import extract
+from pytest_dsr1.options import Options
+from pytest_dsr1.server import ServerStartError, VllmServer, free_port, port_answers, redact_env_secrets
+
+# Flags the harness adds to every benchmark run: percentiles for the report, no progress bar in logs.
+BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99")
+
+
+def item_key(config_id: str, workload_id: str) -> str:
+    """The id of an item in baselines and reports, as the recipe reads: h200-fp8-tp8ep[prompt_heavy-bs16]."""
+    return f"{config_id}[{workload_id}]"
+
+
+def model_reference(config: ServerConfig) -> str:
+    """What `vllm serve` gets: the recipe's model id, or the generated tiny model's cached path."""
+    return str(tiny.default_path()) if config.model.generated else config.model.hf_id
+
+
+@dataclass
+class ServerHandle:
+    config: ServerConfig
+    command: ServerCommand
+    model_path: str
+    server: VllmServer | None = None
+    error: str | None = None
+    fingerprint: dict = field(default_factory=dict)
+
+    @property
+    def connect_host(self) -> str:
+        assert self.server is not None
+        return "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+
+
+@dataclass
+class ConfigStats:
+    startup_s: float = 0.0
+    ready_s: float | None = None
+    bench_s: float = 0.0
+    stop_s: float = 0.0
+    wall_s: float = 0.0
+    items: int = 0
+    start_failed: bool = False
+
+
+@dataclass
+class Measurement:
+    config: ServerConfig
+    workload: Workload
+    key: str
+    server_command: str
+    bench_command: str
+    fingerprint: dict
+    runs: list[dict] = field(default_factory=list)
+    more: Callable[[int], None] | None = None
+
+    @property
+    def samples(self) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for run in self.runs:
+            for name, value in extract(run).items():
+                out.setdefault(name, []).append(value)
+        return out
+
+
+@dataclass
+class ItemResult:
+    key: str
+    config_id: str
+    workload: Workload
+    outcome: str  # passed | REGRESSED | failed | skipped | recorded
+    message: str = ""
+    verdicts: list[MetricVerdict] = field(default_factory=list)
+    measurement: Measurement | None = None
+
+
+class Dsr1Session:
+    def __init__(self, matrix: Matrix, options: Options, write_line: Callable[[str], None]) -> None:
+        self.matrix = matrix
+        self.options = options
+        self.write_line = write_line  # to the terminal, past output capture (used with -v)
+        self.run_dir = options.run_dir / (dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
+        self.python = options.python or sys.executable
+        self._host: hardware.Host | None = None
+        self.live: ServerHandle | None = None
+        self.server_starts = 0
+        self.configs_run: list[str] = []
+        self.stats: dict[str, ConfigStats] = {}
+        self.results: dict[str, ItemResult] = {}
+        self.records: list[tuple[str, str, str, float | None, float]] = []  # file, item, metric, old, new
+        self.dry_run: dict[str, list[str]] = {}
+        self.stale_cleaned: list[dict] = []
+        self.current_config: str | None = None
+        self._worker: BenchWorker | None = None
+        self._baselines: dict[Path, bl.BaselineFile | bl.BaselineError] = {}
+
+    # ------------------------------------------------------------ hardware
+
+    @property
+    def host(self) -> hardware.Host:
+        if self._host is None:
+            self._host = hardware.detect()
+        return self._host
+
+    # ------------------------------------------------------------ commands
+
+    def server_command_for(self, config: ServerConfig, port: int | str = 8000) -> ServerCommand:
+        return server_command(config, model_reference(config), self.options.host, port, self.options.api_key)
+
+    def bench_command_for(self, config: ServerConfig, workload: Workload, host: str = "127.0.0.1",
+                          port: int | str = 8000) -> BenchCommand:
+        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port)
+        return BenchCommand(cmd.args + BENCH_REPORT_FLAGS)
+
+    def bench_shell_line(self, cmd: BenchCommand) -> str:
+        prefix = "OPENAI_API_KEY=*** " if self.options.api_key else ""
+        return prefix + cmd.shell_line()
+
+    def repeat_for(self, config: ServerConfig) -> int:
+        return self.options.repeat or config.hardware.repeat
+
+    # ------------------------------------------------------------ servers
+
+    def start_server(self, config: ServerConfig) -> ServerHandle:
+        """Start (at most one alive) and wait until ready. Never raises for a server failure: the handle
+        carries the error, so that every item of this config fails with it and the next config still runs."""
+        if self.live is not None:
+            self.stop_server(self.live)
+        stats = self.stats.setdefault(config.id, ConfigStats())
+        t0 = time.monotonic()
+        model_path = tiny.ensure() if config.model.generated else config.model.hf_id
+        port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
+        command = server_command(config, str(model_path), self.options.host, port, self.options.api_key)
+        handle = ServerHandle(config, command, str(model_path))
+        handle.fingerprint = hardware.fingerprint(config, self.host, redact(" ".join(command.display_argv), command.secret_values), config.model.hf_id)
+        handle.fingerprint["server_command"] = _portless(handle.fingerprint["server_command"], port)
+        server = VllmServer(config.id, command, self.options.host, port, self.run_dir / f"{config.id}.log", self.python)
+        handle.server = server
+        self.server_starts += 1
+        self.configs_run.append(config.id)
+        self.live = handle
+        timeout = self.options.startup_timeout or config.hardware.startup_timeout_s
+        self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
+        try:
+            server.start()
+            ready = server.wait_ready(timeout, progress=lambda s: self.write_line(
+                f"dsr1: waiting for server {config.id} ({_mmss(s)}, log: {server.log_path})"))
+            stats.ready_s = ready
+            self.write_line(f"dsr1: server {config.id} ready in {ready:.1f}s on {server.url}")
+        except ServerStartError as exc:
+            handle.error = redact_env_secrets(str(exc))
+            stats.start_failed = True
+            server.stop()
+            self.live = None
+        except Exception as exc:  # e.g. OSError from Popen: still a failed start, still torn down
+            handle.error = redact_env_secrets(f"server {config.id} could not start: {exc!r} (log: {server.log_path})")
+            stats.start_failed = True
+            server.stop()
+            self.live = None
+        stats.startup_s += time.monotonic() - t0
+        return handle
+
+    def stop_server(self, handle: ServerHandle) -> None:
+        if handle.server is None:
+            return
+        t0 = time.monotonic()
+        handle.server.stop()
+        elapsed = time.monotonic() - t0
+        stats = self.stats.setdefault(handle.config.id, ConfigStats())
+        stats.stop_s += elapsed
+        # Lazy teardown: this stop may run inside the next config's first item; move its time back.
+        if self.current_config and self.current_config != handle.config.id and self.current_config in self.stats:
+            self.stats[self.current_config].wall_s -= elapsed
+            stats.wall_s += elapsed
+        if self.live is handle:
+            self.live = None
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.stop_server(self.live)
+        if self._worker is not None:
+            self._worker.close()
+
+    # ------------------------------------------------------------ benchmarks
+
+    @property
+    def worker(self) -> BenchWorker:
+        if self._worker is None:
+            self._worker = BenchWorker(self.run_dir / "bench-worker.log", self.python)
+        return self._worker
+
+    def measure(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None]) -> Measurement:
+        config = handle.config
+        key = item_key(config.id, workload.id)
+        if handle.error is not None:
+            fail(f"server for {config.id} did not start, so {key} was not run:\n{handle.error}")
+        server = handle.server
+        assert server is not None
+        bench = self.bench_command_for(config, workload, handle.connect_host, server.port)
+        m = Measurement(config, workload, key, handle.fingerprint["server_command"],
+                        self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))), handle.fingerprint)
+        m.more = lambda n: self._run_samples(handle, bench, workload, m, n, fail)
+        m.more(self.repeat_for(config))
+        return m
+
+    def _run_samples(self, handle: ServerHandle, bench: BenchCommand, workload: Workload, m: Measurement, n: int,
+                     fail: Callable[[str], None]) -> None:
+        server = handle.server
+        assert server is not None
+        env = {"OPENAI_API_KEY": self.options.api_key} if self.options.api_key else None
+        stats = self.stats.setdefault(handle.config.id, ConfigStats())
+        for _ in range(n):
+            if not server.alive():
+                handle.error = (f"server {handle.config.id} is not running (exit code {server.proc.returncode if server.proc else None}); "
+                                f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
+                self.stop_server(handle)
+                fail(handle.error)
+            t0 = time.monotonic()
+            try:
+                run = self.worker.run([*bench.args, "--disable-tqdm"], self.options.startup_timeout or handle.config.hardware.bench_timeout_s, env)
+            except BenchError as exc:
+                stats.bench_s += time.monotonic() - t0
+                fail(f"{m.key}: {redact(str(exc), bench.secret_values)}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
+                raise  # unreachable: fail() raises
+            stats.bench_s += time.monotonic() - t0
+            result = run.result
+            completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
+            if failed or completed < workload.batch_size:
+                dead = "" if server.alive() else f" The server exited (code {server.proc.returncode if server.proc else None})."
+                errors = "\n".join(f"  {e}" for e in result.get("error_samples", []))
+                msg = (f"{m.key}: {failed} of {workload.batch_size} requests failed, {completed} completed.{dead}\n"
+                       f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
+                       f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
+                if not server.alive() or not server.healthy():
+                    handle.error = f"server {handle.config.id} died or became unhealthy under load during {m.key}\n" + msg
+                    self.stop_server(handle)
+                fail(msg)
+            m.runs.append(result)
+
+    # ------------------------------------------------------------ baselines
+
+    def baseline_file(self, config: ServerConfig) -> bl.BaselineFile:
+        path = bl.baseline_path(self.options.baselines, config.hardware.name, config.model.name)
+        cached = self._baselines.get(path)
+        if cached is None:
+            try:
+                cached = bl.load(path, config.hardware.name, config.model.name)
+            except bl.BaselineError as exc:
+                cached = exc
+            self._baselines[path] = cached
+        if isinstance(cached, bl.BaselineError):
+            raise cached
+        return cached
+
+    def record(self, m: Measurement) -> None:
+        path = bl.baseline_path(self.options.baselines, m.config.hardware.name, m.config.model.name)
+        entry = bl.Entry(
+            metrics=m.samples,
+            provenance="recorded",
+            date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            fingerprint=m.fingerprint,
+            extra={"workload": {"input_len": m.workload.input_len, "output_len": m.workload.output_len,
+                                "batch_size": m.workload.batch_size},
+                   "bench_command": m.bench_command},
+        )
+        old, new = bl.record(path, m.config.hardware.name, m.config.model.name, m.key, entry)
+        self._baselines.pop(path, None)
+        for metric, samples in sorted(new.metrics.items()):
+            before = _median(old.metrics.get(metric)) if old else None
+            self.records.append((str(path), m.key, metric, before, _median(samples) or 0.0))
+
+
+def _median(xs: list[float] | None) -> float | None:
+    import statistics
+
+    return statistics.median(xs) if xs else None
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _portless(line: str, port: int) -> str:
+    """The port is picked per run; a fingerprint must not change with it."""
+    return line.replace(f"--port {port}", "--port PORT")
+
+
+def _portless_args(args: tuple[str, ...], port: int) -> tuple[str, ...]:
+    out = list(args)
+    for i, a in enumerate(out[:-1]):
+        if a == "--port" and out[i + 1] == str(port):
+            out[i + 1] = "PORT"
+    return tuple(out)
+
+
+__all__ = ["Dsr1Session", "ItemResult", "Measurement", "ServerHandle", "item_key", "port_answers"]

@@ -1,0 +1,256 @@
+"""One vLLM server process: start (argv + env, no shell), wait until ready, log file, stop the whole group.
+
+No pytest here. The idioms follow vLLM's own benchmarks/sweep/server.py and pytest-xprocess: a new session
+(process group) so that the API server and its engine processes stop together; output to a log file, never
+an unread pipe; readiness = /health 200 while the process is alive, against a monotonic deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import requests
+
+from pytest_dsr1.command import REDACTED, ServerCommand, redact
+
+PIDFILE_SUFFIX = ".pid.json"
+
+
+class ServerStartError(RuntimeError):
+    """The server did not become ready. The message holds the reason and the log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 40, secrets: tuple[str, ...] = ()) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return redact_env_secrets(redact("\n".join(text.splitlines()[-lines:]), secrets))
+
+
+SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")
+
+
+def redact_env_secrets(text: str, environ: dict | None = None) -> str:
+    """Replace the values of secret-looking environment variables (tokens, keys) with ***."""
+    environ = os.environ if environ is None else environ
+    for name, value in environ.items():
+        if value and len(value) >= 6 and (name in SECRET_ENV_NAMES or name.endswith(("_TOKEN", "_API_KEY", "_SECRET"))):
+            text = text.replace(value, REDACTED)
+    return text
+
+
+@dataclass
+class VllmServer:
+    name: str
+    command: ServerCommand
+    host: str
+    port: int
+    log_path: Path
+    python: str
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    ready_after_s: float | None = None
+    exit_code: int | None = None
+    _children: set[int] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.log_path.with_suffix(PIDFILE_SUFFIX)
+
+    def start(self) -> None:
+        """Launch the process. Refuses if something already answers on the port (never benchmark a stranger)."""
+        if port_answers(self.host, self.port):
+            raise ServerStartError(f"refusing to start {self.name}: something already answers on {self.host}:{self.port}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **dict(self.command.env)}
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {self.command.shell_line()}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command.exec_argv(self.python),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: API server + engine processes stop together
+            )
+        self.started_at = time.monotonic()
+        self.pidfile.write_text(json.dumps({"pid": self.proc.pid, "pgid": self.proc.pid, "name": self.name,
+                                            "port": self.port, "started": time.time()}))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float, progress: Callable[[float], None] | None = None,
+                   progress_every_s: float = 30.0, poll_s: float = 1.0) -> float:
+        """Poll /health until 200, the process exits, or the deadline passes. Returns seconds to ready."""
+        assert self.proc is not None
+        deadline = self.started_at + timeout_s
+        next_progress = self.started_at + progress_every_s
+        while True:
+            now = time.monotonic()
+            if self.proc.poll() is not None:
+                self.exit_code = self.proc.returncode
+                raise ServerStartError(
+                    f"server {self.name} exited with code {self.exit_code} after {now - self.started_at:.1f}s during start-up "
+                    f"(log: {self.log_path})\n--- log tail ---\n{self.log_tail()}")
+            self._remember_children()
+            try:
+                if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                    self.ready_after_s = time.monotonic() - self.started_at
+                    return self.ready_after_s
+            except requests.RequestException:
+                pass
+            if now >= deadline:
+                raise ServerStartError(
+                    f"server {self.name} not ready after {now - self.started_at:.1f}s (deadline {timeout_s:.0f}s; "
+                    f"raise it with --dsr1-startup-timeout) (log: {self.log_path})\n--- log tail ---\n{self.log_tail()}")
+            if progress and now >= next_progress:
+                progress(now - self.started_at)
+                next_progress += progress_every_s
+            time.sleep(poll_s)
+
+    def healthy(self) -> bool:
+        if not self.alive():
+            return False
+        try:
+            return requests.get(self.url + "/health", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines, self.command.secret_values)
+
+    def _remember_children(self) -> None:
+        # Engine processes may leave the group (DP ranks, multiprocessing); remember them to stop them too.
+        if self.proc is None:
+            return
+        try:
+            self._children.update(p.pid for p in psutil.Process(self.proc.pid).children(recursive=True))
+        except psutil.Error:
+            pass
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """TERM the process group, wait, then KILL it and any remembered child that escaped the group."""
+        if self.proc is None:
+            return
+        self._remember_children()
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            _signal_group(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # The API server may be gone while engine processes linger in the group: always sweep.
+        _signal_group(pgid, signal.SIGKILL)
+        for pid in self._children:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _wait_gone(self._children | {pgid}, timeout=15)
+        self.exit_code = self.proc.returncode
+        try:
+            self.pidfile.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_gone(pids: set[int], timeout: float) -> None:
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+
+
+def stale_servers(run_root: Path) -> list[dict]:
+    """Servers recorded in pidfiles under run_root whose process group still runs (a crashed earlier run)."""
+    found = []
+    for pidfile in Path(run_root).glob(f"**/*{PIDFILE_SUFFIX}"):
+        try:
+            info = json.loads(pidfile.read_text())
+            pgid = int(info["pgid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        info["pidfile"] = str(pidfile)
+        info["alive"] = _group_alive(pgid) and _looks_like_vllm(pgid)
+        found.append(info)
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _looks_like_vllm(pgid: int) -> bool:
+    # Guard against pid reuse: only a process group that runs vLLM counts as our leftover.
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getpgid(p.pid) == pgid and "vllm" in " ".join(p.info["cmdline"] or []):
+                return True
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return False
+
+
+def clean_stale(info: dict) -> None:
+    if info.get("alive"):
+        _signal_group(int(info["pgid"]), signal.SIGTERM)
+        time.sleep(2)
+        _signal_group(int(info["pgid"]), signal.SIGKILL)
+    try:
+        Path(info["pidfile"]).unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,55 @@
+"""Tolerance expressions: '10%' (relative) or '15%:5' (relative, with an absolute floor in the metric's unit).
+
+The allowed change is max(rel * baseline, abs): 0.2 ms of jitter on a 1 ms ITL is not a regression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+
+_EXPR = re.compile(r"^\s*(?P<rel>\d+(?:\.\d+)?)\s*%\s*(?::\s*(?P<abs>\d+(?:\.\d+)?)\s*)?$")
+
+
+class ToleranceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel: float  # fraction, 0.10 for 10%
+    abs: float = 0.0
+
+    def allowed(self, baseline: float) -> float:
+        return max(self.rel * abs(baseline), self.abs)
+
+    def __str__(self) -> str:
+        s = f"{self.rel * 100:g}%"
+        return f"{s}:{self.abs:g}" if self.abs else s
+
+
+def parse_tolerance(expr: str) -> Tolerance:
+    m = _EXPR.match(expr)
+    if not m:
+        raise ToleranceError(f"bad tolerance {expr!r}: write '10%' or '15%:5' (relative %, then an optional absolute floor)")
+    rel = float(m["rel"]) / 100
+    if rel >= 10:
+        raise ToleranceError(f"bad tolerance {expr!r}: {m['rel']}% is not a tolerance")
+    return Tolerance(rel, float(m["abs"] or 0))
+
+
+def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
+    """argparse type for --dsr1-tolerance METRIC=EXPR ('*' for every metric)."""
+    from pytest_dsr1.metrics import METRICS
+
+    metric, sep, expr = text.partition("=")
+    metric = metric.strip()
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: write METRIC=TOLERANCE, e.g. mean_ttft_ms=15%:5 or '*=10%'")
+    if metric != "*" and metric not in METRICS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}")
+    try:
+        return metric, parse_tolerance(expr)
+    except ToleranceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
