@@ -108,6 +108,7 @@ class ServerConfig:
     workload_scale: float = 1.0
     batch_sizes: tuple[int, ...] = ()
     tolerances: tuple[tuple[str, Tolerance], ...] = ()
+    workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
     description: str = ""
     source: str = ""  # the file it came from, for error messages
 
@@ -136,6 +137,8 @@ class Matrix:
     def workloads_for(self, config: ServerConfig) -> list[Workload]:
         out = []
         for wl in self.workloads:
+            if config.workloads and wl.name not in config.workloads:
+                continue
             for bs in config.batch_sizes:
                 out.append(
                     Workload(
@@ -197,7 +200,7 @@ _HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat"
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description"}
+                "batch_sizes", "tolerances", "description", "workloads"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -251,6 +254,12 @@ def load_matrix(path: Path | str) -> Matrix:
     hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
     workloads = tuple(_workload(f, name, spec) for name, (f, spec) in raw["workloads"].items())
     configs = tuple(_config(f, name, spec, models, hardware) for name, (f, spec) in raw["configs"].items())
+    known = {w.name for w in workloads}
+    for c in configs:
+        for i, name in enumerate(c.workloads):
+            if name not in known:
+                raise MatrixError(c.source, f"configs.{c.id}.workloads[{i}]", f"unknown workload {name!r}",
+                                  f"use one of: {', '.join(sorted(known)) or '(none defined)'}")
     bench = _benchmark(*benchmark) if benchmark else BenchmarkSettings()
     tols = _tolerances(tolerances[0], "tolerances", tolerances[1]) if tolerances else ()
     if configs and not workloads:
@@ -405,8 +414,13 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     _expect(f, f"{fn}.extra_args", extra, list, "a list of strings (one argv token each)")
     for i, a in enumerate(extra):
         _expect(f, f"{fn}.extra_args[{i}]", a, str, "a string")
+    wl_names = spec.get("workloads", [])
+    _expect(f, f"{fn}.workloads", wl_names, list, "a list of workload names")
+    for i, w in enumerate(wl_names):
+        _expect(f, f"{fn}.workloads[{i}]", w, str, "a workload name")
     return ServerConfig(
         id=cid,
+        workloads=tuple(wl_names),
         hardware=hw,
         model=model,
         gpus=gpus,

@@ -1,0 +1,124 @@
+"""Baseline files: validation errors name file/field/fix, old formats load, record merges and writes atomically."""
+
+import json
+import os
+import re
+
+import pytest
+
+from pytest_dsr1 import baseline as bl
+
+FP = {"hardware": "cpu", "cpu_model": "X", "cpu_count": 2, "vllm": "0.32.0", "model": "generated:tiny", "server_command": "vllm serve m"}
+
+
+def entry(value: float, n: int = 1) -> bl.Entry:
+    return bl.Entry({"output_throughput": [value] * n, "mean_ttft_ms": [10.0] * n}, "recorded", "2026-11-29", dict(FP))
+
+
+def test_missing_file_is_empty(tmp_path):
+    assert bl.load(tmp_path / "cpu" / "tiny.json", "cpu", "tiny").entries == {}
+
+
+def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
+    path = bl.baseline_path(tmp_path, "cpu", "tiny")
+    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    bl.record(path, "cpu", "tiny", "b[w-bs1]", entry(50.0, 3))
+    old, new = bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(120.0))
+    assert old.metrics["output_throughput"] == [100.0] and new.metrics["output_throughput"] == [120.0]
+    loaded = bl.load(path, "cpu", "tiny")
+    assert set(loaded.entries) == {"a[w-bs1]", "b[w-bs1]"}
+    assert loaded.entries["b[w-bs1]"].metrics["output_throughput"] == [50.0, 50.0, 50.0]
+    raw = json.loads(path.read_text())
+    assert raw["entries"]["b[w-bs1]"]["metrics"]["output_throughput"] == {"samples": [50.0, 50.0, 50.0], "median": 50.0, "mean": 50.0, "stdev": 0.0}
+
+
+def test_old_single_value_baselines_load(tmp_path):
+    path = tmp_path / "h200" / "fp8.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"schema_version": 1, "hardware": "h200", "model": "fp8", "entries": {
+        "x": {"provenance": "published", "date": "2025", "fingerprint": {"hardware": "h200"}, "metrics": {"output_throughput": 61.0}}}}))
+    assert bl.load(path, "h200", "fp8").entries["x"].metrics == {"output_throughput": [61.0]}
+
+
+def _good(tmp_path):
+    path = bl.baseline_path(tmp_path, "cpu", "tiny")
+    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    return path
+
+
+@pytest.mark.parametrize("corrupt, field, fix", [
+    (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
+    (lambda t: "", "(json)", "re-record"),
+    (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
+    (lambda t: t.replace('"hardware": "cpu",\n  "model"', '"hardware": "h200",\n  "model"'), "hardware", "move the file"),
+    (lambda t: t.replace('"provenance": "recorded"', '"provenance": "guessed"'), "entries.a[w-bs1].provenance", "recorded, published"),
+    (lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'), "entries.a[w-bs1].fingerprint.hardware", "move the entry"),
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "re-record"),
+])
+def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field, fix):
+    path = _good(tmp_path)
+    text = path.read_text()
+    bad = corrupt(text)
+    assert bad != text
+    path.write_text(bad)
+    with pytest.raises(bl.BaselineError) as exc:
+        bl.load(path, "cpu", "tiny")
+    assert str(path) in str(exc.value) and f": {field}:" in str(exc.value) and fix in str(exc.value)
+
+
+def test_record_into_corrupt_file_refuses_and_keeps_it(tmp_path):
+    path = _good(tmp_path)
+    path.write_text("{ truncated")
+    with pytest.raises(bl.BaselineError):
+        bl.record(path, "cpu", "tiny", "b", entry(1.0))
+    assert path.read_text() == "{ truncated"
+
+
+def test_write_is_atomic_when_the_rename_fails(tmp_path, monkeypatch):
+    path = _good(tmp_path)
+    before = path.read_bytes()
+
+    def boom(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="No space left"):
+        bl.record(path, "cpu", "tiny", "b", entry(1.0))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["tiny.json"]  # no temporary file left behind
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory(tmp_path):
+    path = _good(tmp_path)
+    before = path.read_bytes()
+    os.chmod(path.parent, 0o555)
+    try:
+        with pytest.raises(PermissionError):
+            bl.record(path, "cpu", "tiny", "b", entry(1.0))
+    finally:
+        os.chmod(path.parent, 0o755)
+    assert path.read_bytes() == before
+
+
+def test_committed_baselines_are_valid():
+    from conftest import REPO
+
+    files = list((REPO / "baselines").glob("*/*.json"))
+    assert files, "baselines/ holds at least the published H200 FP8 entry"
+    for f in files:
+        loaded = bl.load(f, f.parent.name, f.stem)
+        assert loaded.entries, f
+
+
+def test_published_recipe_sample():
+    from conftest import REPO
+
+    e = bl.load(REPO / "baselines" / "h200" / "fp8.json", "h200", "fp8").entries["h200-fp8-tp8ep[prompt_heavy-bs1]"]
+    assert e.provenance == "published"
+    assert {k: v[0] for k, v in e.metrics.items()} == {"output_throughput": 61.0, "total_token_throughput": 543.06,
+                                                        "mean_ttft_ms": 560.0, "mean_tpot_ms": 15.85, "mean_itl_ms": 15.85,
+                                                        "median_ttft_ms": 560.0, "p99_ttft_ms": 560.0, "median_tpot_ms": 15.85,
+                                                        "p99_tpot_ms": 15.85, "median_itl_ms": 15.85, "p99_itl_ms": 16.15,
+                                                        "request_throughput": 0.06}
+    assert "parallelism is not stated" in e.extra["note"]

@@ -1,0 +1,95 @@
+"""The generated commands equal the recipe's, token for token, plus only the flags the suite adds on purpose."""
+
+import shlex
+
+import pytest
+
+from pytest_dsr1.command import SUITE_SERVER_FLAGS, bench_command, server_command
+from pytest_dsr1.matrix import load_matrix
+
+from conftest import MATRIX
+
+MATRIX_ = load_matrix(MATRIX)
+
+# Copied from shared/seed/deepseek-r1-vllm-recipe.md (backslash continuations joined).
+RECIPE_SERVER = {
+    "h200-fp8-tp8ep": ({}, "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
+    "h200-fp8-dp8ep": ({}, "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
+    "h200-fp8-tp8ep-deepgemm-ht": ({"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_high_throughput"},
+                                   "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
+    "h200-fp8-dp8ep-deepgemm-ll": ({"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"},
+                                   "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
+    "b200-fp8-tp8ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
+                       "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
+    "b200-fp8-dp8ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
+                       "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
+    "b200-fp4-tp4ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP4": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"},
+                       "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --tensor-parallel-size 4 --enable-expert-parallel"),
+    "b200-fp4-dp4ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP4": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"},
+                       "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel"),
+}
+# The suite's deliberate additions: the recipe's own benchmarking advice, and the address it owns.
+ADDED = ["--no-enable-prefix-caching", "--host", "127.0.0.1", "--port", "8000"]
+assert SUITE_SERVER_FLAGS == ("--no-enable-prefix-caching", "--host", "--port")
+
+
+@pytest.mark.parametrize("config_id", sorted(RECIPE_SERVER))
+def test_server_command_is_the_recipes(config_id):
+    env, line = RECIPE_SERVER[config_id]
+    config = MATRIX_.config(config_id)
+    cmd = server_command(config, config.model.hf_id, "127.0.0.1", 8000)
+    assert cmd.display_argv == shlex.split(line) + ADDED
+    assert dict(cmd.env) == env
+    # What runs is the same flags through the module every vLLM build has.
+    assert cmd.exec_argv("python")[:5] == ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", config.model.hf_id]
+    assert cmd.exec_argv("python")[5:] == cmd.display_argv[3:]
+
+
+RECIPE_BENCH = {
+    "fp8": "vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
+           "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
+    "fp4": "vllm bench serve --model nvidia/DeepSeek-R1-FP4 --dataset-name random --random-input-len 8000 "
+           "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
+}
+BENCH_ADDED = ["--random-range-ratio", "0.0", "--seed", "0", "--num-warmups", "4", "--host", "127.0.0.1", "--port", "8000"]
+
+
+@pytest.mark.parametrize("model", ["fp8", "fp4"])
+def test_bench_command_is_the_recipes(model):
+    config = next(c for c in MATRIX_.configs if c.model.name == model)
+    wl = next(w for w in MATRIX_.workloads_for(config) if w.id == "prompt_heavy-bs16")
+    cmd = bench_command(config.model.hf_id, wl, MATRIX_.benchmark, "127.0.0.1", 8000)
+    assert cmd.display_argv == shlex.split(RECIPE_BENCH[model]) + BENCH_ADDED
+
+
+def test_tunables_become_flags_and_num_prompts_is_the_batch_size():
+    from pytest_dsr1.matrix import apply_settings
+
+    config = apply_settings(MATRIX_.config("h200-fp8-tp8ep"), [(None, "max_model_len", "65536"),
+                                                                 ("h200-fp8-tp8ep", "max_num_batched_tokens", "32768"),
+                                                                 ("other", "gpu_memory_utilization", "0.95")])
+    argv = server_command(config, config.model.hf_id).display_argv
+    assert argv[argv.index("--max-model-len") + 1] == "65536"
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "32768"
+    assert "--gpu-memory-utilization" not in argv
+    for wl in MATRIX_.workloads_for(config):
+        a = bench_command("m", wl, MATRIX_.benchmark).display_argv
+        assert a[a.index("--num-prompts") + 1] == str(wl.batch_size)
+
+
+def test_config_values_reach_argv_literally_never_a_shell():
+    """A value with ;, $(...) and backticks stays one argv token, and the shell line quotes it."""
+    from dataclasses import replace
+
+    nasty = "x; rm -rf / $(touch /tmp/pwned) `id`"
+    config = replace(MATRIX_.config("cpu-tiny-tp1"), extra_args=("--served-model-name", nasty), env=(("X", nasty),))
+    cmd = server_command(config, "/m")
+    assert nasty in cmd.exec_argv("python")
+    assert shlex.split(cmd.shell_line())[-len(cmd.display_argv) + 0:][-9:] == cmd.display_argv[-9:]
+    assert f"X={shlex.quote(nasty)}" in cmd.shell_line()
+
+
+def test_api_key_is_redacted_in_the_shell_line():
+    cmd = server_command(MATRIX_.config("cpu-tiny-tp1"), "/m", api_key="sekrit-123")
+    assert "sekrit-123" in cmd.exec_argv("python")
+    assert "sekrit-123" not in cmd.shell_line() and cmd.shell_line().endswith("--api-key ***")

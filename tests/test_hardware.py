@@ -1,0 +1,56 @@
+"""GPU detection from nvidia-smi output, and the skip reasons of hardware gating."""
+
+import stat
+
+from pytest_dsr1.hardware import Gpu, Host, detect, fingerprint, parse_cuda_version, parse_nvidia_smi, same_hardware, skip_reason
+from pytest_dsr1.matrix import load_matrix
+
+from conftest import MATRIX
+
+M = load_matrix(MATRIX)
+# Output of `nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits` on the lent H200.
+H200_CSV = "NVIDIA H200, 143771, 580.159.04\n"
+
+
+def test_parse_nvidia_smi():
+    assert parse_nvidia_smi(H200_CSV * 2) == (Gpu("NVIDIA H200", 143771, "580.159.04"),) * 2
+    assert parse_nvidia_smi("") == ()
+    assert parse_cuda_version("| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |") == "13.0"
+
+
+def test_no_gpus():
+    host = Host()
+    assert skip_reason(M.config("h200-fp8-tp8ep"), host) == "needs 8× H200, found 0 GPUs"
+    assert skip_reason(M.config("cpu-tiny-tp1"), host) is None
+
+
+def test_one_h200_is_not_eight():
+    host = Host(parse_nvidia_smi(H200_CSV))
+    assert skip_reason(M.config("h200-fp8-tp8ep"), host) == "needs 8× H200, found 1× NVIDIA H200 (143771 MiB)"
+    assert skip_reason(M.config("b200-fp4-tp4ep"), host) == "needs 4× B200, found 1× NVIDIA H200 (143771 MiB)"
+    assert skip_reason(M.config("h200-fp8-tp8ep"), Host(parse_nvidia_smi(H200_CSV * 8))) is None
+
+
+def test_detect_reads_nvidia_smi(tmp_path):
+    """A stand-in nvidia-smi script (no GPU here) prints what the real one printed on an H200."""
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    host = detect(str(exe))
+    assert host.gpus == (Gpu("NVIDIA H200", 143771, "580.159.04"),) and host.cuda == "13.0"
+    assert host.cpu_count >= 1 and host.cpu_model
+
+
+def test_detect_without_nvidia_smi(tmp_path):
+    host = detect(str(tmp_path / "missing"))
+    assert host.gpus == () and "nvidia-smi failed" in host.describe_gpus()
+
+
+def test_fingerprints_compare_hardware_not_versions():
+    host = Host(parse_nvidia_smi(H200_CSV * 8), "13.0")
+    fp = fingerprint(M.config("h200-fp8-tp8ep"), host, "vllm serve x", "deepseek-ai/DeepSeek-R1-0528")
+    assert fp["gpu_model"] == "NVIDIA H200" and fp["gpu_count"] == 8 and fp["driver"] == "580.159.04" and fp["cuda"] == "13.0"
+    assert same_hardware(dict(fp, vllm="0.1", driver="1"), fp) is None
+    assert "gpu_count=4" in same_hardware(dict(fp, gpu_count=4), fp)
+    cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2), "c", "generated:tiny")
+    assert "cpu_model='EPYC'" in same_hardware(dict(cpu, cpu_model="EPYC"), cpu)

@@ -1,0 +1,103 @@
+"""The matrix files: the real recipe loads, and every kind of bad input is refused with file, field and fix."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_dsr1.matrix import MatrixError, load_matrix
+
+from conftest import MATRIX
+
+BASE = """
+models:
+  m: {id: org/model, precision: fp8}
+hardware:
+  cpu: {kind: cpu, batch_sizes: [1, 4]}
+workloads:
+  w: {input_len: 10, output_len: 5}
+configs:
+  c1: {hardware: cpu, model: m}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_recipe_matrix_loads_with_recipe_names():
+    m = load_matrix(MATRIX)
+    ids = {c.id for c in m.configs}
+    assert {"h200-fp8-tp8ep", "h200-fp8-dp8ep", "h200-fp8-tp8ep-deepgemm-ht", "h200-fp8-dp8ep-deepgemm-ll",
+            "b200-fp8-tp8ep", "b200-fp8-dp8ep", "b200-fp4-tp4ep", "b200-fp4-dp4ep", "b200-fp4-tp8ep",
+            "cpu-tiny-tp1", "cpu-tiny-tp2ep"} <= ids
+    assert [(w.name, w.input_len, w.output_len) for w in m.workloads] == [
+        ("prompt_heavy", 8000, 1000), ("decode_heavy", 1000, 8000), ("balanced", 1000, 1000)]
+    h200 = m.config("h200-fp8-tp8ep")
+    assert h200.batch_sizes == (1, 16, 32, 64, 128, 256, 512)
+    assert h200.model.hf_id == "deepseek-ai/DeepSeek-R1-0528" and h200.gpus == 8
+    assert dict(m.config("h200-fp8-dp8ep-deepgemm-ll").env) == {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"}
+    assert dict(m.config("b200-fp4-tp4ep").env)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert m.config("b200-fp4-tp4ep").gpus == 4
+
+
+def test_cpu_workloads_are_scaled_by_the_stated_factor():
+    m = load_matrix(MATRIX)
+    cpu = m.config("cpu-tiny-tp1")
+    wls = m.workloads_for(cpu)
+    assert cpu.workload_scale == 1 / 32
+    assert {(w.name, w.input_len, w.output_len) for w in wls} == {
+        ("prompt_heavy", 250, 31), ("decode_heavy", 31, 250), ("balanced", 31, 31)}
+    assert dict(m.config("cpu-tiny-tp2ep").env) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
+
+
+def test_minimal_matrix(tmp_path):
+    m = load_matrix(write(tmp_path, BASE))
+    assert [w.id for w in m.workloads_for(m.configs[0])] == ["w-bs1", "w-bs4"]
+    assert m.configs[0].markers == ("cpu", "fp8", "tp")
+
+
+@pytest.mark.parametrize("mutate, field, fix", [
+    (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
+    (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, tensor_paralel_size: 2}\n", "configs.c2.tensor_paralel_size", "use one of"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, tensor_parallel_size: two}\n", "configs.c2.tensor_parallel_size", "positive integer"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, enable_expert_parallel: 1}\n", "configs.c2.enable_expert_parallel", "true or false"),
+    (lambda t: t + "  c1: {hardware: cpu, model: m}\n", "(yaml)", "duplicate key 'c1'"),
+    (lambda t: t + "  c2: {hardware: cpu, model: nosuch}\n", "configs.c2.model", "use one of: m"),
+    (lambda t: t + "  c2: {hardware: tpu, model: m}\n", "configs.c2.hardware", "use one of: cpu"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, workloads: [nosuch]}\n", "configs.c2.workloads[0]", "use one of: w"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, settings: {max_modl_len: 5}}\n", "configs.c2.settings.max_modl_len", "max_model_len"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: 'ten'}}\n", "configs.c2.tolerances.mean_ttft_ms", "15%:5"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, batch_sizes: [0]}\n", "configs.c2.batch_sizes[0]", "above 0"),
+    (lambda t: t + "  c2: {hardware: cpu, model: m, extra_args: --foo}\n", "configs.c2.extra_args", "list of strings"),
+    (lambda t: t.replace("precision: fp8", "precision: fp16"), "models.m.precision", "fp8, fp4, bf16"),
+])
+def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix):
+    path = write(tmp_path, mutate(textwrap.dedent(BASE)))
+    with pytest.raises(MatrixError) as exc:
+        load_matrix(path)
+    assert exc.value.path == str(path)
+    assert exc.value.field_name == field
+    assert fix in str(exc.value)
+
+
+def test_duplicate_id_across_files(tmp_path):
+    write(tmp_path, BASE, "a.yaml")
+    write(tmp_path, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
+    with pytest.raises(MatrixError, match=r"b\.yaml: configs\.c1: duplicate id \(also defined in .*a\.yaml\)"):
+        load_matrix(tmp_path)
+
+
+def test_gpu_count_must_hold_the_parallelism(tmp_path):
+    text = BASE + "  g: {hardware: gpu, model: m, tensor_parallel_size: 8, gpus: 4}\n"
+    text = text.replace("hardware:\n", "hardware:\n  gpu: {kind: gpu, gpu_name: H200}\n", 1)
+    with pytest.raises(MatrixError, match="configs.g.gpus: 4 GPUs cannot hold"):
+        load_matrix(write(tmp_path, text))
+
+
+def test_missing_matrix_path(tmp_path):
+    with pytest.raises(MatrixError, match="does not exist"):
+        load_matrix(tmp_path / "nope.yaml")
