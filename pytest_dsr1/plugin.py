@@ -15,7 +15,6 @@ from pytest_dsr1.matrix import Matrix, MatrixError, ServerConfig, Workload, appl
 from pytest_dsr1.metrics import KEY_METRICS, METRICS
 from pytest_dsr1.options import add_options, read_options
 from pytest_dsr1.runner import Dsr1Session, ItemResult, Measurement, ServerHandle, item_key
-from pytest_dsr1.server import clean_stale, stale_servers
 
 SESSION_KEY = pytest.StashKey[Dsr1Session]()
 MATRIX_ERROR_KEY = pytest.StashKey[str]()
@@ -58,14 +57,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
 
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    capman = config.pluginmanager.get_plugin("capturemanager")
-
     def write_line(line: str) -> None:
+        # Looked up at each call: the terminal reporter registers after this hook has run.
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
         if tr is None or config.option.verbose <= 0:
             return
         if capman is not None:
             with capman.global_and_fixture_disabled():
+                tr.ensure_newline()
                 tr.write_line(line)
         else:
             tr.write_line(line)
@@ -168,20 +168,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reasons[cfg.id] = skip_reason(cfg, session.host) if cfg.hardware.kind == "gpu" else None
         if reasons[cfg.id]:
             item.add_marker(pytest.mark.skip(reason=reasons[cfg.id]))
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if SESSION_KEY not in session.config.stash:
-        return
-    dsr1 = session.config.stash[SESSION_KEY]
-    if dsr1.options.dry_run:
-        return
-    # Leftovers of a crashed earlier run (pidfiles in the run directory): stop them before starting ours.
-    for info in stale_servers(dsr1.options.run_dir):
-        if info.get("alive"):
-            dsr1.write_line(f"dsr1: stopping a leftover server from an earlier run: {info.get('name')} pgid {info['pgid']} ({info['pidfile']})")
-            dsr1.stale_cleaned.append(info)
-        clean_stale(info)
 
 
 @pytest.hookimpl(tryfirst=True)

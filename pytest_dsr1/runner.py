@@ -22,7 +22,8 @@ from pytest_dsr1.compare import MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics import extract
 from pytest_dsr1.options import Options
-from pytest_dsr1.server import ServerStartError, VllmServer, free_port, port_answers, redact_env_secrets
+from pytest_dsr1.server import (ServerStartError, VllmServer, clean_stale, free_port, port_answers, redact_env_secrets,
+                                stale_servers)
 
 # Flags the harness adds to every benchmark run: percentiles for the report, no progress bar in logs.
 BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99")
@@ -147,6 +148,8 @@ class Dsr1Session:
         carries the error, so that every item of this config fails with it and the next config still runs."""
         if self.live is not None:
             self.stop_server(self.live)
+        if not self.server_starts:
+            self.clean_leftovers()
         stats = self.stats.setdefault(config.id, ConfigStats())
         t0 = time.monotonic()
         model_path = tiny.ensure() if config.model.generated else config.model.hf_id
@@ -180,6 +183,16 @@ class Dsr1Session:
             self.live = None
         stats.startup_s += time.monotonic() - t0
         return handle
+
+    def clean_leftovers(self) -> None:
+        """Servers of a crashed earlier run (pidfiles under the run directory, owner gone): stop them first,
+        so that they neither hold the GPUs nor get benchmarked by mistake."""
+        for info in stale_servers(self.options.run_dir):
+            if info.get("alive"):
+                self.write_line(f"dsr1: stopping a leftover server of an earlier run: {info.get('name')} "
+                                f"(pgid {info['pgid']}, {info['pidfile']})")
+                self.stale_cleaned.append(info)
+            clean_stale(info)
 
     def stop_server(self, handle: ServerHandle) -> None:
         if handle.server is None:

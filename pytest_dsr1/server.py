@@ -108,8 +108,10 @@ class VllmServer:
                 start_new_session=True,  # its own process group: API server + engine processes stop together
             )
         self.started_at = time.monotonic()
-        self.pidfile.write_text(json.dumps({"pid": self.proc.pid, "pgid": self.proc.pid, "name": self.name,
-                                            "port": self.port, "started": time.time()}))
+        # The owner is this (pytest) process: a server is a leftover only once its owner is gone.
+        self.pidfile.write_text(json.dumps({"pid": self.proc.pid, "pgid": self.proc.pid, "name": self.name, "port": self.port,
+                                            "owner_pid": os.getpid(), "owner_started": _create_time(os.getpid()),
+                                            "started": time.time()}))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -211,14 +213,33 @@ def _wait_gone(pids: set[int], timeout: float) -> None:
     psutil.wait_procs(procs, timeout=timeout)
 
 
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _owner_alive(info: dict) -> bool:
+    owner = info.get("owner_pid")
+    if owner is None:
+        return False
+    created = _create_time(int(owner))
+    # Same pid and same start time: the owner itself, not a reused pid.
+    return created is not None and (info.get("owner_started") is None or abs(created - float(info["owner_started"])) < 1.0)
+
+
 def stale_servers(run_root: Path) -> list[dict]:
-    """Servers recorded in pidfiles under run_root whose process group still runs (a crashed earlier run)."""
+    """Servers recorded in pidfiles under run_root whose owner (a pytest process) is gone: a crashed earlier
+    run. A server owned by a pytest run that is still going is never touched."""
     found = []
     for pidfile in Path(run_root).glob(f"**/*{PIDFILE_SUFFIX}"):
         try:
             info = json.loads(pidfile.read_text())
             pgid = int(info["pgid"])
         except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _owner_alive(info):
             continue
         info["pidfile"] = str(pidfile)
         info["alive"] = _group_alive(pgid) and _looks_like_vllm(pgid)

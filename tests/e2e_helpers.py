@@ -1,0 +1,47 @@
+"""Helpers of the end-to-end tests: run the suite in a real pytest subprocess, scan for leftover processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def vllm_processes() -> list[psutil.Process]:
+    """Every process that is a vLLM server, engine, worker or our benchmark worker (vLLM renames its
+    engine processes VLLM::EngineCore, VLLM::Worker...)."""
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            text = " ".join([p.info["name"] or "", *(p.info["cmdline"] or [])])
+        except psutil.Error:
+            continue
+        if p.pid != me and ("vllm.entrypoints" in text or "VLLM::" in text or "pytest_dsr1.bench_worker" in text):
+            found.append(p)
+    return found
+
+
+def wait_no_vllm(timeout: float = 20.0) -> list[str]:
+    """The descriptions of vLLM processes still alive after `timeout` seconds (empty: none left)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"{p.pid} {' '.join(p.cmdline()[:4]) if p.is_running() else ''}" for p in vllm_processes() if p.is_running()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def run_suite(args: list[str], run_dir: Path, timeout: float = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--dsr1-run-dir", str(run_dir), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def outcome_lines(stdout: str, word: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("test_") and line.rstrip().endswith(("]", "%]")) and f" {word}" in line]

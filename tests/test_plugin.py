@@ -1,0 +1,157 @@
+"""The plugin through pytest itself (pytester): options, collection, ids, markers, dry run, gating, usage errors.
+
+None of these start vLLM: the CPU machine has no GPU, so the GPU items skip, and dry runs start nothing.
+"""
+
+import pytest
+
+
+def test_help_lists_options(suite):
+    out = suite.runpytest("--help").stdout.str()
+    for opt in ("--dsr1-model", "--dsr1-record", "--dsr1-baselines", "--dsr1-matrix", "--dsr1-dry-run",
+                "--dsr1-tolerance", "--dsr1-set", "--dsr1-repeat", "--dsr1-confirm", "--dsr1-api-key", "--dsr1-report"):
+        assert opt in out
+    for ini in ("dsr1_model", "dsr1_record", "dsr1_baselines", "dsr1_matrix", "dsr1_tolerance", "dsr1_set"):
+        assert ini in out
+
+
+@pytest.mark.parametrize("args, count", [
+    (["-m", "h200", "--dsr1-model", "fp8"], 126),          # 6 configs x 3 workloads x 7 batch sizes
+    (["-m", "b200", "--dsr1-model", "fp8"], 42),
+    (["-m", "b200", "--dsr1-model", "fp4"], 84),
+    (["-m", "cpu", "--dsr1-model", "tiny"], 12),           # 2 configs x 3 workloads x 2 batch sizes
+    (["-m", "h200 and tp and not dp", "--dsr1-model", "fp8"], 63),
+    (["-m", "h200 and prompt_heavy", "--dsr1-model", "fp8"], 42),
+    (["-m", "fp4 and ep and dp"], 42),
+])
+def test_item_counts_per_selection(suite, args, count):
+    result = suite.runpytest("--collect-only", "-q", *args, "test_matrix")
+    result.assert_outcomes()
+    ids = [line for line in result.stdout.lines if "::test_serving[" in line]
+    assert len(ids) == count, result.stdout.str()[-2000:]
+
+
+def test_ids_read_like_the_recipe(suite):
+    result = suite.runpytest("--collect-only", "-q", "-m", "h200", "--dsr1-model", "fp8", "test_matrix")
+    result.stdout.fnmatch_lines([
+        "test_matrix/test_serving.py::test_serving[h200-fp8-tp8ep-prompt_heavy-bs1]",
+        "test_matrix/test_serving.py::test_serving[h200-fp8-dp8ep-deepgemm-ll-balanced-bs512]",
+    ])
+
+
+def test_items_are_grouped_by_server(suite):
+    """pytest orders items so that each server config is contiguous: one start per config."""
+    result = suite.runpytest("--collect-only", "-q", "--dsr1-model", "fp4", "test_matrix")
+    configs = [line.split("[")[1].rsplit("-", 2)[0] for line in result.stdout.lines if "::test_serving[" in line]
+    runs = [c for i, c in enumerate(configs) if i == 0 or configs[i - 1] != c]
+    assert len(runs) == len(set(runs)) == 4
+
+
+def test_markers_work_under_strict_markers(suite):
+    result = suite.runpytest("--strict-markers", "--markers")
+    for m in ("h200:", "b200:", "cpu:", "fp8:", "fp4:", "bf16:", "tp:", "dp:", "ep:", "prompt_heavy:", "decode_heavy:", "balanced:"):
+        result.stdout.fnmatch_lines([f"@pytest.mark.{m}*"])
+
+
+def test_bad_model_is_a_usage_error_listing_choices(suite):
+    result = suite.runpytest("--dsr1-model", "fp16", "test_matrix")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dsr1-model 'fp16' is not in the matrix*choose one of: fp8, fp4, tiny*"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dsr1-tolerance", "mean_ttft_ms=fast"], "*bad tolerance 'fast'*"),
+    (["--dsr1-tolerance", "nosuch=10%"], "*unknown metric 'nosuch'*"),
+    (["--dsr1-repeat", "0"], "*must be at least 1*"),
+    (["--dsr1-set", "max_modl_len=5"], "*unknown setting 'max_modl_len'*"),
+    (["--dsr1-set", "nosuch:max_model_len=5"], "*no config 'nosuch' in the matrix*"),
+    (["--dsr1-alpha", "2"], "*between 0 and 1*"),
+    (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
+])
+def test_bad_option_values_are_usage_errors(suite, args, message):
+    result = suite.runpytest(*args, "test_matrix")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_bad_ini_value_is_a_usage_error(suite):
+    suite.makeini("[pytest]\ndsr1_tolerance =\n    mean_ttft_ms=lots\n")
+    result = suite.runpytest("test_matrix")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key dsr1_tolerance*bad tolerance 'lots'*"])
+
+
+def test_ini_keys_select_like_options(suite):
+    suite.makeini("[pytest]\ndsr1_model = fp4\n")
+    result = suite.runpytest("--collect-only", "-q", "test_matrix")
+    assert sum("::test_serving[" in line for line in result.stdout.lines) == 84
+    # The command line wins over the ini file.
+    result = suite.runpytest("--collect-only", "-q", "--dsr1-model", "tiny", "test_matrix")
+    assert sum("::test_serving[" in line for line in result.stdout.lines) == 12
+
+
+def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
+    bad = suite.path / "test_matrix" / "zz-bad.yaml"
+    bad.write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
+    result = suite.runpytest("test_matrix")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*zz-bad.yaml: configs.x.tensor_parallel_size: must be positive*Fix:*"])
+
+
+def test_without_gpus_every_h200_item_skips_with_the_hardware_reason(suite, monkeypatch, tmp_path):
+    monkeypatch.setenv("DSR1_NVIDIA_SMI", str(tmp_path / "no-nvidia-smi"))
+    result = suite.runpytest("-m", "h200", "--dsr1-model", "fp8", "-rs", "test_matrix")
+    result.assert_outcomes(skipped=126)
+    result.stdout.fnmatch_lines(["SKIPPED [[]126] *needs 8× H200, found 0 GPUs*"])
+
+
+def test_one_h200_skips_the_eight_gpu_configs(suite, monkeypatch, tmp_path):
+    """A stand-in nvidia-smi prints what the real one printed on the lent single-H200 machine."""
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 580.159.04'\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("DSR1_NVIDIA_SMI", str(exe))
+    result = suite.runpytest("-m", "h200 and balanced", "--dsr1-model", "fp8", "-rs", "test_matrix")
+    result.assert_outcomes(skipped=42)
+    result.stdout.fnmatch_lines(["SKIPPED [[]42] *needs 8× H200, found 1× NVIDIA H200 (143771 MiB)*"])
+
+
+def test_dry_run_prints_the_recipe_commands(suite):
+    result = suite.runpytest("-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run", "test_matrix")
+    result.assert_outcomes(skipped=126)
+    result.stdout.fnmatch_lines([
+        "*dsr1 dry run*",
+        "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPUs",
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel "
+        "--no-enable-prefix-caching --host 127.0.0.1 --port 8000",
+        "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
+        "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 4 "
+        "--host 127.0.0.1 --port 8000 *",
+        "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code "
+        "--data-parallel-size 8 --enable-expert-parallel *",
+    ])
+
+
+def test_dry_run_hides_the_api_key(suite, monkeypatch):
+    monkeypatch.setenv("VLLM_API_KEY", "sk-very-secret")
+    result = suite.runpytest("-m", "cpu", "--dsr1-dry-run", "test_matrix")
+    assert "sk-very-secret" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*--api-key ***", "*OPENAI_API_KEY=*** vllm bench serve*"])
+
+
+def test_tunables_override_from_the_command_line(suite):
+    result = suite.runpytest("-m", "h200 and prompt_heavy", "--dsr1-model", "fp8", "--dsr1-dry-run",
+                             "--dsr1-set", "max_model_len=65536", "--dsr1-set", "h200-fp8-tp8ep:gpu_memory_utilization=0.95",
+                             "test_matrix")
+    out = result.stdout.str()
+    assert "--tensor-parallel-size 8 --enable-expert-parallel --max-model-len 65536 --gpu-memory-utilization 0.95" in out
+    assert "--data-parallel-size 8 --enable-expert-parallel --max-model-len 65536 --no-enable-prefix-caching" in out
+
+
+def test_quiet_in_a_project_without_a_matrix(pytester):
+    """Installed in another project, the plugin does nothing unless asked."""
+    from conftest import _AUTOLOADED
+
+    pytester.makeconftest("" if _AUTOLOADED else "pytest_plugins = ['pytest_dsr1.plugin']\n")
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    pytester.runpytest().assert_outcomes(passed=1)
