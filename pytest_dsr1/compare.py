@@ -66,7 +66,11 @@ def compare_metric(metric: str, baseline: list[float], measured: list[float], to
     if n < MIN_SAMPLES_FOR_TEST:
         return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
                              f"beyond tolerance; tolerance only (n={len(baseline)} baseline vs {len(measured)} measured: too few samples for a noise test)", **common)
-    p = _mann_whitney_p(baseline, measured, info.higher_is_better)
+    try:
+        p = _mann_whitney_p(baseline, measured, info.higher_is_better)
+    except ImportError:
+        return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
+                             "beyond tolerance; tolerance only (scipy is not installed: no noise test)", **common)
     if p <= alpha:
         return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
                              f"beyond tolerance and significant (Mann-Whitney p={p:.3f} <= {alpha})", p, **common)

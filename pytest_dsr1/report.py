@@ -90,20 +90,23 @@ def summary_rows(session: "Dsr1Session") -> list[list[str]]:
 
 def timing_rows(session: "Dsr1Session") -> list[list[str]]:
     rows = []
-    tot = [0.0, 0.0, 0.0, 0.0]
-    for cid in session.configs_run:
+    tot = [0.0] * 6
+    for cid in dict.fromkeys(session.configs_run):
         s = session.stats[cid]
-        overhead = max(0.0, s.wall_s - s.startup_s - s.bench_s - s.stop_s)
+        overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s
         ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
-        rows.append([cid, ready, f"{s.startup_s:.1f}s", f"{s.bench_s:.1f}s", f"{s.stop_s:.1f}s", f"{overhead:.1f}s", str(s.items)])
-        for i, x in enumerate((s.startup_s, s.bench_s, s.stop_s, overhead)):
-            tot[i] += x
+        vals = (s.startup_s, s.bench_s, s.measured_s, s.stop_s, overhead, s.wall_s)
+        rows.append([cid, ready, *(f"{x:.1f}s" for x in vals), str(s.items)])
+        tot = [a + b for a, b in zip(tot, vals)]
     if rows:
-        rows.append(["total", "", *(f"{x:.1f}s" for x in tot), str(sum(session.stats[c].items for c in session.configs_run))])
+        rows.append(["total", "", *(f"{x:.1f}s" for x in tot), str(sum(session.stats[c].items for c in dict.fromkeys(session.configs_run)))])
     return rows
 
 
-TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "stop", "overhead", "items"]
+# start-up: launch until ready (and model generation); benchmarks: time inside the benchmark worker's calls
+# (warm-up included), of which `measured` is the benchmark's own duration; overhead: everything else
+# (pytest, the worker's one-time vLLM import, comparisons).
+TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
 
 
 def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
@@ -133,10 +136,14 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)
     if session.records:
         tr.write_line("")
-        tr.write_line("recorded baselines (old -> new median):")
-        for path, key, metric, old, new in session.records:
-            if metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "total_token_throughput"):
-                tr.write_line(f"  {key} {metric}: {_num(old)} -> {_num(new)}  ({path})")
+        for path in dict.fromkeys(r[0] for r in session.records):
+            tr.write_line(f"recorded baselines into {path} (old -> new median):")
+            by_item: dict[str, list[str]] = {}
+            for p, key, metric, old, new in session.records:
+                if p == path and metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
+                    by_item.setdefault(key, []).append(f"{metric} {_num(old)} -> {_num(new)}")
+            for key, changes in by_item.items():
+                tr.write_line(f"  {key}: " + ", ".join(changes))
     if session.configs_run:
         tr.write_line("")
         for line in format_table(TIMING_HEADER, timing_rows(session)).splitlines():

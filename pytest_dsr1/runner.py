@@ -58,7 +58,8 @@ class ServerHandle:
 class ConfigStats:
     startup_s: float = 0.0
     ready_s: float | None = None
-    bench_s: float = 0.0
+    bench_s: float = 0.0  # inside the benchmark worker's calls (warm-up, tokenizer, dataset, measurement)
+    measured_s: float = 0.0  # the benchmark's own measured duration, summed
     stop_s: float = 0.0
     wall_s: float = 0.0
     items: int = 0
@@ -203,8 +204,8 @@ class Dsr1Session:
         stats = self.stats.setdefault(handle.config.id, ConfigStats())
         stats.stop_s += elapsed
         # Lazy teardown: this stop may run inside the next config's first item; move its time back.
-        if self.current_config and self.current_config != handle.config.id and self.current_config in self.stats:
-            self.stats[self.current_config].wall_s -= elapsed
+        if self.current_config and self.current_config != handle.config.id:
+            self.stats.setdefault(self.current_config, ConfigStats()).wall_s -= elapsed
             stats.wall_s += elapsed
         if self.live is handle:
             self.live = None
@@ -249,15 +250,14 @@ class Dsr1Session:
                                 f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
                 self.stop_server(handle)
                 fail(handle.error)
-            t0 = time.monotonic()
             try:
-                run = self.worker.run([*bench.args, "--disable-tqdm"], self.options.startup_timeout or handle.config.hardware.bench_timeout_s, env)
+                run = self.worker.run([*bench.args, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
             except BenchError as exc:
-                stats.bench_s += time.monotonic() - t0
                 fail(f"{m.key}: {redact(str(exc), bench.secret_values)}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
                 raise  # unreachable: fail() raises
-            stats.bench_s += time.monotonic() - t0
+            stats.bench_s += run.elapsed_s
             result = run.result
+            stats.measured_s += float(result.get("duration") or 0.0)
             completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
             if failed or completed < workload.batch_size:
                 dead = "" if server.alive() else f" The server exited (code {server.proc.returncode if server.proc else None})."

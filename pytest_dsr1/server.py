@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import psutil
 import requests
 
 from pytest_dsr1.command import REDACTED, ServerCommand, redact
 
 PIDFILE_SUFFIX = ".pid.json"
+
+
+def _psutil():  # type: ignore[no-untyped-def]
+    # Imported when a server is managed, not when the plugin loads: an offline GPU machine may run the
+    # plugin from a checkout with only pytest/numpy/requests/PyYAML; vLLM itself depends on psutil.
+    import psutil
+
+    return psutil
 
 
 class ServerStartError(RuntimeError):
@@ -158,6 +165,7 @@ class VllmServer:
 
     def _remember_children(self) -> None:
         # Engine processes may leave the group (DP ranks, multiprocessing); remember them to stop them too.
+        psutil = _psutil()
         if self.proc is None:
             return
         try:
@@ -167,6 +175,7 @@ class VllmServer:
 
     def stop(self, grace_s: float = 30.0) -> None:
         """TERM the process group, wait, then KILL it and any remembered child that escaped the group."""
+        psutil = _psutil()
         if self.proc is None:
             return
         self._remember_children()
@@ -204,6 +213,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _wait_gone(pids: set[int], timeout: float) -> None:
+    psutil = _psutil()
     procs = []
     for pid in pids:
         try:
@@ -214,6 +224,7 @@ def _wait_gone(pids: set[int], timeout: float) -> None:
 
 
 def _create_time(pid: int) -> float | None:
+    psutil = _psutil()
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -257,6 +268,7 @@ def _group_alive(pgid: int) -> bool:
 
 def _looks_like_vllm(pgid: int) -> bool:
     # Guard against pid reuse: only a process group that runs vLLM counts as our leftover.
+    psutil = _psutil()
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
             if os.getpgid(p.pid) == pgid and "vllm" in " ".join(p.info["cmdline"] or []):
