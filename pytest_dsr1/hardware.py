@@ -148,3 +148,26 @@ def same_hardware(recorded: dict, current: dict) -> str | None:
         if recorded.get(key) != current.get(key):
             return f"baseline recorded on {key}={recorded.get(key)!r}, this machine has {current.get(key)!r}"
     return None
+
+
+def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | None:
+    """(used MiB, total MiB) per GPU, from nvidia-smi; None where there is none. Read after a teardown to
+    show that a server's memory was given back before the next config starts."""
+    exe = nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    rows = []
+    for line in out.stdout.strip().splitlines():
+        try:
+            used, total = (int(float(x)) for x in line.split(","))
+        except ValueError:
+            continue
+        rows.append((used, total))
+    return rows or None

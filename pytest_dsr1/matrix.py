@@ -109,6 +109,7 @@ class ServerConfig:
     batch_sizes: tuple[int, ...] = ()
     tolerances: tuple[tuple[str, Tolerance], ...] = ()
     workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
+    repeat: int | None = None  # measured runs per item; None: the hardware's
     description: str = ""
     source: str = ""  # the file it came from, for error messages
 
@@ -200,7 +201,7 @@ _HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat"
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description", "workloads"}
+                "batch_sizes", "tolerances", "description", "workloads", "repeat"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -418,9 +419,13 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     _expect(f, f"{fn}.workloads", wl_names, list, "a list of workload names")
     for i, w in enumerate(wl_names):
         _expect(f, f"{fn}.workloads[{i}]", w, str, "a workload name")
+    repeat = spec.get("repeat")
+    if repeat is not None:
+        _positive(f, f"{fn}.repeat", repeat)
     return ServerConfig(
         id=cid,
         workloads=tuple(wl_names),
+        repeat=repeat,
         hardware=hw,
         model=model,
         gpus=gpus,

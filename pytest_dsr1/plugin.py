@@ -253,7 +253,7 @@ def dsr1_benchmark(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) ->
             lines = dsr1_session.dry_run.setdefault(config.id, [])
             if not lines:
                 cmd = dsr1_session.server_command_for(config)
-                lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {config.gpus or 'no'} GPUs")
+                lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {config.gpus or 'no'} GPU(s)")
                 lines.append(cmd.shell_line())
             lines.append(f"  [{workload.id}] " + dsr1_session.bench_shell_line(dsr1_session.bench_command_for(config, workload)))
             pytest.skip("dry-run: not run")

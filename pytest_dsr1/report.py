@@ -151,6 +151,10 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
         n = len(session.configs_run)
         tr.write_line(f"dsr1: {session.server_starts} server start(s) for {len(set(session.configs_run))} configuration(s) run"
                       + ("" if session.server_starts == len(set(session.configs_run)) else " (MISMATCH: a configuration started more than once)"))
+        for cid in dict.fromkeys(session.configs_run):
+            mem = session.stats[cid].gpu_memory_after_stop
+            if mem:
+                tr.write_line(f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem))
         if n:
             tr.write_line(f"dsr1: logs in {session.run_dir}")
     for info in session.stale_cleaned:

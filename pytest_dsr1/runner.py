@@ -64,6 +64,7 @@ class ConfigStats:
     wall_s: float = 0.0
     items: int = 0
     start_failed: bool = False
+    gpu_memory_after_stop: list[tuple[int, int]] | None = None  # (used, total) MiB per GPU
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Dsr1Session:
         return prefix + cmd.shell_line()
 
     def repeat_for(self, config: ServerConfig) -> int:
-        return self.options.repeat or config.hardware.repeat
+        return self.options.repeat or config.repeat or config.hardware.repeat
 
     # ------------------------------------------------------------ servers
 
@@ -203,6 +204,11 @@ class Dsr1Session:
         elapsed = time.monotonic() - t0
         stats = self.stats.setdefault(handle.config.id, ConfigStats())
         stats.stop_s += elapsed
+        if handle.config.hardware.kind == "gpu":
+            stats.gpu_memory_after_stop = hardware.gpu_memory_used()
+            if stats.gpu_memory_after_stop:
+                used = ", ".join(f"{u}/{t}" for u, t in stats.gpu_memory_after_stop)
+                self.write_line(f"dsr1: stopped {handle.config.id} in {elapsed:.1f}s; GPU memory used (MiB): {used}")
         # Lazy teardown: this stop may run inside the next config's first item; move its time back.
         if self.current_config and self.current_config != handle.config.id:
             self.stats.setdefault(self.current_config, ConfigStats()).wall_s -= elapsed

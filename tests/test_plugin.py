@@ -20,6 +20,7 @@ def test_help_lists_options(suite):
     (["-m", "b200", "--dsr1-model", "fp8"], 42),
     (["-m", "b200", "--dsr1-model", "fp4"], 84),
     (["-m", "cpu", "--dsr1-model", "tiny"], 12),           # 2 configs x 3 workloads x 2 batch sizes
+    (["-m", "h200", "--dsr1-model", "tiny"], 36),          # 4 configs x 3 workloads x 3 batch sizes
     (["-m", "h200 and tp and not dp", "--dsr1-model", "fp8"], 63),
     (["-m", "h200 and prompt_heavy", "--dsr1-model", "fp8"], 42),
     (["-m", "fp4 and ep and dp"], 42),
@@ -87,7 +88,7 @@ def test_ini_keys_select_like_options(suite):
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 84
     # The command line wins over the ini file.
     result = suite.runpytest("--collect-only", "-q", "--dsr1-model", "tiny", "test_matrix")
-    assert sum("::test_serving[" in line for line in result.stdout.lines) == 12
+    assert sum("::test_serving[" in line for line in result.stdout.lines) == 48  # 12 CPU + 36 H200 tiny items
 
 
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
@@ -121,7 +122,7 @@ def test_dry_run_prints_the_recipe_commands(suite):
     result.assert_outcomes(skipped=126)
     result.stdout.fnmatch_lines([
         "*dsr1 dry run*",
-        "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPUs",
+        "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPU(s)",
         "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel "
         "--no-enable-prefix-caching --host 127.0.0.1 --port 8000",
         "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
