@@ -109,30 +109,37 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         indirect=True, scope="session",
     )
     if "dsr1_workload" in metafunc.fixturenames:
-        workloads: dict[Workload, None] = {}
+        # The parameter is (workload name, batch size): ids read like the recipe (prompt_heavy-bs16) on
+        # every hardware, and the lengths come from the item's config (the CPU scales them down).
+        keys: dict[tuple[str, int], None] = {}
         for c in configs:
             for w in session.matrix.workloads_for(c):
-                workloads.setdefault(w, None)
-        # The id carries the lengths only where two hardware scale one workload differently.
-        ids = _workload_ids(list(workloads))
+                keys.setdefault((w.name, w.batch_size), None)
         metafunc.parametrize(
             "dsr1_workload",
-            [pytest.param(w, id=i, marks=[getattr(pytest.mark, w.name)]) for w, i in zip(workloads, ids)],
+            [pytest.param(k, id=f"{k[0]}-bs{k[1]}", marks=[getattr(pytest.mark, k[0])]) for k in keys],
+            indirect=True,  # its own call, function scope: the grouping by server is untouched
         )
 
 
-def _workload_ids(workloads: list[Workload]) -> list[str]:
-    count: dict[str, int] = {}
-    for w in workloads:
-        count[w.id] = count.get(w.id, 0) + 1
-    return [w.id if count[w.id] == 1 else f"{w.id}-{w.input_len}x{w.output_len}" for w in workloads]
+def _resolve(config: ServerConfig, key: tuple[str, int], matrix: Matrix) -> Workload | None:
+    for w in matrix.workloads_for(config):
+        if (w.name, w.batch_size) == key:
+            return w
+    return None
 
 
 def _params(item: pytest.Item) -> tuple[ServerConfig, Workload] | None:
+    """The item's server config and its workload; None for items that are not serving items or whose
+    config does not run that workload."""
     callspec = getattr(item, "callspec", None)
     if callspec is None or "dsr1_server" not in callspec.params or "dsr1_workload" not in callspec.params:
         return None
-    return callspec.params["dsr1_server"], callspec.params["dsr1_workload"]
+    if SESSION_KEY not in item.config.stash:
+        return None
+    config = callspec.params["dsr1_server"]
+    workload = _resolve(config, callspec.params["dsr1_workload"], item.config.stash[SESSION_KEY].matrix)
+    return (config, workload) if workload is not None else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -144,15 +151,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     session = config.stash[SESSION_KEY]
     keep, drop = [], []
-    valid: dict[str, set[Workload]] = {}
     for item in items:
-        params = _params(item)
-        if params is None:
-            keep.append(item)
-            continue
-        cfg, wl = params
-        allowed = valid.setdefault(cfg.id, set(session.matrix.workloads_for(cfg)))
-        (keep if wl in allowed else drop).append(item)
+        callspec = getattr(item, "callspec", None)
+        serving = callspec is not None and "dsr1_server" in callspec.params and "dsr1_workload" in callspec.params
+        (drop if serving and _params(item) is None else keep).append(item)
     if drop:
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
@@ -236,8 +238,10 @@ def dsr1_server(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> It
 
 @pytest.fixture
 def dsr1_workload(request: pytest.FixtureRequest) -> Workload:
-    """The workload (name, input/output length, batch size) of this item."""
-    return request.param
+    """The workload (name, input/output length, batch size) of this item, as its config scales it."""
+    params = _params(request.node)
+    assert params is not None
+    return params[1]
 
 
 @pytest.fixture
