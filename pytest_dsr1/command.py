@@ -56,11 +56,13 @@ def server_command(config: ServerConfig, model: str, host: str = "127.0.0.1", po
         args += [SETTING_FLAGS[key], value]
     args += list(config.extra_args)
     args += ["--no-enable-prefix-caching", "--host", host, "--port", str(port)]
+    env = config.env
     secrets: tuple[str, ...] = ()
     if api_key:
-        args += ["--api-key", api_key]
+        # Through the environment (vLLM reads VLLM_API_KEY), not argv: argv is visible to every user in `ps`.
+        env = (*env, ("VLLM_API_KEY", api_key))
         secrets = (api_key,)
-    return ServerCommand(tuple(args), config.env, secrets)
+    return ServerCommand(tuple(args), env, secrets)
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,7 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
             "bench_command": m.bench_command if m else None,
             "fingerprint": m.fingerprint if m else None,
             "samples": m.samples if m else {},
+            "baseline_medians": r.baseline_medians,
             "runs": m.runs if m else [],
             "verdicts": [{"metric": v.metric, "baseline": v.baseline, "measured": v.measured, "change_pct": v.change_pct,
                           "allowed": v.allowed, "tolerance": v.tolerance, "verdict": v.verdict, "reason": v.reason,
@@ -189,7 +190,7 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
         "schema_version": RESULTS_SCHEMA_VERSION,
         "server_starts": session.server_starts,
         "configs_run": session.configs_run,
-        "timing": {cid: vars(session.stats[cid]) for cid in session.configs_run},
+        "timing": {cid: vars(session.stats[cid]) for cid in dict.fromkeys(session.configs_run)},
         "items": items,
     }
 

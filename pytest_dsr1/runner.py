@@ -96,6 +96,7 @@ class ItemResult:
     message: str = ""
     verdicts: list[MetricVerdict] = field(default_factory=list)
     measurement: Measurement | None = None
+    baseline_medians: dict[str, float] = field(default_factory=dict)
 
 
 class Dsr1Session:
@@ -230,7 +231,9 @@ class Dsr1Session:
             self._worker = BenchWorker(self.run_dir / "bench-worker.log", self.python)
         return self._worker
 
-    def measure(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None]) -> Measurement:
+    def measure(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None],
+                runs: int | None = None) -> Measurement:
+        """Warm up and run the workload `runs` times (default: the config's repeat); `m.more(n)` adds runs."""
         config = handle.config
         key = item_key(config.id, workload.id)
         if handle.error is not None:
@@ -241,7 +244,7 @@ class Dsr1Session:
         m = Measurement(config, workload, key, handle.fingerprint["server_command"],
                         self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))), handle.fingerprint)
         m.more = lambda n: self._run_samples(handle, bench, workload, m, n, fail)
-        m.more(self.repeat_for(config))
+        m.more(self.repeat_for(config) if runs is None else runs)
         return m
 
     def _run_samples(self, handle: ServerHandle, bench: BenchCommand, workload: Workload, m: Measurement, n: int,
@@ -256,8 +259,12 @@ class Dsr1Session:
                                 f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
                 self.stop_server(handle)
                 fail(handle.error)
+            argv = list(bench.args)
+            if m.runs and "--num-warmups" in argv:
+                # Warm up once per item: the repeats run on a server that just served this workload.
+                argv[argv.index("--num-warmups") + 1] = "0"
             try:
-                run = self.worker.run([*bench.args, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
+                run = self.worker.run([*argv, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
             except BenchError as exc:
                 fail(f"{m.key}: {redact(str(exc), bench.secret_values)}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
                 raise  # unreachable: fail() raises
@@ -303,7 +310,12 @@ class Dsr1Session:
                                 "batch_size": m.workload.batch_size},
                    "bench_command": m.bench_command},
         )
-        old, new = bl.record(path, m.config.hardware.name, m.config.model.name, m.key, entry)
+        try:
+            old, new = bl.record(path, m.config.hardware.name, m.config.model.name, m.key, entry)
+        except OSError as exc:
+            raise bl.BaselineError(path, "(write)", f"cannot record {m.key}: {exc.strerror or exc}",
+                                   "make the baselines directory writable and give it free space (or point --dsr1-baselines "
+                                   "elsewhere); the file on disk is unchanged") from None
         self._baselines.pop(path, None)
         for metric, samples in sorted(new.metrics.items()):
             before = _median(old.metrics.get(metric)) if old else None

@@ -46,6 +46,7 @@ def _good(tmp_path):
     return path
 
 
+@pytest.mark.reliability(kind="input", case="baseline file", per_param=True)
 @pytest.mark.parametrize("corrupt, field, fix", [
     (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
     (lambda t: "", "(json)", "re-record"),
@@ -54,8 +55,9 @@ def _good(tmp_path):
     (lambda t: t.replace('"provenance": "recorded"', '"provenance": "guessed"'), "entries.a[w-bs1].provenance", "recorded, published"),
     (lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'), "entries.a[w-bs1].fingerprint.hardware", "move the entry"),
     (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "re-record"),
-])
-def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field, fix):
+], ids=["truncated JSON", "empty file", "unknown schema version", "file for other hardware", "unknown provenance",
+        "entry for other hardware", "non-numeric sample"])
+def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field, fix, observed):
     path = _good(tmp_path)
     text = path.read_text()
     bad = corrupt(text)
@@ -64,6 +66,7 @@ def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field
     with pytest.raises(bl.BaselineError) as exc:
         bl.load(path, "cpu", "tiny")
     assert str(path) in str(exc.value) and f": {field}:" in str(exc.value) and fix in str(exc.value)
+    observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
 def test_record_into_corrupt_file_refuses_and_keeps_it(tmp_path):
@@ -122,3 +125,85 @@ def test_published_recipe_sample():
                                                         "p99_tpot_ms": 15.85, "median_itl_ms": 15.85, "p99_itl_ms": 16.15,
                                                         "request_throughput": 0.06}
     assert "parallelism is not stated" in e.extra["note"]
+
+
+def _mount(args: list[str]) -> None:
+    import subprocess
+
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount here ({r.stderr.strip()}); the monkeypatched ENOSPC test covers the logic")
+
+
+def _umount(path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _session_record(directory):
+    """Record one entry the way a --dsr1-record run does (Dsr1Session.record), without a server."""
+    from pytest_dsr1.matrix import load_matrix
+    from pytest_dsr1.options import Options
+    from pytest_dsr1.runner import Dsr1Session, Measurement
+
+    from conftest import MATRIX
+
+    matrix = load_matrix(MATRIX)
+    config = matrix.config("cpu-tiny-tp1")
+    opts = Options(model=None, record=True, baselines=directory, matrix=MATRIX, matrix_explicit=False, dry_run=False,
+                   repeat=None, confirm=0, alpha=0.05, missing_baseline="skip", startup_timeout=None, host="127.0.0.1",
+                   api_key=None, run_dir=directory / "runs", report=None, python=None)
+    session = Dsr1Session(matrix, opts, lambda line: None)
+    wl = matrix.workloads_for(config)[0]
+    m = Measurement(config, wl, f"{config.id}[{wl.id}]", "vllm serve x", "vllm bench serve x", dict(FP),
+                    runs=[{"output_throughput": 1.0, "mean_ttft_ms": 2.0, "completed": 1, "failed": 0, "duration": 1.0}])
+    session.record(m)
+
+
+@pytest.mark.reliability(kind="fault", case="record into a full baselines directory (a 64 KiB tmpfs, filled)")
+def test_record_into_a_full_disk(tmp_path, observed):
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)])
+    try:
+        path = bl.baseline_path(mnt, "cpu", "tiny")
+        bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+        before = path.read_bytes()
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with pytest.raises(bl.BaselineError) as exc:
+            _session_record(mnt)
+        assert "No space left on device" in str(exc.value) and "the file on disk is unchanged" in str(exc.value)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.json"]  # no partial temporary file
+        assert json.loads(path.read_text())["entries"]["a[w-bs1]"]
+        observed(str(exc.value).replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
+    finally:
+        _umount(mnt)
+
+
+@pytest.mark.reliability(kind="fault", case="record into a read-only baselines directory (a read-only bind mount)")
+def test_record_into_a_read_only_mount(tmp_path, observed):
+    src, mnt = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    mnt.mkdir()
+    path = bl.baseline_path(src, "cpu", "tiny")
+    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    before = path.read_bytes()
+    _mount(["--bind", str(src), str(mnt)])
+    try:
+        _mount(["-o", "remount,ro,bind", str(mnt)])
+        with pytest.raises(bl.BaselineError) as exc:
+            _session_record(mnt)
+        assert "Read-only file system" in str(exc.value)
+        assert path.read_bytes() == before
+        observed(str(exc.value).replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
+    finally:
+        _umount(mnt)

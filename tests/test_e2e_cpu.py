@@ -53,13 +53,75 @@ def test_no_vllm_process_left_after_the_session(recorded):
     assert wait_no_vllm() == []
 
 
-def test_compare_against_the_recording_passes(recorded, baselines, tmp_path):
+@pytest.fixture(scope="module")
+def compared(recorded, baselines, tmp_path_factory):
+    """The second run: compare against the recording, with every report format on."""
     assert recorded.returncode == 0
-    result = run_suite([*CPU, "--dsr1-baselines", str(baselines)], tmp_path / "runs")
+    out = tmp_path_factory.mktemp("compare")
+    result = run_suite([*CPU, "--dsr1-baselines", str(baselines), "--dsr1-report", str(out / "report"),
+                        "--junitxml", str(out / "junit.xml"), "--benchmark-json", str(out / "benchmark.json")], out / "runs",
+                       env={"GITHUB_STEP_SUMMARY": str(out / "step-summary.md")})
+    return result, out
+
+
+def test_compare_against_the_recording_passes(compared):
+    result, _ = compared
     assert result.returncode == 0, result.stdout[-8000:]
     assert f"{ITEMS} passed" in result.stdout
     assert "REGRESSED" not in result.stdout
+    assert "dsr1: 2 server start(s) for 2 configuration(s) run" in result.stdout
     assert wait_no_vllm() == []
+
+
+def test_reports_have_every_item(compared):
+    import jsonschema
+    from PIL import Image
+
+    from conftest import REPO
+
+    result, out = compared
+    report = out / "report"
+    data = json.loads((report / "results.json").read_text())
+    schema = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    assert len(data["items"]) == ITEMS and data["server_starts"] == 2
+    item = next(i for i in data["items"] if i["id"] == "cpu-tiny-tp1[prompt_heavy-bs16]")
+    assert item["bench_command"].startswith("vllm bench serve --model ") and "--num-prompts 16" in item["bench_command"]
+    assert len(item["samples"]["output_throughput"]) == 3 and item["verdicts"]
+
+    md = (report / "summary.md").read_text()
+    table_rows = [line for line in md.splitlines() if line.startswith("| cpu-tiny-")]
+    assert {row.split(" | ")[0][2:] for row in table_rows} == {i["id"] for i in data["items"]}
+    assert (out / "step-summary.md").read_text() == md  # also appended to $GITHUB_STEP_SUMMARY
+
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert pngs == sorted(f"{c}-{kind}.png" for c in ("cpu-tiny-tp1", "cpu-tiny-tp2ep") for kind in ("latency", "throughput-interactivity"))
+    for png in report.glob("*.png"):
+        with Image.open(png) as im:
+            im.verify()
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.size in ((800, 500), (1200, 500)), (png, im.size)
+
+
+def test_junit_carries_metrics_and_verdicts(compared):
+    import xml.etree.ElementTree as ET
+
+    _, out = compared
+    cases = ET.parse(out / "junit.xml").getroot().iter("testcase")
+    props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
+    p = props["test_serving[cpu-tiny-tp2ep-decode_heavy-bs16]"]
+    assert p["dsr1_outcome"] == "passed" and p["dsr1_output_throughput_verdict"] in ("ok", "improved", "noise", "stale")
+    assert float(p["dsr1_output_throughput"].replace(",", "")) > 0
+    assert p["dsr1_bench_command"].startswith("vllm bench serve")
+
+
+def test_pytest_benchmark_carries_each_run(compared):
+    _, out = compared
+    data = json.loads((out / "benchmark.json").read_text())
+    assert len(data["benchmarks"]) == ITEMS
+    b = next(b for b in data["benchmarks"] if b["extra_info"]["dsr1_item"] == "cpu-tiny-tp1[balanced-bs16]")
+    assert b["stats"]["rounds"] == 3 and b["group"] == "cpu-tiny-tp1"
+    assert b["extra_info"]["output_throughput"] > 0 and b["extra_info"]["bench_command"].startswith("vllm bench serve")
 
 
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):

@@ -59,6 +59,7 @@ def test_minimal_matrix(tmp_path):
     assert m.configs[0].markers == ("cpu", "fp8", "tp")
 
 
+@pytest.mark.reliability(kind="input", case="matrix file", per_param=True)
 @pytest.mark.parametrize("mutate, field, fix", [
     (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
     (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
@@ -74,21 +75,26 @@ def test_minimal_matrix(tmp_path):
     (lambda t: t + "  c2: {hardware: cpu, model: m, batch_sizes: [0]}\n", "configs.c2.batch_sizes[0]", "above 0"),
     (lambda t: t + "  c2: {hardware: cpu, model: m, extra_args: --foo}\n", "configs.c2.extra_args", "list of strings"),
     (lambda t: t.replace("precision: fp8", "precision: fp16"), "models.m.precision", "fp8, fp4, bf16"),
-])
-def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix):
+], ids=["malformed YAML", "unknown top-level key", "unknown config key", "wrong type", "wrong type (bool)", "duplicate id",
+        "unknown model name", "unknown hardware", "unknown workload", "unknown setting", "bad tolerance", "zero batch size",
+        "extra_args not a list", "unknown precision"])
+def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix, observed):
     path = write(tmp_path, mutate(textwrap.dedent(BASE)))
     with pytest.raises(MatrixError) as exc:
         load_matrix(path)
     assert exc.value.path == str(path)
     assert exc.value.field_name == field
     assert fix in str(exc.value)
+    observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
-def test_duplicate_id_across_files(tmp_path):
+@pytest.mark.reliability(kind="input", case="matrix: duplicate config id across two files")
+def test_duplicate_id_across_files(tmp_path, observed):
     write(tmp_path, BASE, "a.yaml")
     write(tmp_path, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
-    with pytest.raises(MatrixError, match=r"b\.yaml: configs\.c1: duplicate id \(also defined in .*a\.yaml\)"):
+    with pytest.raises(MatrixError, match=r"b\.yaml: configs\.c1: duplicate id \(also defined in .*a\.yaml\)") as exc:
         load_matrix(tmp_path)
+    observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
 def test_gpu_count_must_hold_the_parallelism(tmp_path):

@@ -54,12 +54,15 @@ def test_markers_work_under_strict_markers(suite):
         result.stdout.fnmatch_lines([f"@pytest.mark.{m}*"])
 
 
-def test_bad_model_is_a_usage_error_listing_choices(suite):
+@pytest.mark.reliability(kind="input", case="--dsr1-model that is not in the matrix")
+def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     result = suite.runpytest("--dsr1-model", "fp16", "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--dsr1-model 'fp16' is not in the matrix*choose one of: fp8, fp4, tiny*"])
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "fp16" in line))
 
 
+@pytest.mark.reliability(kind="input", case="bad option value", per_param=True)
 @pytest.mark.parametrize("args, message", [
     (["--dsr1-tolerance", "mean_ttft_ms=fast"], "*bad tolerance 'fast'*"),
     (["--dsr1-tolerance", "nosuch=10%"], "*unknown metric 'nosuch'*"),
@@ -68,18 +71,22 @@ def test_bad_model_is_a_usage_error_listing_choices(suite):
     (["--dsr1-set", "nosuch:max_model_len=5"], "*no config 'nosuch' in the matrix*"),
     (["--dsr1-alpha", "2"], "*between 0 and 1*"),
     (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
-])
-def test_bad_option_values_are_usage_errors(suite, args, message):
+], ids=["--dsr1-tolerance mean_ttft_ms=fast", "--dsr1-tolerance nosuch=10%", "--dsr1-repeat 0", "--dsr1-set max_modl_len=5",
+        "--dsr1-set nosuch:max_model_len=5", "--dsr1-alpha 2", "--dsr1-missing-baseline maybe"])
+def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     result = suite.runpytest(*args, "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "error" in line.lower()))
 
 
-def test_bad_ini_value_is_a_usage_error(suite):
+@pytest.mark.reliability(kind="input", case="bad tolerance expression in the ini file")
+def test_bad_ini_value_is_a_usage_error(suite, observed):
     suite.makeini("[pytest]\ndsr1_tolerance =\n    mean_ttft_ms=lots\n")
     result = suite.runpytest("test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini key dsr1_tolerance*bad tolerance 'lots'*"])
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "lots" in line))
 
 
 def test_ini_keys_select_like_options(suite):
@@ -137,7 +144,7 @@ def test_dry_run_hides_the_api_key(suite, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", "sk-very-secret")
     result = suite.runpytest("-m", "cpu", "--dsr1-dry-run", "test_matrix")
     assert "sk-very-secret" not in result.stdout.str()
-    result.stdout.fnmatch_lines(["*--api-key ***", "*OPENAI_API_KEY=*** vllm bench serve*"])
+    result.stdout.fnmatch_lines(["VLLM_CPU_OMP_THREADS_BIND='0|1' VLLM_API_KEY=*** vllm serve *", "*OPENAI_API_KEY=*** vllm bench serve*"])
 
 
 def test_tunables_override_from_the_command_line(suite):

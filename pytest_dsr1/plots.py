@@ -1,0 +1,107 @@
+"""PNG plots of a run, current against baseline (matplotlib, headless).
+
+Per configuration:
+- `<config>-throughput-interactivity.png`: output throughput per GPU against per-user interactivity
+  (tok/s/user = 1000 / mean TPOT) across batch sizes, one line per workload: the chart the field uses to
+  compare serving setups (up and to the right is better);
+- `<config>-latency.png`: mean TTFT and mean TPOT against batch size.
+The current run is drawn solid with filled markers, the baseline dashed with hollow markers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    from pytest_dsr1.runner import Dsr1Session, ItemResult
+
+FIGSIZE = (8, 5)
+DPI = 100
+
+
+def _series(results: list["ItemResult"], which: str, metric: str) -> list[tuple[int, float]]:
+    pts = []
+    for r in results:
+        if which == "current":
+            xs = r.measurement.samples.get(metric) if r.measurement else None
+            value = statistics.median(xs) if xs else None
+        else:
+            value = r.baseline_medians.get(metric)
+        if value is not None:
+            pts.append((r.workload.batch_size, value))
+    return sorted(pts)
+
+
+def _by_config(session: "Dsr1Session") -> dict[str, dict[str, list["ItemResult"]]]:
+    out: dict[str, dict[str, list[ItemResult]]] = {}
+    for r in session.results.values():
+        if r.measurement is None:
+            continue
+        out.setdefault(r.config_id, {}).setdefault(r.workload.name, []).append(r)
+    return out
+
+
+def write_plots(session: "Dsr1Session", directory: Path) -> list[Path]:
+    written = []
+    for config_id, workloads in _by_config(session).items():
+        gpus = max(1, session.matrix.config(config_id).gpus)
+        colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+        written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors))
+        written.append(_latency(directory, config_id, workloads, colors))
+    return written
+
+
+def _throughput_interactivity(directory: Path, config_id: str, workloads: dict, gpus: int, colors: dict) -> Path:
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    for name, results in workloads.items():
+        for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
+            tput = dict(_series(results, which, "output_throughput"))
+            tpot = dict(_series(results, which, "mean_tpot_ms"))
+            bss = sorted(set(tput) & set(tpot))
+            if not bss:
+                continue
+            x = [1000.0 / tpot[b] if tpot[b] else 0.0 for b in bss]
+            y = [tput[b] / gpus for b in bss]
+            ax.plot(x, y, style, color=colors[name], marker="o", markerfacecolor=face, label=f"{name} ({which})")
+            for xi, yi, b in zip(x, y, bss):
+                ax.annotate(f"bs{b}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[name])
+    ax.set_title(f"{config_id}: throughput per GPU vs interactivity")
+    ax.set_xlabel("interactivity (tok/s/user = 1000 / mean TPOT)")
+    ax.set_ylabel(f"output throughput per GPU (tok/s/GPU, {gpus} GPU{'s' if gpus > 1 else ''})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = directory / f"{config_id}-throughput-interactivity.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _latency(directory: Path, config_id: str, workloads: dict, colors: dict) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]), dpi=DPI)
+    for ax, metric, label in ((axes[0], "mean_ttft_ms", "mean TTFT (ms)"), (axes[1], "mean_tpot_ms", "mean TPOT (ms)")):
+        for name, results in workloads.items():
+            for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
+                pts = _series(results, which, metric)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colors[name], marker="o",
+                            markerfacecolor=face, label=f"{name} ({which})")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (concurrent requests)")
+        ax.set_ylabel(label)
+        ax.set_title(label.split(" (")[0] + " vs batch size")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{config_id}: latency, current (solid) vs baseline (dashed)")
+    fig.tight_layout()
+    path = directory / f"{config_id}-latency.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
