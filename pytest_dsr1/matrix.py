@@ -56,6 +56,7 @@ class Hardware:
     startup_timeout_s: float
     bench_timeout_s: float
     repeat: int
+    confirm: int
     workload_scale: float
     batch_sizes: tuple[int, ...]
     tolerances: tuple[tuple[str, Tolerance], ...] = ()
@@ -110,6 +111,7 @@ class ServerConfig:
     tolerances: tuple[tuple[str, Tolerance], ...] = ()
     workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
     repeat: int | None = None  # measured runs per item; None: the hardware's
+    confirm: int | None = None  # extra runs of a regressed-looking item; None: the hardware's
     description: str = ""
     source: str = ""  # the file it came from, for error messages
 
@@ -196,12 +198,12 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 _TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 _MODEL_KEYS = {"id", "precision", "description"}
-_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "workload_scale",
+_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "workload_scale",
             "batch_sizes", "tolerances"}
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description", "workloads", "repeat"}
+                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -300,6 +302,13 @@ def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
     return value
 
 
+def _non_negative(f: Path, fieldname: str, value: Any) -> int:
+    _expect(f, fieldname, value, int, "an integer, 0 or more")
+    if value < 0:
+        raise MatrixError(f, fieldname, f"must be 0 or more, got {value}", f"set {fieldname} to 0 or more")
+    return value
+
+
 def _model(f: Path, name: str, spec: Any) -> Model:
     _check_id(f, "models", name)
     _expect(f, f"models.{name}", spec, dict, "a mapping with id and precision")
@@ -362,6 +371,7 @@ def _hardware(f: Path, name: str, spec: Any) -> Hardware:
         startup_timeout_s=float(_positive(f, f"{fn}.startup_timeout_s", spec.get("startup_timeout_s", 1800), float)),
         bench_timeout_s=float(_positive(f, f"{fn}.bench_timeout_s", spec.get("bench_timeout_s", 3600), float)),
         repeat=_positive(f, f"{fn}.repeat", spec.get("repeat", 1)),
+        confirm=_non_negative(f, f"{fn}.confirm", spec.get("confirm", 0)),
         workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", 1.0), float)),
         batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", [1])),
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
@@ -422,10 +432,14 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     repeat = spec.get("repeat")
     if repeat is not None:
         _positive(f, f"{fn}.repeat", repeat)
+    confirm = spec.get("confirm")
+    if confirm is not None:
+        _non_negative(f, f"{fn}.confirm", confirm)
     return ServerConfig(
         id=cid,
         workloads=tuple(wl_names),
         repeat=repeat,
+        confirm=confirm,
         hardware=hw,
         model=model,
         gpus=gpus,

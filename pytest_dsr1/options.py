@@ -85,7 +85,8 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
     ("--dsr1-matrix", "dsr1_matrix", str, "test_matrix", "PATH", "matrix YAML file or directory (default: test_matrix, relative to the rootdir)"),
     ("--dsr1-dry-run", "dsr1_dry_run", None, False, "", "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing"),
     ("--dsr1-repeat", "dsr1_repeat", parse_positive_int, None, "N", "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)"),
-    ("--dsr1-confirm", "dsr1_confirm", parse_non_negative_int, 0, "K", "when an item looks regressed, re-run it up to K more times before failing (default: 0)"),
+    ("--dsr1-confirm", "dsr1_confirm", parse_non_negative_int, None, "K",
+     "when an item looks regressed, re-run it up to K more times before failing (default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)"),
     ("--dsr1-alpha", "dsr1_alpha", parse_alpha, 0.05, "P", "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)"),
     ("--dsr1-missing-baseline", "dsr1_missing_baseline", parse_missing_baseline, "skip", "skip|fail",
      "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail"),
@@ -127,7 +128,7 @@ class Options:
     matrix_explicit: bool
     dry_run: bool
     repeat: int | None
-    confirm: int
+    confirm: int | None
     alpha: float
     missing_baseline: str
     startup_timeout: float | None

@@ -335,7 +335,7 @@ class BaselineCheck:
         metrics = tuple(k for k in METRICS if k in tolerances) or KEY_METRICS
         verdicts = compare(entry.metrics, m.samples, tolerances, metrics, opts.alpha)
         confirmations = 0
-        while regressed(verdicts) and confirmations < opts.confirm and m.more is not None:
+        while regressed(verdicts) and confirmations < session.confirm_for(m.config) and m.more is not None:
             confirmations += 1
             m.more(1)
             verdicts = compare(entry.metrics, m.samples, tolerances, metrics, opts.alpha)

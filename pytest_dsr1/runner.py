@@ -144,6 +144,12 @@ class Dsr1Session:
     def repeat_for(self, config: ServerConfig) -> int:
         return self.options.repeat or config.repeat or config.hardware.repeat
 
+    def confirm_for(self, config: ServerConfig) -> int:
+        for value in (self.options.confirm, config.confirm, config.hardware.confirm):
+            if value is not None:
+                return value
+        return 0
+
     # ------------------------------------------------------------ servers
 
     def start_server(self, config: ServerConfig) -> ServerHandle:

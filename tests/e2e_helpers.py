@@ -40,7 +40,12 @@ def wait_no_vllm(timeout: float = 20.0) -> list[str]:
 
 def run_suite(args: list[str], run_dir: Path, timeout: float = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--dsr1-run-dir", str(run_dir), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    # The whole output, for when an assertion shows only its tail.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "pytest-stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    print(f"suite output: {run_dir / 'pytest-stdout.txt'}")
+    return result
 
 
 def outcome_lines(stdout: str, word: str) -> list[str]:
