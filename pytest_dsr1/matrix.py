@@ -57,6 +57,7 @@ class Hardware:
     bench_timeout_s: float
     repeat: int
     confirm: int
+    warmup_at_concurrency: bool
     workload_scale: float
     batch_sizes: tuple[int, ...]
     tolerances: tuple[tuple[str, Tolerance], ...] = ()
@@ -112,6 +113,7 @@ class ServerConfig:
     workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
     repeat: int | None = None  # measured runs per item; None: the hardware's
     confirm: int | None = None  # extra runs of a regressed-looking item; None: the hardware's
+    warmup_at_concurrency: bool = False  # warm up with max(num_warmups, batch size) requests
     description: str = ""
     source: str = ""  # the file it came from, for error messages
 
@@ -198,12 +200,12 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 _TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 _MODEL_KEYS = {"id", "precision", "description"}
-_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "workload_scale",
+_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "warmup_at_concurrency", "workload_scale",
             "batch_sizes", "tolerances"}
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm"}
+                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm", "warmup_at_concurrency"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -302,6 +304,11 @@ def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
     return value
 
 
+def _bool(f: Path, fieldname: str, value: Any) -> bool:
+    _expect(f, fieldname, value, bool, "true or false")
+    return value
+
+
 def _non_negative(f: Path, fieldname: str, value: Any) -> int:
     _expect(f, fieldname, value, int, "an integer, 0 or more")
     if value < 0:
@@ -372,6 +379,7 @@ def _hardware(f: Path, name: str, spec: Any) -> Hardware:
         bench_timeout_s=float(_positive(f, f"{fn}.bench_timeout_s", spec.get("bench_timeout_s", 3600), float)),
         repeat=_positive(f, f"{fn}.repeat", spec.get("repeat", 1)),
         confirm=_non_negative(f, f"{fn}.confirm", spec.get("confirm", 0)),
+        warmup_at_concurrency=_bool(f, f"{fn}.warmup_at_concurrency", spec.get("warmup_at_concurrency", False)),
         workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", 1.0), float)),
         batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", [1])),
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
@@ -435,8 +443,11 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     confirm = spec.get("confirm")
     if confirm is not None:
         _non_negative(f, f"{fn}.confirm", confirm)
+    warm = spec.get("warmup_at_concurrency", hw.warmup_at_concurrency)
+    _bool(f, f"{fn}.warmup_at_concurrency", warm)
     return ServerConfig(
         id=cid,
+        warmup_at_concurrency=warm,
         workloads=tuple(wl_names),
         repeat=repeat,
         confirm=confirm,

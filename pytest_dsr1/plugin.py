@@ -192,6 +192,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         key = item_key(params[0].id, params[1].id)
         result = session.results.get(key)
         if result is not None and call.when == "call":
+            result.wall_s = call.duration
             for name, value in report.junit_properties(result):
                 item.user_properties.append((name, value))
     return rep

@@ -175,6 +175,8 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
                          "batch_size": r.workload.batch_size},
             "outcome": r.outcome,
             "message": r.message,
+            "wall_s": r.wall_s,
+            "measured_s": sum(float(run.get("duration") or 0) for run in m.runs) if m else None,
             "server_command": m.server_command if m else None,
             "bench_command": m.bench_command if m else None,
             "fingerprint": m.fingerprint if m else None,

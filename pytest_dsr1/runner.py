@@ -97,6 +97,7 @@ class ItemResult:
     verdicts: list[MetricVerdict] = field(default_factory=list)
     measurement: Measurement | None = None
     baseline_medians: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None  # the item's call phase: benchmarks, comparisons and harness
 
 
 class Dsr1Session:
@@ -134,7 +135,7 @@ class Dsr1Session:
 
     def bench_command_for(self, config: ServerConfig, workload: Workload, host: str = "127.0.0.1",
                           port: int | str = 8000) -> BenchCommand:
-        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port)
+        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port, config.warmup_at_concurrency)
         return BenchCommand(cmd.args + BENCH_REPORT_FLAGS)
 
     def bench_shell_line(self, cmd: BenchCommand) -> str:

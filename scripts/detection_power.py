@@ -85,7 +85,7 @@ def _duty_cycle(pid: int, duty: float) -> None:
 def run_round(worker: BenchWorker, config, workloads, settings, port: int, samples: int) -> dict[str, dict[str, list[float]]]:
     out = {}
     for wl in workloads:
-        args = list(bench_command(str(tiny.default_path()), wl, settings, "127.0.0.1", port).args)
+        args = list(bench_command(str(tiny.default_path()), wl, settings, "127.0.0.1", port, config.warmup_at_concurrency).args)
         per: dict[str, list[float]] = {}
         for i in range(samples):
             if i:

@@ -94,3 +94,14 @@ def test_api_key_goes_through_the_environment_and_is_redacted():
     assert "sekrit-123" not in " ".join(cmd.exec_argv("python"))  # not in argv, which `ps` shows to everyone
     assert dict(cmd.env)["VLLM_API_KEY"] == "sekrit-123"
     assert "sekrit-123" not in cmd.shell_line() and cmd.shell_line().startswith("VLLM_API_KEY=*** vllm serve")
+
+
+def test_warmup_at_concurrency_on_the_cpu_matrix_only():
+    cpu = MATRIX_.config("cpu-tiny-tp1")
+    wl = next(w for w in MATRIX_.workloads_for(cpu) if w.batch_size == 16)
+    a = bench_command("m", wl, MATRIX_.benchmark, at_concurrency=cpu.warmup_at_concurrency).display_argv
+    assert cpu.warmup_at_concurrency and a[a.index("--num-warmups") + 1] == "16"
+    gpu = MATRIX_.config("h200-fp8-tp8ep")
+    wl = next(w for w in MATRIX_.workloads_for(gpu) if w.batch_size == 512)
+    a = bench_command("m", wl, MATRIX_.benchmark, at_concurrency=gpu.warmup_at_concurrency).display_argv
+    assert not gpu.warmup_at_concurrency and a[a.index("--num-warmups") + 1] == "4"
