@@ -31,44 +31,23 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
     return (target.strip() or None), key, value.strip()
 
 
-def parse_positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
+def _number(convert: Any, ok: Any, what: str, bound: str) -> Any:
+    """An argparse type: `convert` the text, then check it with `ok`; errors say what was expected."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: {bound}")
+        return value
+    return parse
 
 
-def parse_non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
-
-
-def parse_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
-
-
-def parse_alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a significance level is between 0 and 1, e.g. 0.05")
-    return value
+parse_positive_int = _number(int, lambda v: v >= 1, "an integer", "must be at least 1")
+parse_non_negative_int = _number(int, lambda v: v >= 0, "an integer", "must be 0 or more")
+parse_seconds = _number(float, lambda v: v > 0, "a number of seconds", "must be positive")
+parse_alpha = _number(float, lambda v: 0 < v < 1, "a number", "a significance level is between 0 and 1, e.g. 0.05")
 
 
 def parse_missing_baseline(text: str) -> str:
