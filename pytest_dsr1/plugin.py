@@ -343,7 +343,9 @@ class BaselineCheck:
         result.verdicts = verdicts
         note = ""
         if entry.fingerprint.get("vllm") != m.fingerprint.get("vllm"):
-            note = f"\n(vLLM {entry.fingerprint.get('vllm')} in the baseline, {m.fingerprint.get('vllm')} now)"
+            versions = (entry.fingerprint.get("vllm"), m.fingerprint.get("vllm"))
+            session.version_changes[versions] = session.version_changes.get(versions, 0) + 1
+            note = f"\n(vLLM {versions[0]} in the baseline, {versions[1]} now)"
         if confirmations:
             note += f"\n(confirmation: {confirmations} extra run(s); every sample is shown)"
         if regressed(verdicts):

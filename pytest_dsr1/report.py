@@ -131,6 +131,8 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
             continue
         tr.write_line(f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
                       **({"red": True} if r.outcome == "failed" else {}))
+    for (before, now), n in session.version_changes.items():
+        tr.write_line(f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True)
     stale = [r for r in session.results.values() if any(v.verdict == STALE for v in r.verdicts)]
     for r in stale:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)

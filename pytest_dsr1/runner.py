@@ -116,6 +116,7 @@ class Dsr1Session:
         self.records: list[tuple[str, str, str, float | None, float]] = []  # file, item, metric, old, new
         self.dry_run: dict[str, list[str]] = {}
         self.stale_cleaned: list[dict] = []
+        self.version_changes: dict[tuple[str | None, str | None], int] = {}  # (baseline vLLM, current) -> items
         self.current_config: str | None = None
         self._worker: BenchWorker | None = None
         self._baselines: dict[Path, bl.BaselineFile | bl.BaselineError] = {}

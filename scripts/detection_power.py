@@ -40,6 +40,7 @@ from pytest_dsr1.server import VllmServer, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.02
+FAILED_REQUESTS: list[str] = []
 
 
 def _spin() -> None:
@@ -92,7 +93,10 @@ def run_round(worker: BenchWorker, config, workloads, settings, port: int, sampl
                 args[args.index("--num-warmups") + 1] = "0"
             res = worker.run([*args, "--disable-tqdm"], 600).result
             if res.get("failed") or res.get("completed") != wl.batch_size:
-                raise RuntimeError(f"{wl.id}: {res.get('failed')} failed requests")
+                # The suite fails such an item outright: count it as a failed round, and keep going.
+                FAILED_REQUESTS.append(f"{wl.id}: {res.get('failed')} failed of {wl.batch_size}")
+                per["failed_requests"] = per.get("failed_requests", []) + [float(res.get("failed") or 1)]
+                continue
             for k, v in extract(res).items():
                 per.setdefault(k, []).append(v)
         out[wl.id] = per
@@ -108,6 +112,9 @@ def verdict(baseline: dict, current: dict, tolerances: dict, n: int, confirm: in
     `confirm` extra samples (taken from the round's later samples), each recomputing the verdict."""
     failed = []
     for item, base in baseline.items():
+        if current[item].get("failed_requests"):
+            failed.append(f"{item}: failed requests")
+            continue
         for extra in range(confirm + 1):
             cur = {k: v[: n + extra] for k, v in current[item].items()}
             bad = [f"{item}:{v.metric}" for v in compare(base, cur, tolerances, KEY_METRICS) if v.verdict == REGRESSED]
@@ -152,7 +159,7 @@ def measure(config_id: str, rounds: int, levels: list[float], detect_rounds: int
                 with Contention(cores, duty):
                     cur = run_round(worker, config, workloads, matrix.benchmark, port, 5)
                 slow.append(statistics.median(
-                    1 - statistics.median(cur[k]["output_throughput"]) / base_tput[k] for k in base_tput))
+                    1 - statistics.median(cur[k]["output_throughput"]) / base_tput[k] for k in base_tput if cur[k].get("output_throughput")))
                 for label, n, confirm in SETTINGS:
                     hits[label] += verdict(baseline, cur, tolerances, n, confirm)[0]
             row = {"duty": duty, "rounds": detect_rounds, "measured_slowdown": statistics.median(slow), **hits}
@@ -212,7 +219,8 @@ def markdown(results: list[dict], proj: list[dict], cmd: str) -> str:
         for r in results:
             fa = r["false_alarms"]
             out.append(f"| {r['config']} | {fa['rounds']} | " + " | ".join(str(fa[x]) for x in labels) + " |")
-        out += ["", "A round runs every workload of the config and fails if any item has a REGRESSED metric.", "",
+        out += ["", "A round runs every workload of the config and fails if any item has a REGRESSED metric or a failed request.",
+                f"Failed requests seen in the whole run: {len(FAILED_REQUESTS)}" + (f" ({'; '.join(FAILED_REQUESTS)})" if FAILED_REQUESTS else "") + ".", "",
                 "## Detection of injected slowdowns (duty-cycled CPU contention on the server's core)", "",
                 "| config | contention duty | measured throughput drop (median over items) | " + " | ".join(f"detected, {x}" for x in labels) + " |",
                 "|---|---|---|" + "---|" * len(labels)]

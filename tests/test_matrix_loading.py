@@ -50,7 +50,7 @@ def test_cpu_workloads_are_scaled_by_the_stated_factor():
     assert cpu.workload_scale == 1 / 32
     assert {(w.name, w.input_len, w.output_len) for w in wls} == {
         ("prompt_heavy", 250, 31), ("decode_heavy", 31, 250), ("balanced", 31, 31)}
-    assert dict(m.config("cpu-tiny-tp2ep").env) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
+    assert dict(m.config("cpu-tiny-tp2ep").env) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1", "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"}
 
 
 def test_minimal_matrix(tmp_path):
