@@ -129,9 +129,10 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
     }
     if config.hardware.kind == "gpu":
         matching = [g for g in host.gpus if config.hardware.gpu_name.lower() in g.name.lower()]  # type: ignore[union-attr]
+        # The host CPU is recorded, not matched: it moves launch-bound numbers (small models, batch 1).
         fp.update(gpu_model=matching[0].name if matching else None, gpu_count=config.gpus,
                   gpu_memory_mib=matching[0].memory_mib if matching else None,
-                  driver=host.driver, cuda=host.cuda)
+                  driver=host.driver, cuda=host.cuda, host_cpu=host.cpu_model, host_cpu_count=host.cpu_count)
     else:
         fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count)
     return fp

@@ -346,6 +346,10 @@ class BaselineCheck:
             versions = (entry.fingerprint.get("vllm"), m.fingerprint.get("vllm"))
             session.version_changes[versions] = session.version_changes.get(versions, 0) + 1
             note = f"\n(vLLM {versions[0]} in the baseline, {versions[1]} now)"
+        for key in ("host_cpu", "driver", "cuda"):
+            before, now = entry.fingerprint.get(key), m.fingerprint.get(key)
+            if before and now and before != now:
+                note += f"\n({key} differs: {before!r} in the baseline, {now!r} now)"
         if confirmations:
             note += f"\n(confirmation: {confirmations} extra run(s); every sample is shown)"
         if regressed(verdicts):
