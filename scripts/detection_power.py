@@ -251,6 +251,8 @@ def main() -> int:
     ap.add_argument("--projection-only", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
     a = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop the server: no orphan is left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
