@@ -42,6 +42,7 @@ configs:
     hardware: cpu
     model: tiny
     data_parallel_size: 2
+    extra_args: ["--enforce-eager"]   # compiled, DP2 dies already in the start-up warm-up
     settings: {gpu_memory_utilization: 0.08, max_model_len: 512}
     env: {VLLM_CPU_OMP_THREADS_BIND: "0|1"}
   cpu-c-victim:
