@@ -142,8 +142,13 @@ def measure(config_id: str, rounds: int, levels: list[float], detect_rounds: int
         baseline = run_round(worker, config, workloads, matrix.benchmark, port, base)
         base_tput = {k: statistics.median(v["output_throughput"]) for k, v in baseline.items()}
         fa = {label: 0 for label, _, _ in SETTINGS}
+        spread: dict[str, dict[str, list[float]]] = {}
         for r in range(rounds):
             cur = run_round(worker, config, workloads, matrix.benchmark, port, 5)
+            for item, per in cur.items():
+                for metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
+                    if per.get(metric):
+                        spread.setdefault(item, {}).setdefault(metric, []).append(statistics.median(per[metric][:3]))
             for label, n, confirm in SETTINGS:
                 bad, which = verdict(baseline, cur, tolerances, n, confirm)
                 fa[label] += bad
@@ -151,6 +156,8 @@ def measure(config_id: str, rounds: int, levels: list[float], detect_rounds: int
                     log(f"  clean round {r + 1} [{label}]: FALSE ALARM {which}")
             log(f"{config_id}: clean round {r + 1}/{rounds} done; false alarms so far {fa}")
         result["false_alarms"] = {"rounds": rounds, **fa}
+        result["spread"] = {item: {m: (statistics.stdev(v) / statistics.mean(v) if len(v) > 1 and statistics.mean(v) else 0.0)
+                                   for m, v in ms.items()} for item, ms in spread.items()}
         cores = {0}  # the engine's core: VLLM_CPU_OMP_THREADS_BIND auto binds TP1's worker to core 0 here
         for duty in (levels if detect else []):
             hits = {label: 0 for label, _, _ in SETTINGS}
@@ -219,6 +226,11 @@ def markdown(results: list[dict], proj: list[dict], cmd: str) -> str:
         for r in results:
             fa = r["false_alarms"]
             out.append(f"| {r['config']} | {fa['rounds']} | " + " | ".join(str(fa[x]) for x in labels) + " |")
+        out += ["", "Run-to-run spread over the clean rounds: coefficient of variation of each round's median (of 3 samples).", "",
+                "| config | item | output throughput CV | mean TTFT CV | mean TPOT CV |", "|---|---|---|---|---|"]
+        for r in results:
+            for item, ms in r.get("spread", {}).items():
+                out.append(f"| {r['config']} | {item} | " + " | ".join(f"{ms.get(m, 0):.1%}" for m in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")) + " |")
         out += ["", "A round runs every workload of the config and fails if any item has a REGRESSED metric or a failed request.",
                 f"Failed requests seen in the whole run: {len(FAILED_REQUESTS)}" + (f" ({'; '.join(FAILED_REQUESTS)})" if FAILED_REQUESTS else "") + ".", "",
                 "## Detection of injected slowdowns (duty-cycled CPU contention on the server's core)", "",
