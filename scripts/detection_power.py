@@ -232,7 +232,7 @@ def markdown(results: list[dict], proj: list[dict], cmd: str) -> str:
             for item, ms in r.get("spread", {}).items():
                 out.append(f"| {r['config']} | {item} | " + " | ".join(f"{ms.get(m, 0):.1%}" for m in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")) + " |")
         out += ["", "A round runs every workload of the config and fails if any item has a REGRESSED metric or a failed request.",
-                f"Failed requests seen in the whole run: {len(FAILED_REQUESTS)}" + (f" ({'; '.join(FAILED_REQUESTS)})" if FAILED_REQUESTS else "") + ".", "",
+                f"Runs with failed requests in the whole run: {len(FAILED_REQUESTS)}" + (f" (first: {FAILED_REQUESTS[0]})" if FAILED_REQUESTS else "") + ".", "",
                 "## Detection of injected slowdowns (duty-cycled CPU contention on the server's core)", "",
                 "| config | contention duty | measured throughput drop (median over items) | " + " | ".join(f"detected, {x}" for x in labels) + " |",
                 "|---|---|---|" + "---|" * len(labels)]
