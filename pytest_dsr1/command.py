@@ -19,7 +19,6 @@ REDACTED = "***"
 # Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
 # prefix cache (the recipe says so), and the harness owns the address.
 SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
-SUITE_BENCH_FLAGS = ("--host", "--port", "--random-range-ratio", "--seed", "--num-warmups")
 
 
 @dataclass(frozen=True)

@@ -155,14 +155,6 @@ class Matrix:
                 )
         return out
 
-    def all_workloads(self) -> list[Workload]:
-        """The union over configs, in a stable order: the workload parameter list of the test function."""
-        seen: dict[Workload, None] = {}
-        for config in self.configs:
-            for wl in self.workloads_for(config):
-                seen.setdefault(wl, None)
-        return list(seen)
-
     def config(self, config_id: str) -> ServerConfig:
         for c in self.configs:
             if c.id == config_id:

@@ -22,8 +22,7 @@ from pytest_dsr1.compare import MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics import extract
 from pytest_dsr1.options import Options
-from pytest_dsr1.server import (ServerStartError, VllmServer, clean_stale, free_port, port_answers, redact_env_secrets,
-                                stale_servers)
+from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 
 # Flags the harness adds to every benchmark run: percentiles for the report, no progress bar in logs.
 BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99")
@@ -353,5 +352,3 @@ def _portless_args(args: tuple[str, ...], port: int) -> tuple[str, ...]:
             out[i + 1] = "PORT"
     return tuple(out)
 
-
-__all__ = ["Dsr1Session", "ItemResult", "Measurement", "ServerHandle", "item_key", "port_answers"]
