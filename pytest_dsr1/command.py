@@ -78,15 +78,18 @@ class BenchCommand:
 
 
 def bench_command(model: str, workload: Workload, settings: BenchmarkSettings, host: str = "127.0.0.1",
-                  port: int | str = "PORT", at_concurrency: bool = False) -> BenchCommand:
+                  port: int | str = "PORT", at_concurrency: bool = False, batches: int = 1) -> BenchCommand:
     args = [
         "--model", model,
         "--dataset-name", settings.dataset_name,
         "--random-input-len", str(workload.input_len),
         "--random-output-len", str(workload.output_len),
         "--request-rate", settings.request_rate,
-        "--num-prompts", str(workload.batch_size),
+        "--num-prompts", str(workload.batch_size * batches),
     ]
+    if batches > 1:
+        # Several batches back to back, never more than a batch in flight: the same load, measured for longer.
+        args += ["--max-concurrency", str(workload.batch_size)]
     if settings.ignore_eos:
         args.append("--ignore-eos")
     # Pinned: --random-range-ratio changed meaning at vLLM 0.8.4, and the seed fixes the prompts.

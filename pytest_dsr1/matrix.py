@@ -60,7 +60,9 @@ class Hardware:
     warmup_at_concurrency: bool
     workload_scale: float
     batch_sizes: tuple[int, ...]
-    tolerances: tuple[tuple[str, Tolerance], ...] = ()
+    tolerances: tuple[tuple[str, Tolerance | None], ...] = ()
+    batches_per_sample: int = 1
+    confirm_restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,14 @@ class ServerConfig:
     extra_args: tuple[str, ...] = ()
     workload_scale: float = 1.0
     batch_sizes: tuple[int, ...] = ()
-    tolerances: tuple[tuple[str, Tolerance], ...] = ()
+    tolerances: tuple[tuple[str, Tolerance | None], ...] = ()
+    # Each sample sends this many batches: N x batch size prompts, at most batch size in flight. 1 is the
+    # recipe's command; more makes a short CPU sample long enough to measure.
+    batches_per_sample: int = 1
     workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
     repeat: int | None = None  # measured runs per item; None: the hardware's
     confirm: int | None = None  # extra runs of a regressed-looking item; None: the hardware's
+    confirm_restarts: int | None = None  # fresh servers a config may start to confirm a regression; None: the hardware's
     warmup_at_concurrency: bool = False  # warm up with max(num_warmups, batch size) requests
     description: str = ""
     source: str = ""  # the file it came from, for error messages
@@ -136,7 +142,7 @@ class Matrix:
     workloads: tuple[WorkloadDef, ...]
     configs: tuple[ServerConfig, ...]
     benchmark: BenchmarkSettings
-    tolerances: tuple[tuple[str, Tolerance], ...]
+    tolerances: tuple[tuple[str, Tolerance | None], ...]
     files: tuple[str, ...] = field(default=())
 
     def workloads_for(self, config: ServerConfig) -> list[Workload]:
@@ -162,11 +168,11 @@ class Matrix:
         raise KeyError(config_id)
 
     def tolerances_for(self, config: ServerConfig) -> dict[str, Tolerance]:
-        """Defaults, then the hardware's, then the config's: later wins."""
-        merged = dict(self.tolerances)
+        """Defaults, then the hardware's, then the config's: later wins. A metric set to `off` is not gated."""
+        merged: dict[str, Tolerance | None] = dict(self.tolerances)
         merged.update(config.hardware.tolerances)
         merged.update(config.tolerances)
-        return merged
+        return {k: v for k, v in merged.items() if v is not None}
 
 
 # ---------------------------------------------------------------- loading
@@ -193,11 +199,12 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 _TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 _MODEL_KEYS = {"id", "precision", "description"}
 _HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "warmup_at_concurrency", "workload_scale",
-            "batch_sizes", "tolerances"}
+            "batch_sizes", "tolerances", "batches_per_sample", "confirm_restarts"}
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm", "warmup_at_concurrency"}
+                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm", "warmup_at_concurrency",
+                "batches_per_sample", "confirm_restarts"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -337,14 +344,17 @@ def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Tolerance], ...]:
+def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Tolerance | None], ...]:
     from pytest_dsr1.metrics import METRICS
 
-    _expect(f, fieldname, spec, dict, "a mapping of metric name to a tolerance like '10%' or '15%:5'")
-    out = []
+    _expect(f, fieldname, spec, dict, "a mapping of metric name to a tolerance like '10%' or '15%:5', or off")
+    out: list[tuple[str, Tolerance | None]] = []
     for metric, expr in spec.items():
         if metric not in METRICS:
             raise MatrixError(f, f"{fieldname}.{metric}", "unknown metric", f"use one of: {', '.join(METRICS)}")
+        if expr is False or expr == "off":  # YAML reads a bare `off` as false
+            out.append((metric, None))  # recorded and shown, not gated
+            continue
         try:
             out.append((metric, parse_tolerance(str(expr))))
         except ToleranceError as exc:
@@ -375,6 +385,8 @@ def _hardware(f: Path, name: str, spec: Any) -> Hardware:
         workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", 1.0), float)),
         batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", [1])),
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
+        batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", 1)),
+        confirm_restarts=_non_negative(f, f"{fn}.confirm_restarts", spec.get("confirm_restarts", 0)),
     )
 
 
@@ -435,6 +447,9 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     confirm = spec.get("confirm")
     if confirm is not None:
         _non_negative(f, f"{fn}.confirm", confirm)
+    restarts = spec.get("confirm_restarts")
+    if restarts is not None:
+        _non_negative(f, f"{fn}.confirm_restarts", restarts)
     warm = spec.get("warmup_at_concurrency", hw.warmup_at_concurrency)
     _bool(f, f"{fn}.warmup_at_concurrency", warm)
     return ServerConfig(
@@ -443,6 +458,7 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         workloads=tuple(wl_names),
         repeat=repeat,
         confirm=confirm,
+        confirm_restarts=restarts,
         hardware=hw,
         model=model,
         gpus=gpus,
@@ -456,6 +472,7 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", hw.workload_scale), float)),
         batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", list(hw.batch_sizes))),
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
+        batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", hw.batches_per_sample)),
         description=str(spec.get("description", "")),
         source=str(f),
     )

@@ -151,8 +151,7 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
         for line in format_table(TIMING_HEADER, timing_rows(session)).splitlines():
             tr.write_line(line)
         n = len(session.configs_run)
-        tr.write_line(f"dsr1: {session.server_starts} server start(s) for {len(set(session.configs_run))} configuration(s) run"
-                      + ("" if session.server_starts == len(set(session.configs_run)) else " (MISMATCH: a configuration started more than once)"))
+        tr.write_line(f"dsr1: {starts_line(session)}")
         for cid in dict.fromkeys(session.configs_run):
             mem = session.stats[cid].gpu_memory_after_stop
             if mem:
@@ -161,6 +160,18 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
             tr.write_line(f"dsr1: logs in {session.run_dir}")
     for info in session.stale_cleaned:
         tr.write_line(f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True)
+
+
+def starts_line(session: "Dsr1Session") -> str:
+    """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
+    configs, restarts = len(set(session.configs_run)), sum(session.restarts.values())
+    line = f"{session.server_starts} server start(s) for {configs} configuration(s) run"
+    if restarts:
+        line += f" ({restarts} of them fresh start(s) to confirm a regression: " + ", ".join(
+            f"{cid} x{n}" for cid, n in session.restarts.items()) + ")"
+    if session.server_starts - restarts != configs:
+        line += " (MISMATCH: a configuration started more than once)"
+    return line
 
 
 # ---------------------------------------------------------------- files
@@ -183,6 +194,7 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
             "bench_command": m.bench_command if m else None,
             "fingerprint": m.fingerprint if m else None,
             "samples": m.samples if m else {},
+            "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
             "baseline_medians": r.baseline_medians,
             "runs": m.runs if m else [],
             "verdicts": [{"metric": v.metric, "baseline": v.baseline, "measured": v.measured, "change_pct": v.change_pct,
@@ -193,6 +205,7 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "server_starts": session.server_starts,
+        "confirm_restarts": session.restarts,
         "configs_run": session.configs_run,
         "timing": {cid: vars(session.stats[cid]) for cid in dict.fromkeys(session.configs_run)},
         "items": items,
@@ -222,7 +235,7 @@ def summary_markdown(session: "Dsr1Session") -> str:
         out.append("|" + "---|" * len(TIMING_HEADER))
         out += ["| " + " | ".join(r) + " |" for r in t]
         out.append("")
-        out.append(f"Server starts: {session.server_starts} for {len(set(session.configs_run))} configuration(s).")
+        out.append(starts_line(session) + ".")
     return "\n".join(out) + "\n"
 
 

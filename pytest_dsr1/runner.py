@@ -76,14 +76,25 @@ class Measurement:
     fingerprint: dict
     runs: list[dict] = field(default_factory=list)
     more: Callable[[int], None] | None = None
+    # Measures the workload again on a freshly started server of the same config (confirmation).
+    fresh: Callable[[], "Measurement"] | None = None
+    earlier_runs: list[dict] = field(default_factory=list)  # runs on a server that was since replaced
 
     @property
     def samples(self) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for run in self.runs:
-            for name, value in extract(run).items():
-                out.setdefault(name, []).append(value)
-        return out
+        return _samples(self.runs)
+
+    @property
+    def earlier_samples(self) -> dict[str, list[float]]:
+        return _samples(self.earlier_runs)
+
+
+def _samples(runs: list[dict]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in extract(run).items():
+            out.setdefault(name, []).append(value)
+    return out
 
 
 @dataclass
@@ -109,6 +120,7 @@ class Dsr1Session:
         self._host: hardware.Host | None = None
         self.live: ServerHandle | None = None
         self.server_starts = 0
+        self.restarts: dict[str, int] = {}  # config id -> fresh servers started to confirm a regression
         self.configs_run: list[str] = []
         self.stats: dict[str, ConfigStats] = {}
         self.results: dict[str, ItemResult] = {}
@@ -135,7 +147,8 @@ class Dsr1Session:
 
     def bench_command_for(self, config: ServerConfig, workload: Workload, host: str = "127.0.0.1",
                           port: int | str = 8000) -> BenchCommand:
-        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port, config.warmup_at_concurrency)
+        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port, config.warmup_at_concurrency,
+                            config.batches_per_sample)
         return BenchCommand(cmd.args + BENCH_REPORT_FLAGS)
 
     def bench_shell_line(self, cmd: BenchCommand) -> str:
@@ -151,6 +164,11 @@ class Dsr1Session:
                 return value
         return 0
 
+    def can_restart(self, config: ServerConfig) -> bool:
+        """May this config start a fresh server to confirm a regression? Never with --dsr1-confirm 0."""
+        allowed = config.confirm_restarts if config.confirm_restarts is not None else config.hardware.confirm_restarts
+        return self.options.confirm != 0 and self.restarts.get(config.id, 0) < allowed
+
     # ------------------------------------------------------------ servers
 
     def start_server(self, config: ServerConfig) -> ServerHandle:
@@ -160,18 +178,33 @@ class Dsr1Session:
             self.stop_server(self.live)
         if not self.server_starts:
             self.clean_leftovers()
+        self.configs_run.append(config.id)
+        model_path = tiny.ensure() if config.model.generated else config.model.hf_id
+        handle = ServerHandle(config, server_command(config, str(model_path)), str(model_path))
+        self._launch(handle)
+        return handle
+
+    def restart_server(self, handle: ServerHandle) -> None:
+        """Replace the config's server by a freshly started one; later items of the config use the new one."""
+        self.stop_server(handle)
+        self.restarts[handle.config.id] = self.restarts.get(handle.config.id, 0) + 1
+        handle.error = None
+        self._launch(handle)
+
+    def _launch(self, handle: ServerHandle) -> None:
+        config = handle.config
         stats = self.stats.setdefault(config.id, ConfigStats())
         t0 = time.monotonic()
-        model_path = tiny.ensure() if config.model.generated else config.model.hf_id
         port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
-        command = server_command(config, str(model_path), self.options.host, port, self.options.api_key)
-        handle = ServerHandle(config, command, str(model_path))
+        command = server_command(config, handle.model_path, self.options.host, port, self.options.api_key)
+        handle.command = command
         handle.fingerprint = hardware.fingerprint(config, self.host, redact(" ".join(command.display_argv), command.secret_values), config.model.hf_id)
         handle.fingerprint["server_command"] = _portless(handle.fingerprint["server_command"], port)
-        server = VllmServer(config.id, command, self.options.host, port, self.run_dir / f"{config.id}.log", self.python)
+        restarts = self.restarts.get(config.id, 0)
+        log_name = f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log"
+        server = VllmServer(config.id, command, self.options.host, port, self.run_dir / log_name, self.python)
         handle.server = server
         self.server_starts += 1
-        self.configs_run.append(config.id)
         self.live = handle
         timeout = self.options.startup_timeout or config.hardware.startup_timeout_s
         self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
@@ -192,7 +225,6 @@ class Dsr1Session:
             server.stop()
             self.live = None
         stats.startup_s += time.monotonic() - t0
-        return handle
 
     def clean_leftovers(self) -> None:
         """Servers of a crashed earlier run (pidfiles under the run directory, owner gone): stop them first,
@@ -251,7 +283,16 @@ class Dsr1Session:
         m = Measurement(config, workload, key, handle.fingerprint["server_command"],
                         self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))), handle.fingerprint)
         m.more = lambda n: self._run_samples(handle, bench, workload, m, n, fail)
+        m.fresh = lambda: self._measure_on_fresh_server(handle, workload, fail, m)
         m.more(self.repeat_for(config) if runs is None else runs)
+        return m
+
+    def _measure_on_fresh_server(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None],
+                                 earlier: Measurement) -> Measurement:
+        self.write_line(f"dsr1: {earlier.key} looks regressed: measuring it again on a freshly started {handle.config.id} server")
+        self.restart_server(handle)
+        m = self.measure(handle, workload, fail)
+        m.earlier_runs = earlier.earlier_runs + earlier.runs
         return m
 
     def _run_samples(self, handle: ServerHandle, bench: BenchCommand, workload: Workload, m: Measurement, n: int,
@@ -290,10 +331,11 @@ class Dsr1Session:
                 continue
             stats.measured_s += float(result.get("duration") or 0.0)
             completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
-            if failed or completed < workload.batch_size:
+            sent = workload.batch_size * handle.config.batches_per_sample
+            if failed or completed < sent:
                 dead = "" if server.alive() else f" The server exited (code {server.proc.returncode if server.proc else None})."
                 errors = "\n".join(f"  {e}" for e in result.get("error_samples", []))
-                msg = (f"{m.key}: {failed} of {workload.batch_size} requests failed, {completed} completed.{dead}\n"
+                msg = (f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
                        f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
                        f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
                 if not server.alive() or not server.healthy():

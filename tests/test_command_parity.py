@@ -105,3 +105,12 @@ def test_warmup_at_concurrency_on_the_cpu_matrix_only():
     wl = next(w for w in MATRIX_.workloads_for(gpu) if w.batch_size == 512)
     a = bench_command("m", wl, MATRIX_.benchmark, at_concurrency=gpu.warmup_at_concurrency).display_argv
     assert not gpu.warmup_at_concurrency and a[a.index("--num-warmups") + 1] == "4"
+
+
+def test_batches_per_sample_sends_more_batches_at_the_same_concurrency():
+    wl = next(w for w in MATRIX_.workloads_for(MATRIX_.config("cpu-tiny-tp1")) if w.batch_size == 16)
+    a = bench_command("m", wl, MATRIX_.benchmark, batches=4).display_argv
+    assert a[a.index("--num-prompts") + 1] == "64" and a[a.index("--max-concurrency") + 1] == "16"
+    # One batch is the recipe's command: no concurrency cap is added.
+    assert "--max-concurrency" not in bench_command("m", wl, MATRIX_.benchmark).display_argv
+    assert MATRIX_.config("h200-fp8-tp8ep").batches_per_sample == 1

@@ -107,3 +107,21 @@ def test_gpu_count_must_hold_the_parallelism(tmp_path):
 def test_missing_matrix_path(tmp_path):
     with pytest.raises(MatrixError, match="does not exist"):
         load_matrix(tmp_path / "nope.yaml")
+
+
+def test_a_tolerance_set_to_off_is_not_gated(tmp_path):
+    m = load_matrix(write(tmp_path, (BASE + """
+tolerances: {output_throughput: "10%", mean_ttft_ms: "15%:5", mean_tpot_ms: "10%"}
+""").replace("c1: {hardware: cpu, model: m}", 'c1: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: off, mean_tpot_ms: "off", median_ttft_ms: "20%"}}')))
+    tols = m.tolerances_for(m.configs[0])
+    assert set(tols) == {"output_throughput", "median_ttft_ms"}
+    assert str(tols["median_ttft_ms"]) == "20%"
+
+
+def test_batches_per_sample_is_inherited_and_checked(tmp_path):
+    text = BASE.replace("cpu: {kind: cpu, batch_sizes: [1, 4]}", "cpu: {kind: cpu, batch_sizes: [1, 4], batches_per_sample: 3}")
+    m = load_matrix(write(tmp_path, text))
+    assert m.configs[0].batches_per_sample == 3
+    bad = text.replace("c1: {hardware: cpu, model: m}", "c1: {hardware: cpu, model: m, batches_per_sample: 0}")
+    with pytest.raises(MatrixError, match=r"configs\.c1\.batches_per_sample.*must be positive"):
+        load_matrix(write(tmp_path, bad, "bad.yaml"))

@@ -41,7 +41,7 @@ def test_markdown_has_a_row_per_item_metric_regressions_first(session):
     rows = [line for line in md.splitlines() if line.startswith("| h200-fp8-tp8ep[")]
     assert len(rows) == 6
     assert "REGRESSED" in rows[0] and "-23.1%" in rows[0]
-    assert "Server starts: 1 for 1 configuration(s)." in md
+    assert "1 server start(s) for 1 configuration(s) run." in md
 
 
 def test_results_json_validates_against_the_shipped_schema(session):
