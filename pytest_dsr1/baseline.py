@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -176,3 +177,29 @@ def record(path: Path, hardware: str, model: str, item_id: str, entry: Entry) ->
     current.entries[item_id] = entry
     write_atomic(path, current.to_json())
     return old, entry
+
+
+# The benchmark flags that define the load. Anything else (warm-ups, host, port, report flags) may differ.
+LOAD_FLAGS = ("--dataset-name", "--random-input-len", "--random-output-len", "--num-prompts", "--max-concurrency",
+              "--request-rate", "--random-range-ratio", "--seed", "--ignore-eos")
+
+
+def _load(command: str) -> dict[str, str]:
+    tokens = shlex.split(command)
+    out = {}
+    for i, tok in enumerate(tokens):
+        if tok in LOAD_FLAGS:
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+            out[tok] = "on" if tok == "--ignore-eos" else nxt
+    return out
+
+
+def load_mismatch(recorded_command: str | None, current_command: str) -> str | None:
+    """None when a baseline's benchmark ran the same load as now (or recorded no command); otherwise how
+    the loads differ. Comparing numbers measured under different loads says nothing about the server."""
+    if not recorded_command:
+        return None
+    before, now = _load(recorded_command), _load(current_command)
+    diffs = [f"{flag} {before.get(flag, '(absent)')} in the baseline, {now.get(flag, '(absent)')} now"
+             for flag in LOAD_FLAGS if before.get(flag) != now.get(flag)]
+    return "; ".join(diffs) or None

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pytest_dsr1 import report
-from pytest_dsr1.baseline import BaselineError
+from pytest_dsr1.baseline import BaselineError, load_mismatch
 from pytest_dsr1.compare import REGRESSED, STALE, compare, regressed
 from pytest_dsr1.hardware import same_hardware, skip_reason
 from pytest_dsr1.matrix import Matrix, MatrixError, ServerConfig, Workload, apply_settings, load_matrix
@@ -329,6 +329,13 @@ class BaselineCheck:
             msg = f"not compared: {mismatch} (measured: {report.brief(m.samples)})"
             result.outcome, result.message = "skipped", msg
             pytest.skip(msg)
+        load_changed = load_mismatch(entry.extra.get("bench_command"), m.bench_command)
+        if load_changed:
+            # Like a missing baseline: nothing measured under this load to compare with.
+            msg = (f"not compared: the baseline for {m.key} in {baseline.path} was measured under a different load "
+                   f"({load_changed}); re-record it with --dsr1-record (measured: {report.brief(m.samples)})")
+            result.outcome, result.message = ("failed" if opts.missing_baseline == "fail" else "skipped"), msg
+            (pytest.fail if opts.missing_baseline == "fail" else pytest.skip)(msg)
         tolerances = session.matrix.tolerances_for(m.config)
         tolerances.update({k: v for k, v in opts.tolerances.items() if k != "*"})
         if "*" in opts.tolerances:

@@ -207,3 +207,18 @@ def test_record_into_a_read_only_mount(tmp_path, observed):
         observed(str(exc.value).replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
     finally:
         _umount(mnt)
+
+
+def test_a_baseline_measured_under_another_load_is_not_compared():
+    from pytest_dsr1.baseline import load_mismatch
+
+    old = ("vllm bench serve --model /a/m --dataset-name random --random-input-len 31 --random-output-len 31 "
+           "--request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 16 --port PORT")
+    # Another model path, warm-up count or port is the same load.
+    same = old.replace("/a/m", "/b/m").replace("--num-warmups 16", "--num-warmups 4")
+    assert load_mismatch(old, same) is None
+    assert load_mismatch(None, same) is None  # e.g. a published entry without a command
+    new = old.replace("--num-prompts 16", "--num-prompts 32 --max-concurrency 16")
+    assert load_mismatch(old, new) == ("--num-prompts 16 in the baseline, 32 now; "
+                                       "--max-concurrency (absent) in the baseline, 16 now")
+    assert "--ignore-eos on in the baseline, (absent) now" in load_mismatch(old, old.replace(" --ignore-eos", ""))
