@@ -161,7 +161,9 @@ def run_session(work: Path, name: str, baselines: Path, extra: list[str], level:
         + (f", servers stopped {throttle.applied:.1%} of the throttled time" if level else "")
         + "".join(f"\n    {i['id']}: {i['outcome']}: " + ", ".join(
             f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == "REGRESSED") for i in failed))
-    return {"name": name, "rc": rc, "items": items, "wall_s": wall, "level": level, "applied": throttle.applied}
+    session = {"name": name, "rc": rc, "items": items, "wall_s": wall, "level": level, "applied": throttle.applied}
+    (work / name / "meta.json").write_text(json.dumps({k: v for k, v in session.items() if k != "items"}))
+    return session
 
 
 def _reread(session_dir: Path) -> dict:
@@ -314,6 +316,7 @@ def main() -> int:
     ap.add_argument("--full-matrix-at", type=float, default=0.4, help="levels from this one up run the whole CPU matrix (default 0.4)")
     ap.add_argument("--projection-only", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep the baseline and clean sessions already in --work; rerun the detection")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the sessions already in --work; run nothing")
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
     a = ap.parse_args()
@@ -331,7 +334,15 @@ def main() -> int:
     if not a.projection_only:
         a.work.mkdir(parents=True, exist_ok=True)
         baselines = a.work / "baselines"
-        if a.reuse:
+        if a.report_only:
+            clean = [_reread(p.parent.parent) for p in sorted(a.work.glob("clean-*/report/results.json"))]
+            for meta in sorted(a.work.glob("throttle-*/meta.json"), key=lambda p: p.stat().st_mtime):
+                info = json.loads(meta.read_text())
+                items = json.loads((meta.parent / "report" / "results.json").read_text())["items"]
+                repeat = info["name"].rpartition("-repeat")[2] if "-repeat" in info["name"] else ""
+                detect.append({**info, "items": items, "settings": f"--dsr1-repeat {repeat}" if repeat else "defaults"})
+            a.levels = ""
+        elif a.reuse:
             clean = [_reread(p.parent.parent) for p in sorted(a.work.glob("clean-*/report/results.json"))]
             log(f"reusing the baseline and {len(clean)} clean sessions in {a.work}")
         else:
@@ -341,7 +352,7 @@ def main() -> int:
                 return 1
             for i in range(a.clean):
                 clean.append(run_session(a.work, f"clean-{i + 1:02d}", baselines, [], 0.0, log))
-        for spec in a.levels.split(","):
+        for spec in filter(None, a.levels.split(",")):
             level, _, n = spec.partition(":")
             level = float(level)
             k = ["-k", a.detect_k] if a.detect_k and level < a.full_matrix_at else []
@@ -352,7 +363,8 @@ def main() -> int:
                 s = run_session(a.work, f"throttle-{level:.0%}-repeat{a.more_repeats}", baselines,
                                 [*k, "--dsr1-repeat", str(a.more_repeats)], level, log)
                 detect.append({**s, "settings": f"--dsr1-repeat {a.more_repeats}"})
-        (a.work / "sessions.json").write_text(json.dumps({"clean": clean, "detect": detect}, default=str))
+        if not a.report_only:
+            (a.work / "sessions.json").write_text(json.dumps({"clean": clean, "detect": detect}, default=str))
     proj = projection()
     cmd = ".venv/bin/python scripts/detection_power.py " + " ".join(sys.argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
