@@ -253,12 +253,12 @@ def stale_servers(run_root: Path) -> list[dict]:
         if _owner_alive(info):
             continue
         info["pidfile"] = str(pidfile)
-        info["alive"] = _group_alive(pgid) and _looks_like_vllm(pgid)
+        info["alive"] = group_alive(pgid) and _looks_like_vllm(pgid)
         found.append(info)
     return found
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True

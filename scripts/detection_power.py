@@ -38,6 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.01
 SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
@@ -66,11 +70,11 @@ class Throttle:
             self.thread.join()
 
     def _ready_group(self, seen: set[int]) -> int | None:
-        for pidfile in self.run_root.glob("*/*.pid.json"):
+        for pidfile in self.run_root.glob(f"*/*{PIDFILE_SUFFIX}"):
             with contextlib.suppress(OSError, ValueError):
                 info = json.loads(pidfile.read_text())
                 pgid = int(info["pgid"])
-                if pgid in seen or not _group_alive(pgid):
+                if pgid in seen or not group_alive(pgid):
                     continue
                 with contextlib.suppress(OSError):
                     with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=1) as r:
@@ -128,14 +132,6 @@ def _raise_priority() -> None:
     except (PermissionError, OSError):
         with contextlib.suppress(PermissionError, OSError):
             os.setpriority(os.PRIO_PROCESS, tid, -20)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 def run_session(work: Path, name: str, baselines: Path, extra: list[str], level: float, log) -> dict:
