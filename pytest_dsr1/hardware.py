@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -100,6 +101,8 @@ def detect(nvidia_smi: str | None = None) -> Host:
 
 def skip_reason(config: ServerConfig, host: Host) -> str | None:
     """None when the config can run on this host; otherwise what it needs and what was found."""
+    if config.skip:
+        return config.skip
     hw = config.hardware
     if hw.kind == "cpu":
         return None
@@ -149,6 +152,15 @@ def same_hardware(recorded: dict, current: dict) -> str | None:
         if recorded.get(key) != current.get(key):
             return f"baseline recorded on {key}={recorded.get(key)!r}, this machine has {current.get(key)!r}"
     return None
+
+
+def machine_key(fp: dict) -> str:
+    """A folder name for this machine's own baselines: the identity that same_hardware() compares, readable
+    and hashed, e.g. amd-epyc-x2-1a2b3c4d or nvidia-h200-x1-5e6f7a8b."""
+    keys = ("gpu_model", "gpu_count") if "gpu_count" in fp else ("cpu_model", "cpu_count")
+    ident = "|".join(f"{k}={fp.get(k)}" for k in keys)
+    slug = re.sub(r"[^a-z0-9]+", "-", str(fp.get(keys[0]) or "unknown").lower()).strip("-")[:40]
+    return f"{slug}-x{fp.get(keys[1])}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
 
 
 def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | None:

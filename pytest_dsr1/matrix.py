@@ -6,6 +6,7 @@ Every error names the file, the field and the fix, so a typo in a matrix file co
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,9 @@ class ServerConfig:
     confirm_restarts: int | None = None  # fresh servers a config may start to confirm a regression; None: the hardware's
     warmup_at_concurrency: bool = False  # warm up with max(num_warmups, batch size) requests
     description: str = ""
+    # Why this config is not run anywhere (a known crash in the serving stack): its items skip with this reason,
+    # and the dry run still shows its commands.
+    skip: str = ""
     source: str = ""  # the file it came from, for error messages
 
     @property
@@ -144,6 +148,7 @@ class Matrix:
     benchmark: BenchmarkSettings
     tolerances: tuple[tuple[str, Tolerance | None], ...]
     files: tuple[str, ...] = field(default=())
+    ignored: tuple[str, ...] = field(default=())  # YAML files of a project's own test_matrix/ that are not matrix files
 
     def workloads_for(self, config: ServerConfig) -> list[Workload]:
         out = []
@@ -204,55 +209,116 @@ _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
                 "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
                 "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm", "warmup_at_concurrency",
-                "batches_per_sample", "confirm_restarts"}
+                "batches_per_sample", "confirm_restarts", "skip"}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
-def matrix_files(path: Path) -> list[Path]:
-    """A matrix is a YAML file or a directory of them (read in name order)."""
+def packaged_matrix_dir() -> Path:
+    """The recipe's matrix and its test module, shipped in the package as `pytest_dsr1.test_matrix`.
+
+    The wheel maps this repository's `test_matrix/` folder to that package (pyproject.toml), and an editable
+    install finds it there too. From a bare checkout on PYTHONPATH the folder beside the package is used.
+    """
+    try:
+        spec = importlib.util.find_spec("pytest_dsr1.test_matrix")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "test_matrix"
+
+
+def _is_matrix_data(data: Any) -> bool:
+    """A YAML document that is meant as a pytest-dsr1 matrix: a mapping with at least one matrix section."""
+    return isinstance(data, dict) and bool(set(map(str, data)) & _TOP_KEYS)
+
+
+def matrix_files(path: Path, foreign_ok: bool = False) -> list[Path]:
+    """A matrix is a YAML file or a directory of them (read in name order).
+
+    With `foreign_ok` (a project's own `test_matrix/` folder, found by name), a missing folder, a folder without
+    YAML, or a YAML file with none of the matrix sections is not an error: that folder may belong to the project.
+    """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-        if not files:
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files and not foreign_ok:
             raise MatrixError(path, "(directory)", "no *.yaml files found", "point --dsr1-matrix at a matrix file or a directory of them")
         return files
     if not path.exists():
+        if foreign_ok:
+            return []
         raise MatrixError(path, "(file)", "does not exist", "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix file or directory")
     return [path]
 
 
-def load_matrix(path: Path | str) -> Matrix:
-    """Load and validate every matrix file under `path`; raise MatrixError on the first problem."""
+def _read(f: Path) -> Any:
+    try:
+        return yaml.load(f.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise MatrixError(f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MatrixError(f, "(file)", f"cannot be read: {exc}", "make it a readable UTF-8 YAML file") from None
+
+
+@dataclass(frozen=True)
+class MatrixLayer:
+    """One source of matrix files. Later layers add entries and replace same-named ones of earlier layers."""
+
+    path: Path
+    foreign_ok: bool = False  # a folder found by name, which may hold other things than matrix files
+
+
+def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
+    """Load and validate the matrix files of each layer; raise MatrixError on the first problem.
+
+    Within a layer an id defined twice is an error. A later layer replaces an earlier layer's entry of the same
+    section and name (a config, model, hardware or workload) and adds new ones; its `benchmark` and `tolerances`
+    sections replace the earlier ones. References (a config's hardware and model) resolve after the merge.
+    """
     raw: dict[str, dict[str, tuple[Path, Any]]] = {k: {} for k in ("models", "hardware", "workloads", "configs")}
     benchmark: tuple[Path, dict] | None = None
     tolerances: tuple[Path, dict] | None = None
-    files = matrix_files(Path(path))
-    for f in files:
-        try:
-            data = yaml.load(f.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-        except yaml.YAMLError as exc:
-            raise MatrixError(f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MatrixError(f, "(file)", f"cannot be read: {exc}", "make it a readable UTF-8 YAML file") from None
-        if data is None:
-            continue
-        _expect(f, "(top level)", data, dict, "a mapping with keys " + ", ".join(sorted(_TOP_KEYS)))
-        _no_unknown(f, "(top level)", data, _TOP_KEYS)
-        for section in raw:
-            entries = data.get(section) or {}
-            _expect(f, section, entries, dict, f"a mapping of {section[:-1] if section != 'hardware' else section} name to its settings")
-            for name, spec in entries.items():
-                if name in raw[section]:
-                    raise MatrixError(f, f"{section}.{name}", f"duplicate id (also defined in {raw[section][name][0]})", "give each entry a unique id")
-                raw[section][name] = (f, spec)
-        if "benchmark" in data:
-            if benchmark is not None:
-                raise MatrixError(f, "benchmark", f"defined twice (also in {benchmark[0]})", "keep one benchmark section")
-            benchmark = (f, data["benchmark"])
-        if "tolerances" in data:
-            if tolerances is not None:
-                raise MatrixError(f, "tolerances", f"defined twice (also in {tolerances[0]})", "keep one default tolerances section")
-            tolerances = (f, data["tolerances"])
+    all_files: list[Path] = []
+    ignored: list[str] = []
+    for layer in layers:
+        layer = layer if isinstance(layer, MatrixLayer) else MatrixLayer(Path(layer))
+        seen: dict[str, dict[str, Path]] = {k: {} for k in raw}
+        layer_benchmark: Path | None = None
+        layer_tolerances: Path | None = None
+        for f in matrix_files(layer.path, layer.foreign_ok):
+            try:
+                data = _read(f)
+            except MatrixError:
+                if not layer.foreign_ok:
+                    raise
+                data = None  # unreadable, and nothing says it was meant for pytest-dsr1
+            if layer.foreign_ok and not _is_matrix_data(data):
+                ignored.append(str(f))
+                continue
+            if data is None:
+                continue
+            all_files.append(f)
+            _expect(f, "(top level)", data, dict, "a mapping with keys " + ", ".join(sorted(_TOP_KEYS)))
+            _no_unknown(f, "(top level)", data, _TOP_KEYS)
+            for section in raw:
+                entries = data.get(section) or {}
+                _expect(f, section, entries, dict, f"a mapping of {section[:-1] if section != 'hardware' else section} name to its settings")
+                for name, spec in entries.items():
+                    if name in seen[section]:
+                        raise MatrixError(f, f"{section}.{name}", f"duplicate id (also defined in {seen[section][name]})", "give each entry a unique id")
+                    seen[section][name] = f
+                    raw[section][name] = (f, spec)
+            if "benchmark" in data:
+                if layer_benchmark is not None:
+                    raise MatrixError(f, "benchmark", f"defined twice (also in {layer_benchmark})", "keep one benchmark section")
+                layer_benchmark = f
+                benchmark = (f, data["benchmark"])
+            if "tolerances" in data:
+                if layer_tolerances is not None:
+                    raise MatrixError(f, "tolerances", f"defined twice (also in {layer_tolerances})", "keep one default tolerances section")
+                layer_tolerances = f
+                tolerances = (f, data["tolerances"])
 
     models = {name: _model(f, name, spec) for name, (f, spec) in raw["models"].items()}
     hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
@@ -267,8 +333,9 @@ def load_matrix(path: Path | str) -> Matrix:
     bench = _benchmark(*benchmark) if benchmark else BenchmarkSettings()
     tols = _tolerances(tolerances[0], "tolerances", tolerances[1]) if tolerances else ()
     if configs and not workloads:
-        raise MatrixError(files[0], "workloads", "no workloads defined", "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}")
-    return Matrix(models, hardware, workloads, configs, bench, tols, tuple(str(f) for f in files))
+        raise MatrixError(configs[0].source, "workloads", "no workloads defined",
+                          "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}")
+    return Matrix(models, hardware, workloads, configs, bench, tols, tuple(str(f) for f in all_files), tuple(ignored))
 
 
 # ---------------------------------------------------------------- field validation
@@ -452,6 +519,8 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         _non_negative(f, f"{fn}.confirm_restarts", restarts)
     warm = spec.get("warmup_at_concurrency", hw.warmup_at_concurrency)
     _bool(f, f"{fn}.warmup_at_concurrency", warm)
+    skip = spec.get("skip", "")
+    _expect(f, f"{fn}.skip", skip, str, "a string: why this config is not run")
     return ServerConfig(
         id=cid,
         warmup_at_concurrency=warm,
@@ -474,6 +543,7 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
         batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", hw.batches_per_sample)),
         description=str(spec.get("description", "")),
+        skip=skip.strip(),
         source=str(f),
     )
 

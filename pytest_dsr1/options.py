@@ -60,8 +60,13 @@ def parse_missing_baseline(text: str) -> str:
 _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
     ("--dsr1-model", "dsr1_model", str, None, "NAME", "model/precision to run (from the matrix's models, e.g. fp8, fp4, tiny); default: all"),
     ("--dsr1-record", "dsr1_record", None, False, "", "measure and write the results as new baselines instead of comparing"),
-    ("--dsr1-baselines", "dsr1_baselines", str, "baselines", "DIR", "baseline directory (default: baselines, relative to the rootdir)"),
-    ("--dsr1-matrix", "dsr1_matrix", str, "test_matrix", "PATH", "matrix YAML file or directory (default: test_matrix, relative to the rootdir)"),
+    ("--dsr1-baselines", "dsr1_baselines", str, "baselines", "DIR", "baseline directory (default: baselines in the rootdir)"),
+    ("--dsr1-local-baselines", "dsr1_local_baselines", str, None, "DIR|off",
+     "where a machine with no comparable baseline keeps its own, per machine fingerprint, so that its next run compares "
+     "(default: $DSR1_LOCAL_BASELINES or ~/.cache/pytest-dsr1/baselines; off: never)"),
+    ("--dsr1-matrix", "dsr1_matrix", str, None, "PATH",
+     "matrix YAML file or directory that adds or replaces configs of the recipe matrix shipped with pytest-dsr1 "
+     "(default: the shipped matrix, plus test_matrix/*.yaml in the rootdir)"),
     ("--dsr1-dry-run", "dsr1_dry_run", None, False, "", "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing"),
     ("--dsr1-repeat", "dsr1_repeat", parse_positive_int, None, "N", "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)"),
     ("--dsr1-confirm", "dsr1_confirm", parse_non_negative_int, None, "K",
@@ -72,7 +77,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
     ("--dsr1-startup-timeout", "dsr1_startup_timeout", parse_seconds, None, "SECONDS", "server readiness deadline (default: the hardware's startup_timeout_s)"),
     ("--dsr1-host", "dsr1_host", str, "127.0.0.1", "HOST", "address the servers bind to (default: 127.0.0.1)"),
     ("--dsr1-api-key", "dsr1_api_key", str, None, "KEY", "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere"),
-    ("--dsr1-run-dir", "dsr1_run_dir", str, ".dsr1/runs", "DIR", "where server and benchmark logs go, one folder per run (default: .dsr1/runs)"),
+    ("--dsr1-run-dir", "dsr1_run_dir", str, ".dsr1/runs", "DIR", "where server and benchmark logs go, one folder per run (default: .dsr1/runs in the rootdir)"),
     ("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
     ("--dsr1-python", "dsr1_python", str, None, "PATH", "Python interpreter with vLLM, for the server and benchmark worker (default: this one)"),
 ]
@@ -103,8 +108,8 @@ class Options:
     model: str | None
     record: bool
     baselines: Path
-    matrix: Path
-    matrix_explicit: bool
+    matrix: Path | None  # --dsr1-matrix: a layer on top of the shipped matrix and the rootdir's test_matrix/
+    local_baselines: Path | None  # None: off
     dry_run: bool
     repeat: int | None
     confirm: int | None
@@ -135,6 +140,45 @@ def _value(config: pytest.Config, ini: str, parse: Any, default: Any) -> Any:
         raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
 
 
+# Options that name a path. pytest's own path options take a command-line value relative to the invocation
+# directory and an ini value relative to the ini file; these do the same.
+PATH_OPTIONS = ("--dsr1-baselines", "--dsr1-local-baselines", "--dsr1-matrix", "--dsr1-report", "--dsr1-run-dir", "--dsr1-python")
+
+
+def _path_value(config: pytest.Config, ini: str) -> tuple[str, Path] | None:
+    """(text, directory it is relative to) of a path option: the command line's, else the ini file's."""
+    cli = getattr(config.option, ini, None)
+    if cli is not None:
+        return cli, Path(config.invocation_params.dir)
+    raw = config.getini(ini)
+    if raw in (None, ""):
+        return None
+    return str(raw), Path(config.inipath.parent if config.inipath else config.rootpath)
+
+
+def _resolve(value: tuple[str, Path] | None, default: Path | None) -> Path | None:
+    if value is None:
+        return default
+    text, base = value
+    return base / os.path.expanduser(text)
+
+
+def default_local_baselines() -> Path:
+    env = os.environ.get("DSR1_LOCAL_BASELINES")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "pytest-dsr1" / "baselines"
+
+
+def suite_requested(config: pytest.Config) -> bool:
+    """Did this run ask for the serving suite? Any --dsr1-* option on the command line, or a model or matrix
+    named in the ini file. Without that, pytest-dsr1 adds nothing to a project's collection."""
+    if any(getattr(config.option, ini, None) not in (None, []) for _, ini, *_ in _OPTIONS + _LIST_OPTIONS):
+        return True
+    return bool(config.getini("dsr1_model") or config.getini("dsr1_matrix"))
+
+
 def read_options(config: pytest.Config) -> Options:
     vals = {ini: _value(config, ini, parse, default) for _, ini, parse, default, _, _ in _OPTIONS}
     lists: dict[str, list] = {}
@@ -148,13 +192,14 @@ def read_options(config: pytest.Config) -> Options:
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
     root = Path(config.rootpath)
-    matrix_explicit = getattr(config.option, "dsr1_matrix", None) is not None or bool(config.getini("dsr1_matrix"))
+    local = _path_value(config, "dsr1_local_baselines")
+    python = _path_value(config, "dsr1_python")
     return Options(
         model=vals["dsr1_model"],
         record=bool(vals["dsr1_record"]),
-        baselines=root / vals["dsr1_baselines"],
-        matrix=root / vals["dsr1_matrix"],
-        matrix_explicit=matrix_explicit,
+        baselines=_resolve(_path_value(config, "dsr1_baselines"), root / "baselines"),  # type: ignore[arg-type]
+        matrix=_resolve(_path_value(config, "dsr1_matrix"), None),
+        local_baselines=None if local and local[0] == "off" else _resolve(local, default_local_baselines()),
         dry_run=bool(vals["dsr1_dry_run"]),
         repeat=vals["dsr1_repeat"],
         confirm=vals["dsr1_confirm"],
@@ -163,9 +208,48 @@ def read_options(config: pytest.Config) -> Options:
         startup_timeout=vals["dsr1_startup_timeout"],
         host=vals["dsr1_host"],
         api_key=vals["dsr1_api_key"] or os.environ.get("VLLM_API_KEY") or None,
-        run_dir=root / vals["dsr1_run_dir"],
-        report=(root / vals["dsr1_report"]) if vals["dsr1_report"] else None,
-        python=vals["dsr1_python"],
+        run_dir=_resolve(_path_value(config, "dsr1_run_dir"), root / ".dsr1" / "runs"),  # type: ignore[arg-type]
+        report=_resolve(_path_value(config, "dsr1_report"), None),
+        # A bare name (python3) is looked up on PATH, as a shell would; a path is resolved like the others.
+        python=None if python is None else (python[0] if os.sep not in python[0] else str(_resolve(python, None))),
         tolerances=dict(lists["dsr1_tolerance"]),
         settings=list(lists["dsr1_set"]),
     )
+
+
+def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
+    """Undo what the value of a space-separated path option does to pytest's rootdir and ini file.
+
+    pytest finds the rootdir and the ini file before any plugin's options are known, so in
+    `pytest --dsr1-baselines /tmp` it takes `/tmp` for a test path, roots the run there and loses the project's
+    ini file. Once this plugin's options are known (pytest_load_initial_conftests), find both again from the
+    real test paths, as pytest would have, and put them back. pytest's own path options never move anything.
+    """
+    values = [args[i + 1] for i, a in enumerate(args[:-1]) if a in PATH_OPTIONS]
+    ns = config.known_args_namespace
+    if not values or ns.inifilename or ns.rootdir:
+        return
+    from _pytest.config.findpaths import determine_setup
+
+    rootpath, inipath, inicfg, ignored = determine_setup(
+        inifile=None, override_ini=ns.override_ini, args=ns.file_or_dir, rootdir_cmd_arg=None,
+        invocation_dir=config.invocation_params.dir)
+    if (rootpath, inipath) == (config.rootpath, config.inipath):
+        return
+    if config.inipath is not None:
+        # Its addopts are already applied and cannot be taken back.
+        raise pytest.UsageError(
+            f"pytest-dsr1: pytest read {config.inipath} because it took the value of {' / '.join(values)} for a test path; "
+            f"write the option with '=' instead (e.g. --dsr1-baselines=DIR)")
+    old_cut = str(config.rootpath)
+    try:
+        config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg  # type: ignore[attr-defined]
+        config._ignored_config_files = ignored  # type: ignore[attr-defined]
+        config._inicache.clear()  # type: ignore[attr-defined]
+        config._parser.extra_info["rootdir"] = str(rootpath)
+        config._parser.extra_info["inifile"] = str(inipath)
+    except AttributeError:  # pytest changed its internals: say how to avoid the problem
+        raise pytest.UsageError("pytest-dsr1: write path options with '=' (e.g. --dsr1-baselines=DIR) on this pytest") from None
+    if ns.confcutdir == old_cut:
+        ns.confcutdir = str(inipath.parent if inipath else rootpath)
+    args[:] = [*config.getini("addopts"), *args]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import statistics
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -12,13 +13,13 @@ from pytest_dsr1 import report
 from pytest_dsr1.baseline import BaselineError, load_mismatch
 from pytest_dsr1.compare import REGRESSED, STALE, compare, regressed
 from pytest_dsr1.hardware import same_hardware, skip_reason
-from pytest_dsr1.matrix import Matrix, MatrixError, ServerConfig, Workload, apply_settings, load_matrix
+from pytest_dsr1.matrix import (Matrix, MatrixError, MatrixLayer, ServerConfig, Workload, apply_settings, load_matrix,
+                                packaged_matrix_dir)
 from pytest_dsr1.metrics import KEY_METRICS, METRICS
-from pytest_dsr1.options import add_options, read_options
+from pytest_dsr1.options import Options, add_options, keep_rootdir, read_options, suite_requested
 from pytest_dsr1.runner import Dsr1Session, ItemResult, Measurement, ServerHandle, item_key
 
 SESSION_KEY = pytest.StashKey[Dsr1Session]()
-MATRIX_ERROR_KEY = pytest.StashKey[str]()
 FIXED_MARKERS = {
     "fp8": "FP8 precision", "fp4": "FP4 precision", "bf16": "BF16 precision",
     "tp": "tensor-parallel server configs", "dp": "data-parallel server configs", "ep": "expert-parallel server configs",
@@ -29,26 +30,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    keep_rootdir(early_config, args)
+
+
+def matrix_layers(config: pytest.Config, options: Options) -> list[MatrixLayer]:
+    """The shipped recipe matrix, then the rootdir's own test_matrix/ (if it holds matrix files), then
+    --dsr1-matrix: later layers add configs and replace same-named ones."""
+    shipped = packaged_matrix_dir()
+    layers = [MatrixLayer(shipped)]
+    local = Path(config.rootpath) / "test_matrix"
+    if local.resolve() != shipped.resolve():
+        layers.append(MatrixLayer(local, foreign_ok=True))
+    if options.matrix is not None:
+        layers.append(MatrixLayer(options.matrix))
+    return layers
+
+
+def _refuse_xdist(config: pytest.Config) -> None:
+    workers = getattr(config.option, "numprocesses", None)
+    if workers or getattr(config.option, "dist", "no") != "no":
+        raise pytest.UsageError(
+            "pytest-dsr1: the serving suite does not run under pytest-xdist yet (-n/--dist): each worker would start its "
+            "own vLLM server for the same configs on the same GPUs and write the same baseline files. Run it without -n "
+            "(for other tests in the same run, -p no:dsr1 leaves them to xdist).")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in FIXED_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc} (pytest-dsr1)")
     options = read_options(config)
-    matrix: Matrix | None = None
+    requested = suite_requested(config)
     try:
-        matrix = load_matrix(options.matrix)
+        # Only files meant for pytest-dsr1 are read: a project's own test_matrix/ of other things is left alone.
+        matrix = load_matrix(*matrix_layers(config, options))
     except MatrixError as exc:
-        # Installed in a project without a matrix, the plugin stays quiet unless asked for one.
-        if options.matrix_explicit or options.model or options.matrix.exists():
-            raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
-        config.stash[MATRIX_ERROR_KEY] = str(exc)
-        return
+        raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
     for hw in matrix.hardware.values():
         config.addinivalue_line("markers", f"{hw.name}: configs on {hw.name} hardware (pytest-dsr1)")
     for wl in matrix.workloads:
         config.addinivalue_line("markers", f"{wl.name}: the {wl.name} workload, {wl.input_len}/{wl.output_len} tokens (pytest-dsr1)")
     if options.model is not None and options.model not in matrix.models:
         raise pytest.UsageError(
-            f"--dsr1-model {options.model!r} is not in the matrix {options.matrix}; choose one of: {', '.join(matrix.models)}")
+            f"--dsr1-model {options.model!r} is not in the matrix ({', '.join(matrix.files)}); choose one of: {', '.join(matrix.models)}")
     config_ids = {c.id for c in matrix.configs}
     for target, key, _ in options.settings:
         if target is not None and target not in config_ids:
@@ -57,6 +82,14 @@ def pytest_configure(config: pytest.Config) -> None:
         from dataclasses import replace
 
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
+    if requested:
+        if not hasattr(config, "workerinput"):
+            _refuse_xdist(config)
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            # `pytest -m h200 --dsr1-model fp8` with no path: the suite is what was asked for, wherever pytest
+            # runs and whatever its testpaths say. Named paths are left as they are.
+            config.args[:] = [str(packaged_matrix_dir() / "test_serving.py")]
+            config.args_source = pytest.Config.ArgsSource.ARGS
 
     def write_line(line: str) -> None:
         # Looked up at each call: the terminal reporter registers after this hook has run.
@@ -89,9 +122,17 @@ def _install_sigterm_handler() -> None:
 
 
 def _session(config: pytest.Config) -> Dsr1Session:
-    if SESSION_KEY not in config.stash:
-        raise pytest.UsageError(f"pytest-dsr1: no serving matrix: {config.stash.get(MATRIX_ERROR_KEY, '')}")
     return config.stash[SESSION_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if SESSION_KEY not in config.stash or not (config.option.verbose > 0 or suite_requested(config)):
+        return []
+    matrix = config.stash[SESSION_KEY].matrix
+    lines = [f"dsr1: matrix {', '.join(matrix.files)}"]
+    if matrix.ignored:
+        lines.append(f"dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: {', '.join(matrix.ignored)}")
+    return lines
 
 
 def selected_configs(session: Dsr1Session) -> list[ServerConfig]:
@@ -159,6 +200,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
+    if hasattr(config, "workerinput") and any(_params(item) for item in items):
+        _refuse_xdist(config)  # a worker of `pytest -n N test_matrix`, with no --dsr1-* option to stop it earlier
     if session.options.dry_run:
         return
     reasons: dict[str, str | None] = {}
@@ -168,7 +211,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         cfg = params[0]
         if cfg.id not in reasons:
-            reasons[cfg.id] = skip_reason(cfg, session.host) if cfg.hardware.kind == "gpu" else None
+            reasons[cfg.id] = skip_reason(cfg, session.host)
         if reasons[cfg.id]:
             item.add_marker(pytest.mark.skip(reason=reasons[cfg.id]))
 
@@ -319,23 +362,41 @@ class BaselineCheck:
             result.outcome, result.message = "failed", str(exc)
             pytest.fail(f"{m.key}: {exc}", pytrace=False)
         entry = baseline.entries.get(m.key)
-        if entry is None:
-            msg = f"no baseline for {m.key} in {baseline.path}: run --dsr1-record to create it (measured: {report.brief(m.samples)})"
-            result.outcome, result.message = ("failed" if opts.missing_baseline == "fail" else "skipped"), msg
-            (pytest.fail if opts.missing_baseline == "fail" else pytest.skip)(msg)
-        result.baseline_medians = {k: statistics.median(v) for k, v in entry.metrics.items() if v}
-        mismatch = same_hardware(entry.fingerprint, m.fingerprint)
-        if mismatch:
-            msg = f"not compared: {mismatch} (measured: {report.brief(m.samples)})"
-            result.outcome, result.message = "skipped", msg
+        source = baseline.path
+        problem = self._not_comparable(entry, m, baseline.path)
+        if problem and opts.missing_baseline == "skip" and session.options.local_baselines is not None:
+            # No committed baseline fits this machine: use (or start) this machine's own, so that a new machine
+            # gets verdicts from its second run on. Nightly CI (--dsr1-missing-baseline=fail) never does this.
+            try:
+                local = session.local_baseline_file(m)
+            except BaselineError as exc:
+                result.outcome, result.message = "failed", str(exc)
+                pytest.fail(f"{m.key}: {exc}", pytrace=False)
+            local_entry = local.entries.get(m.key)
+            if self._not_comparable(local_entry, m, local.path) is None:
+                entry, source = local_entry, local.path
+                session.local_baseline_uses.setdefault(str(local.path), []).append((m.key, "compared"))
+                result.message = f"compared with this machine's own baseline ({local.path}): {problem}"
+                problem = None
+            else:
+                try:
+                    session.record(m, local.path)
+                except BaselineError as exc:
+                    result.outcome, result.message = "failed", str(exc)
+                    pytest.fail(f"{m.key}: {exc}", pytrace=False)
+                msg = (f"not compared: {problem}. This run is now this machine's own baseline ({local.path}); the next run "
+                       f"compares against it (measured: {report.brief(m.samples)})")
+                result.outcome, result.message = "skipped", msg
+                pytest.skip(msg)
+        if problem:
+            fails = opts.missing_baseline == "fail" and (entry is None or not same_hardware(entry.fingerprint, m.fingerprint))
+            msg = f"not compared: {problem} (measured: {report.brief(m.samples)})"
+            result.outcome, result.message = ("failed" if fails else "skipped"), msg
+            if fails:
+                pytest.fail(msg, pytrace=False)
             pytest.skip(msg)
-        load_changed = load_mismatch(entry.extra.get("bench_command"), m.bench_command)
-        if load_changed:
-            # Like a missing baseline: nothing measured under this load to compare with.
-            msg = (f"not compared: the baseline for {m.key} in {baseline.path} was measured under a different load "
-                   f"({load_changed}); re-record it with --dsr1-record (measured: {report.brief(m.samples)})")
-            result.outcome, result.message = ("failed" if opts.missing_baseline == "fail" else "skipped"), msg
-            (pytest.fail if opts.missing_baseline == "fail" else pytest.skip)(msg)
+        assert entry is not None
+        result.baseline_medians = {k: statistics.median(v) for k, v in entry.metrics.items() if v}
         tolerances = session.matrix.tolerances_for(m.config)
         tolerances.update({k: v for k, v in opts.tolerances.items() if k != "*"})
         if "*" in opts.tolerances:
@@ -369,13 +430,28 @@ class BaselineCheck:
         if regressed(verdicts):
             result.outcome = REGRESSED
             result.message = report.verdict_table(verdicts) + note
-            pytest.fail(f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({baseline.path}):\n"
+            pytest.fail(f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({source}):\n"
                         f"{result.message}\nserver: {m.server_command}\nbenchmark: {m.bench_command}", pytrace=False)
         if any(v.verdict == STALE for v in verdicts):
             result.message = "; ".join(f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE)
         elif first_server is not None:
             result.message = note.strip()
         return verdicts
+
+    @staticmethod
+    def _not_comparable(entry: Any, m: Measurement, path: Path) -> str | None:
+        """None when `entry` can be compared with `m`; otherwise why not."""
+        if entry is None:
+            return f"no baseline for {m.key} in {path}: run --dsr1-record to create it"
+        mismatch = same_hardware(entry.fingerprint, m.fingerprint)
+        if mismatch:
+            return f"{mismatch} ({path})"
+        load_changed = load_mismatch(entry.extra.get("bench_command"), m.bench_command)
+        if load_changed:
+            # Numbers measured under another load say nothing about this server.
+            return (f"the baseline for {m.key} in {path} was measured under a different load ({load_changed}); "
+                    "re-record it with --dsr1-record")
+        return None
 
     def _confirmed(self, baseline: dict[str, list[float]], m: Measurement, tolerances: dict, metrics: tuple[str, ...]) -> tuple[list, int]:
         """The verdicts, after up to K extra runs on the same server while it looks regressed (--dsr1-confirm K)."""

@@ -133,6 +133,15 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
                       **({"red": True} if r.outcome == "failed" else {}))
     for (before, now), n in session.version_changes.items():
         tr.write_line(f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True)
+    for path, uses in session.local_baseline_uses.items():
+        compared = sum(what == "compared" for _, what in uses)
+        recorded = len(uses) - compared
+        if compared:
+            tr.write_line(f"dsr1: {compared} item(s) compared with this machine's own baseline {path} "
+                          "(no committed baseline was recorded on this machine)", yellow=True)
+        if recorded:
+            tr.write_line(f"dsr1: {recorded} item(s) had no baseline for this machine: this run is now its own baseline "
+                          f"{path}, and the next run compares against it", yellow=True)
     stale = [r for r in session.results.values() if any(v.verdict == STALE for v in r.verdicts)]
     for r in stale:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class ServerHandle:
     model_path: str
     server: VllmServer | None = None
     error: str | None = None
+    died: bool = False  # it was ready and served, then died: not a failed start
     fingerprint: dict = field(default_factory=dict)
 
     @property
@@ -128,6 +130,8 @@ class Dsr1Session:
         self.dry_run: dict[str, list[str]] = {}
         self.stale_cleaned: list[dict] = []
         self.version_changes: dict[tuple[str | None, str | None], int] = {}  # (baseline vLLM, current) -> items
+        # Machine-local baselines used: file -> [(item, "compared" | "recorded")]
+        self.local_baseline_uses: dict[str, list[tuple[str, str]]] = {}
         self.current_config: str | None = None
         self._worker: BenchWorker | None = None
         self._baselines: dict[Path, bl.BaselineFile | bl.BaselineError] = {}
@@ -189,6 +193,7 @@ class Dsr1Session:
         self.stop_server(handle)
         self.restarts[handle.config.id] = self.restarts.get(handle.config.id, 0) + 1
         handle.error = None
+        handle.died = False
         self._launch(handle)
 
     def _launch(self, handle: ServerHandle) -> None:
@@ -276,7 +281,8 @@ class Dsr1Session:
         config = handle.config
         key = item_key(config.id, workload.id)
         if handle.error is not None:
-            fail(f"server for {config.id} did not start, so {key} was not run:\n{handle.error}")
+            what = "died after it had started and served" if handle.died else "did not start"
+            fail(f"server for {config.id} {what}, so {key} was not run:\n{handle.error}")
         server = handle.server
         assert server is not None
         bench = self.bench_command_for(config, workload, handle.connect_host, server.port)
@@ -306,8 +312,9 @@ class Dsr1Session:
         while pending > 0:
             pending -= 1
             if not server.alive():
-                handle.error = (f"server {handle.config.id} is not running (exit code {server.proc.returncode if server.proc else None}); "
+                handle.error = (f"server {handle.config.id} is not running ({describe_exit(server.proc.returncode if server.proc else None)}); "
                                 f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
+                handle.died = True
                 self.stop_server(handle)
                 fail(handle.error)
             argv = list(bench.args)
@@ -333,13 +340,15 @@ class Dsr1Session:
             completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
             sent = workload.batch_size * handle.config.batches_per_sample
             if failed or completed < sent:
-                dead = "" if server.alive() else f" The server exited (code {server.proc.returncode if server.proc else None})."
+                dead = "" if server.alive() else f" The server died ({describe_exit(server.proc.returncode if server.proc else None)})."
                 errors = "\n".join(f"  {e}" for e in result.get("error_samples", []))
                 msg = (f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
                        f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
                        f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
                 if not server.alive() or not server.healthy():
-                    handle.error = f"server {handle.config.id} died or became unhealthy under load during {m.key}\n" + msg
+                    state = "died" if not server.alive() else "stopped answering /health (its engine died; the API server is still up)"
+                    handle.error = f"server {handle.config.id} {state} under load during {m.key}\n" + msg
+                    handle.died = True
                     self.stop_server(handle)
                 fail(msg)
             m.runs.append(result)
@@ -359,8 +368,27 @@ class Dsr1Session:
             raise cached
         return cached
 
-    def record(self, m: Measurement) -> None:
-        path = bl.baseline_path(self.options.baselines, m.config.hardware.name, m.config.model.name)
+    def local_baseline_path(self, m: Measurement) -> Path | None:
+        """This machine's own baseline file for the item's hardware/model (None: --dsr1-local-baselines off)."""
+        if self.options.local_baselines is None:
+            return None
+        return bl.baseline_path(self.options.local_baselines / hardware.machine_key(m.fingerprint), m.config.hardware.name,
+                                m.config.model.name)
+
+    def local_baseline_file(self, m: Measurement) -> bl.BaselineFile:
+        path = self.local_baseline_path(m)
+        assert path is not None
+        try:
+            return bl.load(path, m.config.hardware.name, m.config.model.name)
+        except bl.BaselineError as exc:
+            # Nothing shared is lost by starting this machine's file again, but say so rather than overwrite it.
+            raise bl.BaselineError(path, "(machine-local baseline)", f"unusable ({exc})",
+                                   f"delete {path} (this machine's own baseline; the next run records it again)") from None
+
+    def record(self, m: Measurement, path: Path | None = None) -> None:
+        """Write the measurement as the item's baseline: into the baselines directory, or into `path`."""
+        local = path is not None
+        path = path or bl.baseline_path(self.options.baselines, m.config.hardware.name, m.config.model.name)
         entry = bl.Entry(
             metrics=m.samples,
             provenance="recorded",
@@ -377,6 +405,9 @@ class Dsr1Session:
                                    "make the baselines directory writable and give it free space (or point --dsr1-baselines "
                                    "elsewhere); the file on disk is unchanged") from None
         self._baselines.pop(path, None)
+        if local:
+            self.local_baseline_uses.setdefault(str(path), []).append((m.key, "recorded"))
+            return
         for metric, samples in sorted(new.metrics.items()):
             before = _median(old.metrics.get(metric)) if old else None
             self.records.append((str(path), m.key, metric, before, _median(samples) or 0.0))
@@ -386,6 +417,18 @@ def _median(xs: list[float] | None) -> float | None:
     import statistics
 
     return statistics.median(xs) if xs else None
+
+
+def describe_exit(code: int | None) -> str:
+    """'exit code 1', or 'exit code -11, killed by SIGSEGV' for a process a signal ended."""
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        try:
+            return f"exit code {code}, killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 def _mmss(seconds: float) -> str:

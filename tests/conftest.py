@@ -18,8 +18,16 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester project holding a copy of this repo's matrix and suite, with the plugin active."""
     shutil.copytree(MATRIX, pytester.path / "test_matrix", ignore=shutil.ignore_patterns("__pycache__"))
     pytester.makeconftest("" if _AUTOLOADED else "pytest_plugins = ['pytest_dsr1.plugin']\n")
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")
     return pytester
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_machine_local_baselines(tmp_path_factory):
+    """The suites these tests run keep their machine-local baselines here, not in the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DSR1_LOCAL_BASELINES", str(tmp_path_factory.mktemp("local-baselines")))
+        yield
 
 
 # ---------------------------------------------------------------- docs/reliability.md

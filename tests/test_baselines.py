@@ -151,7 +151,7 @@ def _session_record(directory):
 
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
-    opts = Options(model=None, record=True, baselines=directory, matrix=MATRIX, matrix_explicit=False, dry_run=False,
+    opts = Options(model=None, record=True, baselines=directory, matrix=None, local_baselines=None, dry_run=False,
                    repeat=None, confirm=0, alpha=0.05, missing_baseline="skip", startup_timeout=None, host="127.0.0.1",
                    api_key=None, run_dir=directory / "runs", report=None, python=None)
     session = Dsr1Session(matrix, opts, lambda line: None)

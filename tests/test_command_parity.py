@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from pytest_dsr1.command import SUITE_SERVER_FLAGS, bench_command, server_command
+from pytest_dsr1.command import SUITE_SERVER_FLAGS, VLLM_CLI, bench_command, server_command
 from pytest_dsr1.matrix import load_matrix
 
 from conftest import MATRIX
@@ -40,9 +40,18 @@ def test_server_command_is_the_recipes(config_id):
     cmd = server_command(config, config.model.hf_id, "127.0.0.1", 8000)
     assert cmd.display_argv == shlex.split(line) + ADDED
     assert dict(cmd.env) == env
-    # What runs is the same flags through the module every vLLM build has.
-    assert cmd.exec_argv("python")[:5] == ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", config.model.hf_id]
-    assert cmd.exec_argv("python")[5:] == cmd.display_argv[3:]
+
+
+@pytest.mark.parametrize("config", MATRIX_.configs, ids=lambda c: c.id)
+def test_what_runs_is_what_is_printed(config):
+    """Every config, the DP ones included: the started argv is the printed `vllm serve` line with the `vllm`
+    console script replaced by the interpreter running its entry point (vllm.entrypoints.cli.main:main)."""
+    cmd = server_command(config, config.model.hf_id, "127.0.0.1", 8000)
+    printed = shlex.split(cmd.shell_line())
+    printed = printed[len(cmd.env):]  # the env assignments come first
+    assert printed[:2] == ["vllm", "serve"]
+    assert cmd.exec_argv("/venv/bin/python") == ["/venv/bin/python", "-c", VLLM_CLI, *printed[1:]]
+    assert "from vllm.entrypoints.cli.main import main" in VLLM_CLI
 
 
 RECIPE_BENCH = {

@@ -19,7 +19,7 @@ def test_help_lists_options(suite):
     (["-m", "h200", "--dsr1-model", "fp8"], 126),          # 6 configs x 3 workloads x 7 batch sizes
     (["-m", "b200", "--dsr1-model", "fp8"], 42),
     (["-m", "b200", "--dsr1-model", "fp4"], 84),
-    (["-m", "cpu", "--dsr1-model", "tiny"], 12),           # 2 configs x 3 workloads x 2 batch sizes
+    (["-m", "cpu", "--dsr1-model", "tiny"], 18),           # 3 configs x 3 workloads x 2 batch sizes
     (["-m", "h200", "--dsr1-model", "tiny"], 36),          # 4 configs x 3 workloads x 3 batch sizes
     (["-m", "h200 and tp and not dp", "--dsr1-model", "fp8"], 63),
     (["-m", "h200 and prompt_heavy", "--dsr1-model", "fp8"], 42),
@@ -95,7 +95,7 @@ def test_ini_keys_select_like_options(suite):
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 84
     # The command line wins over the ini file.
     result = suite.runpytest("--collect-only", "-q", "--dsr1-model", "tiny", "test_matrix")
-    assert sum("::test_serving[" in line for line in result.stdout.lines) == 48  # 12 CPU + 36 H200 tiny items
+    assert sum("::test_serving[" in line for line in result.stdout.lines) == 54  # 18 CPU + 36 H200 tiny items
 
 
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):

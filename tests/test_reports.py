@@ -17,7 +17,7 @@ from conftest import MATRIX, REPO
 @pytest.fixture
 def session(tmp_path):
     matrix = load_matrix(MATRIX)
-    opts = Options(model=None, record=False, baselines=tmp_path, matrix=MATRIX, matrix_explicit=False, dry_run=False,
+    opts = Options(model=None, record=False, baselines=tmp_path, matrix=None, local_baselines=None, dry_run=False,
                    repeat=None, confirm=0, alpha=0.05, missing_baseline="skip", startup_timeout=None, host="127.0.0.1",
                    api_key=None, run_dir=tmp_path / "runs", report=None, python=None)
     s = Dsr1Session(matrix, opts, lambda line: None)
