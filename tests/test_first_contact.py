@@ -1,0 +1,198 @@
+"""First contact: the recipe's own commands work as written, in this repo and in any project, and the plugin stays
+out of the way of projects that do not ask for it.
+
+None of these start vLLM: they collect, dry-run, or fail a server start at once (a `--dsr1-python` that exits 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SUITE_ITEM = "::test_serving["
+
+
+def serving_items(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.stdout.lines if SUITE_ITEM in line]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """An unrelated project: its own tests and testpaths, no matrix, pytest-dsr1 merely installed."""
+    pytester.makeini("[pytest]\ntestpaths = tests\naddopts = --strict-markers\n")
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "test_own.py").write_text("def test_own():\n    assert 1 + 1 == 2\n")
+    return pytester
+
+
+@pytest.mark.parametrize("args, count", [
+    (["-m", "h200", "--dsr1-model", "fp8"], 126),
+    (["-m", "b200", "--dsr1-model", "fp4"], 84),
+    (["-m", "cpu", "--dsr1-model", "tiny"], 18),
+])
+def test_recipe_commands_collect_the_shipped_matrix_without_a_path(project, args, count):
+    """`pytest -m h200 --dsr1-model fp8`, as the recipe's users type it, in a project whose testpaths say
+    otherwise: the suite shipped in the package is what runs, and the project's own tests are not mixed in."""
+    result = project.runpytest("--collect-only", "-q", *args)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    assert len(serving_items(result)) == count
+    assert not any("test_own" in line for line in result.stdout.lines)
+
+
+def test_recipe_dry_run_in_a_project_without_a_matrix(project):
+    result = project.runpytest("-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=126)
+    result.stdout.fnmatch_lines(["*vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8*"])
+
+
+def test_without_a_dsr1_option_the_project_runs_only_its_own_tests(project):
+    result = project.runpytest("-q")
+    result.assert_outcomes(passed=1)
+    assert serving_items(result) == []
+
+
+def test_repo_root_recipe_command_and_project_tests():
+    """At this repo's root: the recipe command collects the matrix (not testpaths = tests), and `pytest tests`
+    collects the project's tests and no serving item."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *a], cwd=REPO,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    recipe = run("-m", "h200", "--dsr1-model", "fp8")
+    assert recipe.returncode == 0, recipe.stdout[-2000:] + recipe.stderr[-2000:]
+    assert sum(SUITE_ITEM in line for line in recipe.stdout.splitlines()) == 126
+    assert "126/168 tests collected" in recipe.stdout
+    own = run("tests/test_first_contact.py")
+    assert own.returncode == 0
+    assert not any(SUITE_ITEM in line for line in own.stdout.splitlines())
+
+
+def test_foreign_test_matrix_folder_is_left_alone(project):
+    """A project's own test_matrix/ with ordinary Python tests and unrelated YAML: its tests run as before, and
+    with the suite asked for, its YAML is listed as ignored, not refused."""
+    folder = project.mkdir("test_matrix")
+    (folder / "test_ordinary.py").write_text("def test_ordinary():\n    pass\n")
+    (folder / "ci.yaml").write_text("os: linux\npython: ['3.11']\n")
+    (folder / "broken.yaml").write_text("{{ templated }}: [\n")
+    result = project.runpytest("-q", "tests", "test_matrix")
+    result.assert_outcomes(passed=2)
+    suite = project.runpytest("-v", "--collect-only", "-m", "cpu", "--dsr1-model", "tiny")
+    assert suite.ret == pytest.ExitCode.OK, suite.stdout.str()[-2000:]
+    assert len(serving_items(suite)) == 18
+    suite.stdout.fnmatch_lines(["dsr1: not matrix files*ignored:*broken.yaml*ci.yaml*"])
+
+
+def test_project_test_matrix_adds_and_replaces_configs(project):
+    """A local test_matrix/*.yaml layers on the shipped matrix: a new config joins, a same-named one replaces."""
+    folder = project.mkdir("test_matrix")
+    (folder / "mine.yaml").write_text(
+        "configs:\n"
+        "  cpu-tiny-tp1: {hardware: cpu, model: tiny, batch_sizes: [2]}\n"
+        "  cpu-tiny-mine: {hardware: cpu, model: tiny, batch_sizes: [4], workloads: [balanced]}\n")
+    result = project.runpytest("--collect-only", "-q", "-m", "cpu", "--dsr1-model", "tiny")
+    ids = serving_items(result)
+    assert [i for i in ids if "cpu-tiny-mine" in i] == [i for i in ids if i.endswith("[cpu-tiny-mine-balanced-bs4]")] != []
+    assert {i.split("[")[1] for i in ids if "cpu-tiny-tp1-" in i} == {
+        "cpu-tiny-tp1-prompt_heavy-bs2]", "cpu-tiny-tp1-decode_heavy-bs2]", "cpu-tiny-tp1-balanced-bs2]"}
+
+
+@pytest.mark.reliability(kind="input", case="a project's test_matrix/ file that is meant as a matrix but is wrong")
+def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
+    folder = project.mkdir("test_matrix")
+    (folder / "mine.yaml").write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
+    result = project.runpytest("-m", "cpu", "--dsr1-model", "tiny")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*mine.yaml: configs.x.tensor_parallel_size: must be positive*Fix:*"])
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "mine.yaml" in line))
+
+
+# ---------------------------------------------------------------- -p no:dsr1
+
+
+@pytest.mark.parametrize("autoload", [True, False], ids=["installed (entry point)", "checkout (root conftest)"])
+def test_p_no_dsr1_turns_the_plugin_off(autoload):
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+    if not autoload:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", *a], cwd=REPO, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    on = run("--help")
+    assert "--dsr1-model" in on.stdout
+    off = run("-p", "no:dsr1", "--help")
+    assert off.returncode == 0 and "--dsr1-model" not in off.stdout
+    refused = run("-p", "no:dsr1", "--collect-only", "-q", "-m", "cpu", "--dsr1-model", "tiny")
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR and "unrecognized arguments: --dsr1-model" in refused.stderr
+
+
+# ---------------------------------------------------------------- --lf, xdist
+
+
+def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
+    """Fail two configs for real (their server cannot start: the interpreter exits 1), then `--lf`: only those
+    items come back, each config's items together, and each failed config starts once."""
+    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", "/bin/false", "--dsr1-confirm", "0"]
+    first = suite.runpytest("-p", "no:randomly", *broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "test_matrix")
+    first.assert_outcomes(failed=12, deselected=6)
+    again = suite.runpytest("--collect-only", "-q", "--lf", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix")
+    ids = serving_items(again)
+    assert len(ids) == 12
+    configs = [i.split("[")[1].rsplit("-", 2)[0] for i in ids]
+    runs = [c for n, c in enumerate(configs) if n == 0 or configs[n - 1] != c]
+    assert runs == ["cpu-tiny-tp1", "cpu-tiny-tp2"]
+    rerun = suite.runpytest("--lf", *broken, "test_matrix")
+    rerun.assert_outcomes(failed=12, deselected=6)
+    rerun.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
+
+
+@pytest.mark.reliability(kind="input", case="pytest -n 2 (pytest-xdist) on the serving suite", per_param=True)
+@pytest.mark.parametrize("args", [["-m", "cpu", "--dsr1-model", "tiny"], ["test_matrix"]],
+                         ids=["with --dsr1-* options", "a path only"])
+def test_xdist_is_refused_at_start(suite, args, observed):
+    pytest.importorskip("xdist")
+    result = suite.runpytest_subprocess("-n", "2", *args, timeout=300)
+    assert result.ret != pytest.ExitCode.OK
+    text = result.stdout.str() + result.stderr.str()
+    assert "does not run under pytest-xdist yet" in text, text[-3000:]
+    assert "starting server" not in text
+    observed(f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; no server started")
+
+
+# ---------------------------------------------------------------- path options
+
+PATH_OPTIONS = ["--dsr1-baselines", "--dsr1-local-baselines", "--dsr1-matrix", "--dsr1-report", "--dsr1-run-dir", "--dsr1-python"]
+
+
+@pytest.mark.parametrize("spelling", ["space", "equals"])
+@pytest.mark.parametrize("option", PATH_OPTIONS)
+def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, spelling):
+    """pytest takes `--dsr1-baselines /elsewhere` for a test path before it knows the option; the plugin puts the
+    rootdir and ini file back, so the project's matrix and settings still apply."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": sys.executable}.get(option, str(elsewhere))
+    if option == "--dsr1-matrix":
+        Path(value).write_text("configs: {}\n")
+    args = [option, value] if spelling == "space" else [f"{option}={value}"]
+    result = suite.runpytest("--collect-only", "-m", "cpu", "--dsr1-model", "tiny", *args)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-1500:] + result.stderr.str()[-1500:]
+    result.stdout.fnmatch_lines([f"rootdir: {suite.path}*configfile: tox.ini*"])
+    assert len([line for line in result.stdout.lines if "<Function test_serving[" in line]) == 18
+
+
+def test_path_values_are_relative_to_where_they_are_written(suite, monkeypatch):
+    """A command-line value is relative to the invocation directory, an ini value to the ini file."""
+    sub = suite.mkdir("sub")
+    monkeypatch.chdir(sub)
+    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", "--dsr1-report", "cli-report")
+    assert result.ret == pytest.ExitCode.OK
+    assert (sub / "cli-report" / "results.json").is_file()
+    suite.makeini("[pytest]\naddopts = --strict-markers\ndsr1_report = ini-report\n")
+    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run")
+    assert result.ret == pytest.ExitCode.OK
+    assert (suite.path / "ini-report" / "results.json").is_file()
+    assert json.loads((suite.path / "ini-report" / "results.json").read_text())
