@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    if not pluginmanager.has_plugin("dsr1") and not pluginmanager.is_blocked("dsr1"):
-        from pytest_dsr1 import plugin
+    if pluginmanager.has_plugin("dsr1") or pluginmanager.is_blocked("dsr1"):
+        return
+    from pytest_dsr1 import plugin
 
+    if not pluginmanager.is_registered(plugin):  # e.g. loaded with -p pytest_dsr1.plugin
         pluginmanager.register(plugin, "dsr1")

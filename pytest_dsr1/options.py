@@ -172,9 +172,13 @@ def default_local_baselines() -> Path:
 
 
 def suite_requested(config: pytest.Config) -> bool:
-    """Did this run ask for the serving suite? Any --dsr1-* option on the command line, or a model or matrix
-    named in the ini file. Without that, pytest-dsr1 adds nothing to a project's collection."""
-    if any(getattr(config.option, ini, None) not in (None, []) for _, ini, *_ in _OPTIONS + _LIST_OPTIONS):
+    """Did this run ask for the serving suite? A --dsr1-* option typed on the command line, or a model or matrix
+    named anywhere (ini file, addopts, PYTEST_ADDOPTS). Settings such as --dsr1-missing-baseline=fail in a
+    project's addopts do not turn a plain `pytest` into a suite run. Without a request, pytest-dsr1 adds nothing
+    to a project's collection."""
+    if any(str(a).startswith("--dsr1-") for a in config.invocation_params.args):
+        return True
+    if getattr(config.option, "dsr1_model", None) is not None or getattr(config.option, "dsr1_matrix", None) is not None:
         return True
     return bool(config.getini("dsr1_model") or config.getini("dsr1_matrix"))
 
@@ -217,6 +221,11 @@ def read_options(config: pytest.Config) -> Options:
     )
 
 
+# addopts flags that pytest applies before plugins load; an ini file that sets them cannot be put back afterwards.
+_EARLY_FLAGS = ("-p", "-o", "--override-ini", "--import-mode", "--confcutdir", "--noconftest", "--rootdir", "-c", "--config-file",
+                "--pyargs")
+
+
 def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
     """Undo what the value of a space-separated path option does to pytest's rootdir and ini file.
 
@@ -236,11 +245,16 @@ def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
         invocation_dir=config.invocation_params.dir)
     if (rootpath, inipath) == (config.rootpath, config.inipath):
         return
-    if config.inipath is not None:
-        # Its addopts are already applied and cannot be taken back.
+    early = sorted(k for k in ("pythonpath", "required_plugins", "minversion") if k in inicfg)
+    addopts = getattr(inicfg.get("addopts"), "value", inicfg.get("addopts")) or ""  # pytest 9: a ConfigValue
+    addopts_tokens = addopts.split() if isinstance(addopts, str) else [str(t) for t in addopts]
+    early += [t for t in addopts_tokens if t.startswith(_EARLY_FLAGS)]
+    if config.inipath is not None or early:
+        # The wrong ini file's addopts are already applied and cannot be taken back; and the right one's early
+        # settings (sys.path, plugins, conftest handling) were needed before this hook.
         raise pytest.UsageError(
-            f"pytest-dsr1: pytest read {config.inipath} because it took the value of {' / '.join(values)} for a test path; "
-            f"write the option with '=' instead (e.g. --dsr1-baselines=DIR)")
+            f"pytest-dsr1: pytest took {' / '.join(values)} for a test path and read its settings from {config.inipath or 'no ini file'} "
+            f"instead of {inipath}; write the option with '=' (e.g. --dsr1-baselines=DIR)")
     old_cut = str(config.rootpath)
     try:
         config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg  # type: ignore[attr-defined]

@@ -20,6 +20,8 @@ from pytest_dsr1.options import Options, add_options, keep_rootdir, read_options
 from pytest_dsr1.runner import Dsr1Session, ItemResult, Measurement, ServerHandle, item_key
 
 SESSION_KEY = pytest.StashKey[Dsr1Session]()
+MATRIX_ERROR_KEY = pytest.StashKey[str]()
+MATRIX_NEEDED_KEY = pytest.StashKey[bool]()
 FIXED_MARKERS = {
     "fp8": "FP8 precision", "fp4": "FP4 precision", "bf16": "BF16 precision",
     "tp": "tensor-parallel server configs", "dp": "data-parallel server configs", "ep": "expert-parallel server configs",
@@ -49,24 +51,28 @@ def matrix_layers(config: pytest.Config, options: Options) -> list[MatrixLayer]:
 
 
 def _refuse_xdist(config: pytest.Config) -> None:
-    workers = getattr(config.option, "numprocesses", None)
-    if workers or getattr(config.option, "dist", "no") != "no":
+    if getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None):
         raise pytest.UsageError(
             "pytest-dsr1: the serving suite does not run under pytest-xdist yet (-n/--dist): each worker would start its "
-            "own vLLM server for the same configs on the same GPUs and write the same baseline files. Run it without -n "
-            "(for other tests in the same run, -p no:dsr1 leaves them to xdist).")
+            "own vLLM server for the same configs on the same GPUs and write the same baseline files. Run it with -n 0 "
+            "(or -p no:xdist where -n comes from addopts).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in FIXED_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc} (pytest-dsr1)")
     options = read_options(config)
-    requested = suite_requested(config)
+    layers = matrix_layers(config, options)
+    requested = suite_requested(config) or _names_the_suite(config)
     try:
         # Only files meant for pytest-dsr1 are read: a project's own test_matrix/ of other things is left alone.
-        matrix = load_matrix(*matrix_layers(config, options))
+        matrix = load_matrix(*layers)
     except MatrixError as exc:
-        raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        if requested:
+            raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        # Not asked for: a project's YAML that merely looks like a matrix must not stop its own tests.
+        matrix = load_matrix(*layers[:1])
+        config.stash[MATRIX_ERROR_KEY] = str(exc)
     for hw in matrix.hardware.values():
         config.addinivalue_line("markers", f"{hw.name}: configs on {hw.name} hardware (pytest-dsr1)")
     for wl in matrix.workloads:
@@ -88,7 +94,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             # `pytest -m h200 --dsr1-model fp8` with no path: the suite is what was asked for, wherever pytest
             # runs and whatever its testpaths say. Named paths are left as they are.
-            config.args[:] = [str(packaged_matrix_dir() / "test_serving.py")]
+            # The folder, not the file: a module given as a path outside the rootdir gets an empty node id.
+            config.args[:] = [str(packaged_matrix_dir())]
             config.args_source = pytest.Config.ArgsSource.ARGS
 
     def write_line(line: str) -> None:
@@ -106,7 +113,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = Dsr1Session(matrix, options, write_line)
     config.stash[SESSION_KEY] = session
-    _install_sigterm_handler()
+
+
+def _names_the_suite(config: pytest.Config) -> bool:
+    """`pytest test_matrix` in this repo, or a path into the installed suite: asks for the suite too. (A project's
+    own test_matrix/ is not the suite: `pytest -n 4 test_matrix` there is none of this plugin's business.)"""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return False
+    shipped = packaged_matrix_dir().resolve()
+    for arg in config.args:
+        path = (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
+        if path == shipped or shipped in path.parents:
+            return True
+    return False
 
 
 def _install_sigterm_handler() -> None:
@@ -141,6 +160,9 @@ def selected_configs(session: Dsr1Session) -> list[ServerConfig]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "dsr1_server" not in metafunc.fixturenames:
+        return
+    if MATRIX_ERROR_KEY in metafunc.config.stash:
+        metafunc.config.stash[MATRIX_NEEDED_KEY] = True  # a usage error once collection is done (exit 4)
         return
     session = _session(metafunc.config)
     configs = selected_configs(session)
@@ -189,6 +211,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Drop config x workload pairs that the matrix does not define (the workload parameter is the union
     over hardware), and skip items whose hardware is absent. Items are removed, never reordered, so
     pytest's grouping by server survives."""
+    if config.stash.get(MATRIX_NEEDED_KEY, False):
+        raise pytest.UsageError(f"pytest-dsr1: {config.stash[MATRIX_ERROR_KEY]}")
     if SESSION_KEY not in config.stash:
         return
     session = config.stash[SESSION_KEY]
@@ -276,6 +300,7 @@ def dsr1_server(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> It
     if dsr1_session.options.dry_run:
         yield None
         return
+    _install_sigterm_handler()  # only where servers run: a project that does not use the suite keeps its own
     handle = dsr1_session.start_server(config)
     yield handle
     dsr1_session.stop_server(handle)
@@ -381,11 +406,11 @@ class BaselineCheck:
             else:
                 try:
                     session.record(m, local.path)
+                    kept = f"This run is now this machine's own baseline ({local.path}); the next run compares against it"
                 except BaselineError as exc:
-                    result.outcome, result.message = "failed", str(exc)
-                    pytest.fail(f"{m.key}: {exc}", pytrace=False)
-                msg = (f"not compared: {problem}. This run is now this machine's own baseline ({local.path}); the next run "
-                       f"compares against it (measured: {report.brief(m.samples)})")
+                    kept = (f"This machine's own baseline could not be kept ({exc}); point --dsr1-local-baselines at a "
+                            "writable directory, or set it to off")
+                msg = f"not compared: {problem}. {kept} (measured: {report.brief(m.samples)})"
                 result.outcome, result.message = "skipped", msg
                 pytest.skip(msg)
         if problem:

@@ -347,7 +347,11 @@ class Dsr1Session:
                        f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
                        f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
                 if not server.alive() or not server.healthy():
-                    state = "died" if not server.alive() else "stopped answering /health (its engine died; the API server is still up)"
+                    worker = server.engine_exit()
+                    state = ("died" if not server.alive() else
+                             "stopped answering /health (its engine died"
+                             + (f": a worker exited with {describe_exit(worker)}" if worker is not None else "")
+                             + "; the API server is still up)")
                     handle.error = f"server {handle.config.id} {state} under load during {m.key}\n" + msg
                     handle.died = True
                     self.stop_server(handle)
@@ -402,9 +406,10 @@ class Dsr1Session:
         try:
             old, new = bl.record(path, m.config.hardware.name, m.config.model.name, m.key, entry)
         except OSError as exc:
+            option = "--dsr1-local-baselines" if local else "--dsr1-baselines"
             raise bl.BaselineError(path, "(write)", f"cannot record {m.key}: {exc.strerror or exc}",
-                                   "make the baselines directory writable and give it free space (or point --dsr1-baselines "
-                                   "elsewhere); the file on disk is unchanged") from None
+                                   f"make the directory writable and give it free space (or point {option} elsewhere); "
+                                   "the file on disk is unchanged") from None
         self._baselines.pop(path, None)
         if local:
             self.local_baseline_uses.setdefault(str(path), []).append((m.key, "recorded"))

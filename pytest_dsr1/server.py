@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -159,6 +160,15 @@ class VllmServer:
             return requests.get(self.url + "/health", timeout=5).status_code == 200
         except requests.RequestException:
             return False
+
+    def engine_exit(self) -> int | None:
+        """The exit code of an engine worker that died under the API server, as vLLM logs it; None if none did."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        codes = re.findall(r"died unexpectedly \(exit code: (-?\d+)\)", text)
+        return int(codes[-1]) if codes else None
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines, self.command.secret_values)

@@ -68,23 +68,28 @@ def test_repo_root_recipe_command_and_project_tests():
     assert recipe.returncode == 0, recipe.stdout[-2000:] + recipe.stderr[-2000:]
     assert sum(SUITE_ITEM in line for line in recipe.stdout.splitlines()) == 126
     assert "126/168 tests collected" in recipe.stdout
-    own = run("tests/test_first_contact.py")
-    assert own.returncode == 0
-    assert not any(SUITE_ITEM in line for line in own.stdout.splitlines())
+    named = run("tests/test_first_contact.py", "-m", "cpu or not cpu", "--dsr1-model", "tiny")  # a named path stays as named
+    assert named.returncode == 0, named.stdout[-2000:]
+    assert not any(SUITE_ITEM in line for line in named.stdout.splitlines())
+    assert any("test_first_contact.py::" in line for line in named.stdout.splitlines())
 
 
 def test_foreign_test_matrix_folder_is_left_alone(project):
-    """A project's own test_matrix/ with ordinary Python tests and unrelated YAML: its tests run as before, and
-    with the suite asked for, its YAML is listed as ignored, not refused."""
+    """A project's own test_matrix/ with ordinary Python tests and unrelated YAML: its tests run as before (under
+    xdist too), and with the suite asked for, its YAML is listed as ignored, not refused."""
     folder = project.mkdir("test_matrix")
     (folder / "test_ordinary.py").write_text("def test_ordinary():\n    pass\n")
     (folder / "ci.yaml").write_text("os: linux\npython: ['3.11']\n")
     (folder / "broken.yaml").write_text("{{ templated }}: [\n")
     result = project.runpytest("-q", "tests", "test_matrix")
     result.assert_outcomes(passed=2)
-    suite = project.runpytest("-v", "--collect-only", "-m", "cpu", "--dsr1-model", "tiny")
+    (folder / "build.yaml").write_text("os: linux\nconfigs: [debug, release]\n")  # looks like a matrix, is not one
+    result = project.runpytest_subprocess("-q", "-n", "2", "tests", "test_matrix") if _has_xdist() else project.runpytest("-q")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
+    (folder / "build.yaml").unlink()
+    suite = project.runpytest("--collect-only", "-m", "cpu", "--dsr1-model", "tiny")
     assert suite.ret == pytest.ExitCode.OK, suite.stdout.str()[-2000:]
-    assert len(serving_items(suite)) == 18
+    assert sum("<Function test_serving[" in line for line in suite.stdout.lines) == 18
     suite.stdout.fnmatch_lines(["dsr1: not matrix files*ignored:*broken.yaml*ci.yaml*"])
 
 
@@ -112,6 +117,14 @@ def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "mine.yaml" in line))
 
 
+def _has_xdist() -> bool:
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- -p no:dsr1
 
 
@@ -137,16 +150,17 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
     """Fail two configs for real (their server cannot start: the interpreter exits 1), then `--lf`: only those
     items come back, each config's items together, and each failed config starts once."""
     broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", "/bin/false", "--dsr1-confirm", "0"]
-    first = suite.runpytest("-p", "no:randomly", *broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "test_matrix")
-    first.assert_outcomes(failed=12, deselected=6)
+    # Subprocesses: a server start imports numpy (the tiny model), which an in-process run would unload again.
+    first = suite.runpytest_subprocess(*broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "test_matrix")
+    first.assert_outcomes(failed=12)
     again = suite.runpytest("--collect-only", "-q", "--lf", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix")
     ids = serving_items(again)
     assert len(ids) == 12
     configs = [i.split("[")[1].rsplit("-", 2)[0] for i in ids]
     runs = [c for n, c in enumerate(configs) if n == 0 or configs[n - 1] != c]
     assert runs == ["cpu-tiny-tp1", "cpu-tiny-tp2"]
-    rerun = suite.runpytest("--lf", *broken, "test_matrix")
-    rerun.assert_outcomes(failed=12, deselected=6)
+    rerun = suite.runpytest_subprocess("--lf", *broken, "test_matrix")
+    rerun.assert_outcomes(failed=12)
     rerun.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
 
 
@@ -155,11 +169,12 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
                          ids=["with --dsr1-* options", "a path only"])
 def test_xdist_is_refused_at_start(suite, args, observed):
     pytest.importorskip("xdist")
-    result = suite.runpytest_subprocess("-n", "2", *args, timeout=300)
+    run_dir = suite.path / "runs"
+    result = suite.runpytest_subprocess("-n", "2", "--dsr1-run-dir", str(run_dir), *args, timeout=300)
     assert result.ret != pytest.ExitCode.OK
     text = result.stdout.str() + result.stderr.str()
     assert "does not run under pytest-xdist yet" in text, text[-3000:]
-    assert "starting server" not in text
+    assert not list(run_dir.glob("**/*.log")) and not list(run_dir.glob("**/*.pid.json"))  # no server was started
     observed(f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; no server started")
 
 
@@ -174,25 +189,30 @@ def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, 
     """pytest takes `--dsr1-baselines /elsewhere` for a test path before it knows the option; the plugin puts the
     rootdir and ini file back, so the project's matrix and settings still apply."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": sys.executable}.get(option, str(elsewhere))
+    value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": str(elsewhere / "python")}.get(option, str(elsewhere))
     if option == "--dsr1-matrix":
         Path(value).write_text("configs: {}\n")
+    if option == "--dsr1-python":
+        # Outside any project (this repo's .venv is inside one, whose pyproject pytest would then read).
+        Path(value).symlink_to(sys.executable)
     args = [option, value] if spelling == "space" else [f"{option}={value}"]
-    result = suite.runpytest("--collect-only", "-m", "cpu", "--dsr1-model", "tiny", *args)
+    result = suite.runpytest_subprocess("--collect-only", "-m", "cpu", "--dsr1-model", "tiny", *args)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-1500:] + result.stderr.str()[-1500:]
-    result.stdout.fnmatch_lines([f"rootdir: {suite.path}*configfile: tox.ini*"])
+    result.stdout.fnmatch_lines([f"rootdir: {suite.path}", "configfile: tox.ini"])
     assert len([line for line in result.stdout.lines if "<Function test_serving[" in line]) == 18
 
 
-def test_path_values_are_relative_to_where_they_are_written(suite, monkeypatch):
-    """A command-line value is relative to the invocation directory, an ini value to the ini file."""
+def test_path_values_are_relative_to_where_they_are_written(suite):
+    """A command-line value is relative to the invocation directory, an ini value to the ini file. (In a
+    subprocess: writing the reports imports matplotlib, which an in-process run would unload again.)"""
     sub = suite.mkdir("sub")
-    monkeypatch.chdir(sub)
-    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", "--dsr1-report", "cli-report")
-    assert result.ret == pytest.ExitCode.OK
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", *a],  # noqa: E731
+                                    cwd=sub, capture_output=True, text=True, timeout=300)
+    result = run("--dsr1-report", "cli-report")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (sub / "cli-report" / "results.json").is_file()
     suite.makeini("[pytest]\naddopts = --strict-markers\ndsr1_report = ini-report\n")
-    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run")
-    assert result.ret == pytest.ExitCode.OK
-    assert (suite.path / "ini-report" / "results.json").is_file()
+    result = run()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert json.loads((suite.path / "ini-report" / "results.json").read_text())
+    assert not (sub / "ini-report").exists()

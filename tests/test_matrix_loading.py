@@ -125,3 +125,40 @@ def test_batches_per_sample_is_inherited_and_checked(tmp_path):
     bad = text.replace("c1: {hardware: cpu, model: m}", "c1: {hardware: cpu, model: m, batches_per_sample: 0}")
     with pytest.raises(MatrixError, match=r"configs\.c1\.batches_per_sample.*must be positive"):
         load_matrix(write(tmp_path, bad, "bad.yaml"))
+
+
+def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
+    """A later layer replaces a same-named config and adds new ones; a config that names no workloads runs its own
+    layer's workloads, so a layer's new workload never reaches the configs of another layer."""
+    from pytest_dsr1.matrix import MatrixLayer
+
+    base = write(tmp_path, BASE + "  c2: {hardware: cpu, model: m}\n", "base.yaml")
+    over = tmp_path / "over"
+    over.mkdir()
+    write(over, """
+    workloads:
+      long: {input_len: 100, output_len: 50}
+    configs:
+      c2: {hardware: cpu, model: m, batch_sizes: [8]}
+      c3: {hardware: cpu, model: m}
+      c4: {hardware: cpu, model: m, workloads: [w, long]}
+    """, "over.yaml")
+    write(over, "os: linux\nlanguage: python\n", "ci.yaml")  # not a matrix file: ignored in a folder found by name
+    m = load_matrix(base, MatrixLayer(over, foreign_ok=True))
+    assert [c.id for c in m.configs] == ["c1", "c2", "c3", "c4"]
+    assert [w.id for w in m.workloads_for(m.config("c1"))] == ["w-bs1", "w-bs4"]
+    assert [w.id for w in m.workloads_for(m.config("c2"))] == ["long-bs8"]
+    assert [w.id for w in m.workloads_for(m.config("c3"))] == ["long-bs1", "long-bs4"]
+    assert [w.name for w in m.workloads_for(m.config("c4"))] == ["w", "w", "long", "long"]
+    assert m.ignored == (str(over / "ci.yaml"),)
+    with pytest.raises(MatrixError, match="ci.yaml: language: unknown key"):
+        load_matrix(base, over)  # named explicitly (--dsr1-matrix), every YAML file must be a matrix file
+
+
+def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
+    d = tmp_path / "layer"
+    d.mkdir()
+    write(d, BASE, "a.yaml")
+    write(d, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
+    with pytest.raises(MatrixError, match=r"b.yaml: configs.c1: duplicate id \(also defined in .*a.yaml\)"):
+        load_matrix(d)
