@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from pytest_dsr1.compare import MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics import extract
 from pytest_dsr1.options import Options
-from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
+from pytest_dsr1.server import (ServerStartError, VllmServer, clean_stale, describe_exit, free_port, redact_env_secrets,
+                                stale_servers)
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
@@ -346,12 +346,13 @@ class Dsr1Session:
                 msg = (f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
                        f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
                        f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
-                if not server.alive() or not server.healthy():
-                    worker = server.engine_exit()
-                    state = ("died" if not server.alive() else
-                             "stopped answering /health (its engine died"
-                             + (f": a worker exited with {describe_exit(worker)}" if worker is not None else "")
-                             + "; the API server is still up)")
+                alive, healthy, engine = server.alive(), server.healthy(), server.engine_death()
+                if not alive or not healthy or engine:
+                    # vLLM's front end may still answer /health after its engine died (a data-parallel server has an
+                    # API server per rank): its log says so, and every later request would fail.
+                    state = "died" if not alive else (
+                        f"lost its engine ({engine or 'no engine answers'}; "
+                        + ("/health answers " + ("200" if healthy else "an error") + ", the API server is still up)"))
                     handle.error = f"server {handle.config.id} {state} under load during {m.key}\n" + msg
                     handle.died = True
                     self.stop_server(handle)
@@ -423,18 +424,6 @@ def _median(xs: list[float] | None) -> float | None:
     import statistics
 
     return statistics.median(xs) if xs else None
-
-
-def describe_exit(code: int | None) -> str:
-    """'exit code 1', or 'exit code -11, killed by SIGSEGV' for a process a signal ended."""
-    if code is None:
-        return "exit code unknown"
-    if code < 0:
-        try:
-            return f"exit code {code}, killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"exit code {code}"
 
 
 def _mmss(seconds: float) -> str:

@@ -161,14 +161,17 @@ class VllmServer:
         except requests.RequestException:
             return False
 
-    def engine_exit(self) -> int | None:
-        """The exit code of an engine worker that died under the API server, as vLLM logs it; None if none did."""
+    def engine_death(self) -> str | None:
+        """What vLLM logged when its engine died under a still running API server, or None: an engine worker's exit
+        code ('a worker exited with exit code -11, killed by SIGSEGV'), else its EngineDeadError."""
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
         codes = re.findall(r"died unexpectedly \(exit code: (-?\d+)\)", text)
-        return int(codes[-1]) if codes else None
+        if codes:
+            return f"a worker exited with {describe_exit(int(codes[-1]))}"
+        return "vLLM logged EngineDeadError" if "EngineDeadError" in text else None
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines, self.command.secret_values)
@@ -213,6 +216,18 @@ class VllmServer:
             self.pidfile.unlink()
         except FileNotFoundError:
             pass
+
+
+def describe_exit(code: int | None) -> str:
+    """'exit code 1', or 'exit code -11, killed by SIGSEGV' for a process a signal ended."""
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        try:
+            return f"exit code {code}, killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

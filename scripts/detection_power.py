@@ -44,7 +44,8 @@ from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.01
-SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
+SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider",
+         "--dsr1-local-baselines", "off"]  # judged against the baselines it records, never a machine-local one
 
 
 class Throttle:
