@@ -8,6 +8,7 @@ and renames it over the old one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import statistics
@@ -77,7 +78,7 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     path = Path(path)
     if not path.exists():
         return BaselineFile(path, hardware, model)
-    fix_restore = f"restore it (git checkout -- {path}) or re-record it with --dsr1-record"
+    fix_restore = _fix(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -105,22 +106,28 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     return out
 
 
+def _fix(path: Path) -> str:
+    # A record run refuses to overwrite a file it cannot read (it would drop the other entries), so the fix that
+    # works is to restore the file, or to move it aside first.
+    return f"restore it (git checkout -- {path}), or move it aside (mv {path} {path}.broken) and record anew with --dsr1-record"
+
+
 def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
     where = f"entries.{item_id}"
     if not isinstance(raw, dict):
-        raise BaselineError(path, where, "expected an object", "re-record it with --dsr1-record")
+        raise BaselineError(path, where, "expected an object", _fix(path))
     prov = raw.get("provenance")
     if prov not in PROVENANCES:
         raise BaselineError(path, f"{where}.provenance", f"unknown provenance {prov!r}", f"use one of: {', '.join(PROVENANCES)}")
     fp = raw.get("fingerprint")
     if not isinstance(fp, dict):
-        raise BaselineError(path, f"{where}.fingerprint", "missing or not an object", "re-record it with --dsr1-record")
+        raise BaselineError(path, f"{where}.fingerprint", "missing or not an object", _fix(path))
     if fp.get("hardware") != hardware:
         raise BaselineError(path, f"{where}.fingerprint.hardware", f"entry is for hardware {fp.get('hardware')!r}, this file is for {hardware!r}",
                             "move the entry to the file of its hardware, or re-record it")
     metrics_raw = raw.get("metrics")
     if not isinstance(metrics_raw, dict) or not metrics_raw:
-        raise BaselineError(path, f"{where}.metrics", "missing or empty", "re-record it with --dsr1-record")
+        raise BaselineError(path, f"{where}.metrics", "missing or empty", _fix(path))
     metrics: dict[str, list[float]] = {}
     for name, value in metrics_raw.items():
         # Older files hold one number per metric; newer ones every sample and their summary.
@@ -131,7 +138,12 @@ def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
             metrics[name] = [float(s) for s in value["samples"]]
         else:
             raise BaselineError(path, f"{where}.metrics.{name}", f"expected a number or {{\"samples\": [...]}}, got {value!r}",
-                                "re-record it with --dsr1-record")
+                                _fix(path))
+        bad = [s for s in metrics[name] if not (math.isfinite(s) and s > 0)]
+        if bad:
+            # NaN, infinity, 0 or a negative number would turn the gate off: every comparison would pass.
+            raise BaselineError(path, f"{where}.metrics.{name}", f"{bad[0]!r} is not a finite positive number, so nothing "
+                                "could be compared against it", _fix(path))
     extra = {k: v for k, v in raw.items() if k not in ("provenance", "date", "fingerprint", "metrics")}
     return Entry(metrics, prov, str(raw.get("date", "")), fp, extra)
 

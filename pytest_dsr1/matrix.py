@@ -7,6 +7,7 @@ Every error names the file, the field and the fix, so a typo in a matrix file co
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from pytest_dsr1.tolerance import Tolerance, ToleranceError, parse_tolerance
+from pytest_dsr1.tolerance import Tolerance, ToleranceError, gate_tolerance, parse_tolerance
 
 # Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
 # Maps the setting name to the `vllm serve` flag it becomes.
@@ -26,7 +27,9 @@ SETTING_FLAGS: dict[str, str] = {
 }
 PRECISIONS = ("fp8", "fp4", "bf16")
 HARDWARE_KINDS = ("gpu", "cpu")
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # matched in full: no trailing newline slips through
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+GENERATED_MODELS = ("generated:tiny",)  # the models this project generates itself (pytest_dsr1.tiny)
 
 
 class MatrixError(ValueError):
@@ -363,13 +366,15 @@ def _no_unknown(f: Path, fieldname: str, spec: dict, allowed: Iterable[str]) -> 
 
 
 def _check_id(f: Path, section: str, name: Any) -> str:
-    if not isinstance(name, str) or not _ID_RE.match(name):
+    if not isinstance(name, str) or not _ID_RE.fullmatch(name):
         raise MatrixError(f, f"{section}.{name}", "invalid id", "use lower-case letters, digits, '-', '_' or '.'")
     return name
 
 
 def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
     _expect(f, fieldname, value, (int, float) if kind is float else int, "a positive number" if kind is float else "a positive integer")
+    if not math.isfinite(value):
+        raise MatrixError(f, fieldname, f"must be a finite number, got {value}", f"set {fieldname} to a number above 0")
     if value <= 0:
         raise MatrixError(f, fieldname, f"must be positive, got {value}", f"set {fieldname} to a value above 0")
     return value
@@ -395,6 +400,9 @@ def _model(f: Path, name: str, spec: Any) -> Model:
         if key not in spec:
             raise MatrixError(f, f"models.{name}.{key}", "missing", f"add {key}")
     _expect(f, f"models.{name}.id", spec["id"], str, "a string (a Hugging Face id, a path, or generated:tiny)")
+    if spec["id"].startswith("generated:") and spec["id"] not in GENERATED_MODELS:
+        raise MatrixError(f, f"models.{name}.id", f"no generated model {spec['id']!r}",
+                          f"use one of: {', '.join(GENERATED_MODELS)} (or a Hugging Face id or a path)")
     _precision(f, f"models.{name}.precision", spec["precision"])
     return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")))
 
@@ -428,9 +436,10 @@ def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Toleranc
             out.append((metric, None))  # recorded and shown, not gated
             continue
         try:
-            out.append((metric, parse_tolerance(str(expr))))
+            out.append((metric, gate_tolerance(metric, parse_tolerance(str(expr)))))
         except ToleranceError as exc:
-            raise MatrixError(f, f"{fieldname}.{metric}", str(exc), "write a tolerance like '10%' or '15%:5' (relative, then absolute floor)") from None
+            raise MatrixError(f, f"{fieldname}.{metric}", str(exc), "write a tolerance like '10%' or '15%:5' (relative, then absolute floor), "
+                              "or off to record the metric without gating it") from None
     return tuple(out)
 
 
@@ -473,10 +482,14 @@ def _workload(f: Path, name: str, spec: Any) -> WorkloadDef:
                        _positive(f, f"workloads.{name}.output_len", spec["output_len"]))
 
 
-def _str_map(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, str], ...]:
+def _str_map(f: Path, fieldname: str, spec: Any, env: bool = False) -> tuple[tuple[str, str], ...]:
     _expect(f, fieldname, spec, dict, "a mapping of name to value")
     out = []
     for k, v in spec.items():
+        if env and not (isinstance(k, str) and _ENV_NAME_RE.fullmatch(k)):
+            # A paste-ready command line puts the name unquoted before the command: it must be a plain name.
+            raise MatrixError(f, f"{fieldname}.{k}", "not an environment variable name",
+                              "use letters, digits and '_', not starting with a digit (e.g. VLLM_USE_DEEP_GEMM)")
         _expect(f, f"{fieldname}.{k}", v, (str, int, float), "a string or a number")
         out.append((str(k), str(v)))
     return tuple(out)
@@ -489,9 +502,9 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     _expect(f, fn, spec, dict, "a mapping")
     _no_unknown(f, fn, spec, _CONFIG_KEYS)
     hw_name, model_name = spec.get("hardware"), spec.get("model")
-    if hw_name not in hardware:
+    if not isinstance(hw_name, str) or hw_name not in hardware:
         raise MatrixError(f, f"{fn}.hardware", f"unknown hardware {hw_name!r}", f"use one of: {', '.join(hardware) or '(none defined)'}")
-    if model_name not in models:
+    if not isinstance(model_name, str) or model_name not in models:
         raise MatrixError(f, f"{fn}.model", f"unknown model {model_name!r}", f"use one of: {', '.join(models) or '(none defined)'}")
     hw, model = hardware[hw_name], models[model_name]
     tp = _positive(f, f"{fn}.tensor_parallel_size", spec.get("tensor_parallel_size", 1))
@@ -541,7 +554,7 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         dp=dp,
         ep=ep,
         precision=_precision(f, f"{fn}.precision", spec.get("precision", model.precision)),
-        env=_str_map(f, f"{fn}.env", spec.get("env", {})),
+        env=_str_map(f, f"{fn}.env", spec.get("env", {}), env=True),
         settings=settings,
         extra_args=tuple(extra),
         workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", hw.workload_scale), float)),

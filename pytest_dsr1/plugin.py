@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import statistics
 from pathlib import Path
@@ -89,6 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
     if requested:
+        _check_paths(options)
         if not hasattr(config, "workerinput"):
             _refuse_xdist(config)
         if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -113,6 +116,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = Dsr1Session(matrix, options, write_line)
     config.stash[SESSION_KEY] = session
+
+
+def _check_paths(options: Options) -> None:
+    """What can be checked before the first server starts: the interpreter exists, the report directory is
+    writable. Found at the first server start or at the end of the run, they would cost the run."""
+    if options.python is not None:
+        found = shutil.which(options.python)
+        if found is None:
+            raise pytest.UsageError(f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
+                                    "(e.g. /path/to/venv/bin/python), or leave it out to use this one")
+    if options.report is not None:
+        try:
+            options.report.mkdir(parents=True, exist_ok=True)
+            writable = os.access(options.report, os.W_OK | os.X_OK)
+        except OSError as exc:
+            raise pytest.UsageError(f"--dsr1-report {options.report}: cannot create it ({exc.strerror or exc}); "
+                                    "point it at a writable directory") from None
+        if not writable:
+            raise pytest.UsageError(f"--dsr1-report {options.report}: not writable; point it at a writable directory")
 
 
 def _names_the_suite(config: pytest.Config) -> bool:
@@ -238,6 +260,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reasons[cfg.id] = skip_reason(cfg, session.host)
         if reasons[cfg.id]:
             item.add_marker(pytest.mark.skip(reason=reasons[cfg.id]))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if SESSION_KEY in session.config.stash:
+        _check_baselines(session.config.stash[SESSION_KEY], session.items)
+
+
+def _check_baselines(session: Dsr1Session, items: list[pytest.Item]) -> None:
+    """Every baseline file the selected items will read is read now: a broken one is a usage error before the first
+    server starts (and in --collect-only and the dry run), not a failure after each item's benchmark."""
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        params = _params(item)
+        if params is None or (params[0].hardware.name, params[0].model.name) in seen:
+            continue
+        seen.add((params[0].hardware.name, params[0].model.name))
+        try:
+            session.baseline_file(params[0])
+        except BaselineError as exc:
+            raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -414,7 +456,9 @@ class BaselineCheck:
                 result.outcome, result.message = "skipped", msg
                 pytest.skip(msg)
         if problem:
-            fails = opts.missing_baseline == "fail" and (entry is None or not same_hardware(entry.fingerprint, m.fingerprint))
+            # Under --dsr1-missing-baseline=fail, a baseline of other hardware is no baseline for this machine either:
+            # a nightly must not stay green while comparing nothing.
+            fails = opts.missing_baseline == "fail"
             msg = f"not compared: {problem} (measured: {report.brief(m.samples)})"
             result.outcome, result.message = ("failed" if fails else "skipped"), msg
             if fails:

@@ -39,6 +39,17 @@ def parse_tolerance(expr: str) -> Tolerance:
     return Tolerance(rel, float(m["abs"] or 0))
 
 
+def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
+    """Refuse a tolerance that switches its gate off by accident: a throughput cannot fall by 100% or more, so
+    such a gate can never fail. Switching a gate off is said with `off`."""
+    from pytest_dsr1.metrics import METRICS
+
+    if METRICS[metric].higher_is_better and tol.rel >= 1:
+        raise ToleranceError(f"{tol} on {metric} can never fail (a throughput cannot fall by {tol.rel * 100:g}%): "
+                             "use a tolerance below 100%, or off to record it without gating")
+    return tol
+
+
 def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     """argparse type for --dsr1-tolerance METRIC=EXPR ('*' for every metric)."""
     from pytest_dsr1.metrics import METRICS
@@ -50,6 +61,9 @@ def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     if metric != "*" and metric not in METRICS:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}")
     try:
-        return metric, parse_tolerance(expr)
+        tol = parse_tolerance(expr)
+        for name in (METRICS if metric == "*" else (metric,)):
+            gate_tolerance(name, tol)
+        return metric, tol
     except ToleranceError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None

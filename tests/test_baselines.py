@@ -49,14 +49,19 @@ def _good(tmp_path):
 @pytest.mark.reliability(kind="input", case="baseline file", per_param=True)
 @pytest.mark.parametrize("corrupt, field, fix", [
     (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
-    (lambda t: "", "(json)", "re-record"),
+    (lambda t: "", "(json)", "move it aside"),
     (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
     (lambda t: t.replace('"hardware": "cpu",\n  "model"', '"hardware": "h200",\n  "model"'), "hardware", "move the file"),
     (lambda t: t.replace('"provenance": "recorded"', '"provenance": "guessed"'), "entries.a[w-bs1].provenance", "recorded, published"),
     (lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'), "entries.a[w-bs1].fingerprint.hardware", "move the entry"),
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "re-record"),
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
+    # Values that would switch the gate off: every comparison against them passes.
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [NaN]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "git checkout --"),
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [Infinity]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [-100.0]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
+    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [0]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
 ], ids=["truncated JSON", "empty file", "unknown schema version", "file for other hardware", "unknown provenance",
-        "entry for other hardware", "non-numeric sample"])
+        "entry for other hardware", "non-numeric sample", "NaN sample", "infinite sample", "negative sample", "zero sample"])
 def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field, fix, observed):
     path = _good(tmp_path)
     text = path.read_text()

@@ -162,3 +162,32 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
     write(d, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
     with pytest.raises(MatrixError, match=r"b.yaml: configs.c1: duplicate id \(also defined in .*a.yaml\)"):
         load_matrix(d)
+
+
+@pytest.mark.reliability(kind="input", case="matrix value that would misbehave later", per_param=True)
+@pytest.mark.parametrize("patch, field", [
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .nan}"), "configs.c1.workload_scale"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .inf}"), "configs.c1.workload_scale"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: [cpu], model: m}"), "configs.c1.hardware"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: {name: m}}"), "configs.c1.model"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  "c1\\n": {hardware: cpu, model: m}'), "configs.c1\n"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"X$(touch f)": "1"}}'), "configs.c1.env.X$(touch f)"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"Y;cmd;Z": "1"}}'), "configs.c1.env.Y;cmd;Z"),
+    (lambda t: t.replace("m: {id: org/model, precision: fp8}", "m: {id: 'generated:huge', precision: fp8}"), "models.m.id"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: '100%'}}"),
+     "configs.c1.tolerances.output_throughput"),
+], ids=["workload_scale .nan", "workload_scale .inf", "hardware as a list", "model as a mapping", "id with a trailing newline",
+        "env name with $(...)", "env name with ;", "generated:<unknown>", "throughput tolerance of 100%"])
+def test_values_that_would_misbehave_later_are_refused(tmp_path, patch, field, observed):
+    text = textwrap.dedent(BASE)
+    bad = patch(text)
+    assert bad != text
+    with pytest.raises(MatrixError) as exc:
+        load_matrix(write(tmp_path, bad))
+    assert exc.value.field_name == field and "Fix:" in str(exc.value)
+    observed(str(exc.value).replace(str(tmp_path), "<dir>"))
+
+
+def test_off_still_switches_a_throughput_gate_off(tmp_path):
+    m = load_matrix(write(tmp_path, BASE.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: off}}")))
+    assert "output_throughput" not in m.tolerances_for(m.config("c1"))

@@ -71,8 +71,11 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     (["--dsr1-set", "nosuch:max_model_len=5"], "*no config 'nosuch' in the matrix*"),
     (["--dsr1-alpha", "2"], "*between 0 and 1*"),
     (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
+    (["--dsr1-tolerance", "*=999%"], "*can never fail*"),
+    (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
 ], ids=["--dsr1-tolerance mean_ttft_ms=fast", "--dsr1-tolerance nosuch=10%", "--dsr1-repeat 0", "--dsr1-set max_modl_len=5",
-        "--dsr1-set nosuch:max_model_len=5", "--dsr1-alpha 2", "--dsr1-missing-baseline maybe"])
+        "--dsr1-set nosuch:max_model_len=5", "--dsr1-alpha 2", "--dsr1-missing-baseline maybe", "--dsr1-tolerance *=999%",
+        "--dsr1-tolerance output_throughput=100%"])
 def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     result = suite.runpytest(*args, "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -96,6 +99,18 @@ def test_ini_keys_select_like_options(suite):
     # The command line wins over the ini file.
     result = suite.runpytest("--collect-only", "-q", "--dsr1-model", "tiny", "test_matrix")
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 54  # 18 CPU + 36 H200 tiny items
+
+
+@pytest.mark.reliability(kind="input", case="a path option that cannot work", per_param=True)
+@pytest.mark.parametrize("args, message", [
+    (["--dsr1-python", "/nonexistent/python"], "*--dsr1-python /nonexistent/python: no such executable*"),
+    (["--dsr1-report", "/proc/dsr1-report"], "*--dsr1-report /proc/dsr1-report: cannot create it*"),
+], ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place"])
+def test_paths_are_checked_before_any_server_starts(suite, args, message, observed):
+    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    observed(f"exit {int(result.ret)} at start-up: " + next(line for line in result.stderr.lines if "--dsr1-" in line))
 
 
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
@@ -163,3 +178,23 @@ def test_quiet_in_a_project_without_a_matrix(pytester):
     pytester.makeconftest("" if _AUTOLOADED else "pytest_plugins = ['pytest_dsr1.plugin']\n")
     pytester.makepyfile("def test_ok():\n    pass\n")
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.reliability(kind="input", case="a broken baseline file, found before any server starts", per_param=True)
+@pytest.mark.parametrize("mode", [["--collect-only"], ["--dsr1-dry-run"], ["--dsr1-record"], []],
+                         ids=["--collect-only", "--dsr1-dry-run", "--dsr1-record", "a comparing run"])
+def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode, observed):
+    broken = suite.path / "bl" / "cpu" / "tiny.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {"x": {"provenance": "recorded", ')
+    run_dir = suite.path / "runs"
+    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-baselines", "bl", "--dsr1-run-dir", str(run_dir), *mode)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{broken}: (json): corrupt or truncated JSON*Fix: restore it (git checkout -- {broken}), or move it aside*"])
+    assert not list(run_dir.glob("**/*.log"))  # nothing was started
+    # A broken file of hardware that this run does not select stands in nobody's way.
+    result = suite.runpytest("--collect-only", "-q", "-m", "h200", "--dsr1-model", "tiny", "--dsr1-baselines", "bl")
+    assert result.ret == pytest.ExitCode.OK
+    observed("exit 4 when collection ends, before any server starts "
+             f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... Fix: restore it (git checkout -- <file>), "
+             "or move it aside (mv <file> <file>.broken) and record anew with --dsr1-record'")
