@@ -95,8 +95,10 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
                             "upgrade pytest-dsr1, or re-record the file with --dsr1-record")
     for key, want in (("hardware", hardware), ("model", model)):
         if data.get(key) != want:
-            raise BaselineError(path, key, f"holds baselines for {key} {data.get(key)!r}, expected {want!r}",
-                                f"move the file to {baseline_path(path.parent.parent, data.get('hardware'), data.get('model'))} or point --dsr1-baselines elsewhere")
+            named = isinstance(data.get("hardware"), str) and isinstance(data.get("model"), str)
+            fix = (f"move the file to {baseline_path(path.parent.parent, data['hardware'], data['model'])} or point --dsr1-baselines elsewhere"
+                   if named else f"set \"{key}\": \"{want}\" if the file is for {hardware}/{model}; otherwise {_fix(path)}")
+            raise BaselineError(path, key, f"holds baselines for {key} {data.get(key)!r}, expected {want!r}", fix)
     entries = data.get("entries")
     if not isinstance(entries, dict):
         raise BaselineError(path, "entries", "missing or not an object", fix_restore)

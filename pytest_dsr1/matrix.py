@@ -361,7 +361,8 @@ def _expect(f: Path, fieldname: str, value: Any, types: type | tuple, what: str)
 def _no_unknown(f: Path, fieldname: str, spec: dict, allowed: Iterable[str]) -> None:
     unknown = sorted(set(map(str, spec)) - set(allowed))
     if unknown:
-        raise MatrixError(f, f"{fieldname}.{unknown[0]}" if fieldname != "(top level)" else unknown[0],
+        key = unknown[0] if unknown[0].strip() and unknown[0].isprintable() else repr(unknown[0])  # '' or '\n' stay visible
+        raise MatrixError(f, f"{fieldname}.{key}" if fieldname != "(top level)" else key,
                           "unknown key", f"use one of: {', '.join(sorted(allowed))}")
 
 
@@ -516,9 +517,12 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         raise MatrixError(f, f"{fn}.gpus", f"{gpus} GPUs cannot hold tensor_parallel_size {tp} x data_parallel_size {dp}",
                           f"set gpus to at least {tp * dp}")
     settings = _str_map(f, f"{fn}.settings", spec.get("settings", {}))
-    for key, _ in settings:
+    for key, value in settings:
         if key not in SETTING_FLAGS:
             raise MatrixError(f, f"{fn}.settings.{key}", "unknown setting", f"use one of: {', '.join(SETTING_FLAGS)}")
+        problem = setting_problem(key, value)
+        if problem:
+            raise MatrixError(f, f"{fn}.settings.{key}", f"{value!r} {problem}", f"set {fn}.settings.{key} to a value that {problem.replace('must be', 'is')}")
     extra = spec.get("extra_args", [])
     _expect(f, f"{fn}.extra_args", extra, list, "a list of strings (one argv token each)")
     for i, a in enumerate(extra):
@@ -579,8 +583,42 @@ def _benchmark(f: Path, spec: Any) -> BenchmarkSettings:
         if want is str:
             value = str(value)
         _expect(f, f"benchmark.{key}", value, want, f"a {want.__name__}")
+        problem = _BENCH_RANGES.get(key, lambda v: None)(value)
+        if problem:
+            raise MatrixError(f, f"benchmark.{key}", f"{value!r}: {problem}", f"give benchmark.{key} {problem.replace('must be ', '')}")
         kw[key] = value
     return BenchmarkSettings(**kw)
+
+
+def _rate(value: str) -> str | None:
+    try:
+        rate = float(value)
+    except ValueError:
+        return "must be a positive number of requests per second, or inf"
+    return None if rate > 0 and not math.isnan(rate) else "must be a positive number of requests per second, or inf"
+
+
+# What this suite knows of the benchmark's fields; the rest (e.g. which dataset names exist) vLLM decides.
+_BENCH_RANGES: dict[str, Any] = {
+    "request_rate": _rate,
+    "random_range_ratio": lambda v: None if math.isfinite(v) and 0 <= v < 1 else "must be a number from 0 up to (not including) 1",
+    "seed": lambda v: None if v >= 0 else "must be 0 or more",
+    "num_warmups": lambda v: None if v >= 0 else "must be 0 or more",
+}
+
+
+def setting_problem(key: str, value: str) -> str | None:
+    """None when a server setting's value is one this suite can pass on; otherwise what is wrong with it.
+    Whether vLLM accepts it for a given model (e.g. a max_model_len above the model's) is for vLLM to say."""
+    if key == "gpu_memory_utilization":
+        try:
+            share = float(value)
+        except ValueError:
+            return "must be a number above 0 and at most 1 (a share of the memory)"
+        return None if 0 < share <= 1 else "must be a number above 0 and at most 1 (a share of the memory)"
+    if not value.isdigit() or int(value) < 1:
+        return "must be a positive integer"
+    return None
 
 
 def apply_settings(config: ServerConfig, overrides: Iterable[tuple[str | None, str, str]]) -> ServerConfig:

@@ -6,6 +6,7 @@ Values are parsed by small functions used as argparse `type=`, so a bad value is
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsr1.matrix import SETTING_FLAGS
+from pytest_dsr1.matrix import SETTING_FLAGS, setting_problem
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
 
 MISSING_BASELINE_CHOICES = ("skip", "fail")
@@ -28,6 +29,9 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
     key = key.strip()
     if key not in SETTING_FLAGS:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown setting {key!r}; use one of: {', '.join(SETTING_FLAGS)}")
+    problem = setting_problem(key, value.strip())
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {key} {problem}")
     return (target.strip() or None), key, value.strip()
 
 
@@ -38,6 +42,8 @@ def _number(convert: Any, ok: Any, what: str, bound: str) -> Any:
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if isinstance(value, float) and not math.isfinite(value):  # float() reads 'inf' and 'nan'
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{text!r}: {bound}")
         return value
@@ -137,7 +143,7 @@ def _value(config: pytest.Config, ini: str, parse: Any, default: Any) -> Any:
     try:
         return parse(str(raw))
     except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
+        raise pytest.UsageError(f"ini key {ini} {_ini_source(config, ini)}: {exc}") from None
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation
@@ -183,6 +189,14 @@ def suite_requested(config: pytest.Config) -> bool:
     return bool(config.getini("dsr1_model") or config.getini("dsr1_matrix"))
 
 
+def _ini_source(config: pytest.Config, ini: str) -> str:
+    """Where an ini value came from: `-o KEY=VALUE` on the command line wins over the ini file."""
+    overrides = getattr(config.known_args_namespace, "override_ini", None) or []
+    if any(str(o).split("=", 1)[0].strip() == ini for o in overrides):
+        return "(from -o/--override-ini)"
+    return f"in {config.inipath}"
+
+
 def read_options(config: pytest.Config) -> Options:
     vals = {ini: _value(config, ini, parse, default) for _, ini, parse, default, _, _ in _OPTIONS}
     lists: dict[str, list] = {}
@@ -194,7 +208,7 @@ def read_options(config: pytest.Config) -> Options:
             try:
                 lists[ini] = [parse(line) for line in config.getini(ini)]
             except argparse.ArgumentTypeError as exc:
-                raise pytest.UsageError(f"ini key {ini} in {config.inipath}: {exc}") from None
+                raise pytest.UsageError(f"ini key {ini} {_ini_source(config, ini)}: {exc}") from None
     root = Path(config.rootpath)
     local = _path_value(config, "dsr1_local_baselines")
     python = _path_value(config, "dsr1_python")

@@ -176,8 +176,16 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
     (lambda t: t.replace("m: {id: org/model, precision: fp8}", "m: {id: 'generated:huge', precision: fp8}"), "models.m.id"),
     (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: '100%'}}"),
      "configs.c1.tolerances.output_throughput"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_num_seqs: -1}}"),
+     "configs.c1.settings.max_num_seqs"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {gpu_memory_utilization: 1.5}}"),
+     "configs.c1.settings.gpu_memory_utilization"),
+    (lambda t: t + "benchmark: {random_range_ratio: 1.5}\n", "benchmark.random_range_ratio"),
+    (lambda t: t + "benchmark: {request_rate: '-3'}\n", "benchmark.request_rate"),
+    (lambda t: t + "benchmark: {num_warmups: -1}\n", "benchmark.num_warmups"),
 ], ids=["workload_scale .nan", "workload_scale .inf", "hardware as a list", "model as a mapping", "id with a trailing newline",
-        "env name with $(...)", "env name with ;", "generated:<unknown>", "throughput tolerance of 100%"])
+        "env name with $(...)", "env name with ;", "generated:<unknown>", "throughput tolerance of 100%", "max_num_seqs -1",
+        "gpu_memory_utilization 1.5", "random_range_ratio 1.5", "request_rate -3", "num_warmups -1"])
 def test_values_that_would_misbehave_later_are_refused(tmp_path, patch, field, observed):
     text = textwrap.dedent(BASE)
     bad = patch(text)

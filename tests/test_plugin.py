@@ -73,9 +73,11 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
     (["--dsr1-tolerance", "*=999%"], "*can never fail*"),
     (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
+    (["--dsr1-set", "max_num_seqs=0"], "*max_num_seqs must be a positive integer*"),
+    (["--dsr1-startup-timeout", "inf"], "*not a finite number*"),
 ], ids=["--dsr1-tolerance mean_ttft_ms=fast", "--dsr1-tolerance nosuch=10%", "--dsr1-repeat 0", "--dsr1-set max_modl_len=5",
         "--dsr1-set nosuch:max_model_len=5", "--dsr1-alpha 2", "--dsr1-missing-baseline maybe", "--dsr1-tolerance *=999%",
-        "--dsr1-tolerance output_throughput=100%"])
+        "--dsr1-tolerance output_throughput=100%", "--dsr1-set max_num_seqs=0", "--dsr1-startup-timeout inf"])
 def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     result = suite.runpytest(*args, "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -198,3 +200,10 @@ def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode
     observed("exit 4 when collection ends, before any server starts "
              f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... Fix: restore it (git checkout -- <file>), "
              "or move it aside (mv <file> <file>.broken) and record anew with --dsr1-record'")
+
+
+
+def test_an_override_is_blamed_on_the_override_not_the_ini_file(suite):
+    result = suite.runpytest("-o", "dsr1_repeat=abc", "-m", "cpu", "--dsr1-model", "tiny", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini key dsr1_repeat (from -o/--override-ini): 'abc' is not an integer*"])
