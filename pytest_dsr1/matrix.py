@@ -29,7 +29,8 @@ PRECISIONS = ("fp8", "fp4", "bf16")
 HARDWARE_KINDS = ("gpu", "cpu")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # matched in full: no trailing newline slips through
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-GENERATED_MODELS = ("generated:tiny",)  # the models this project generates itself (pytest_dsr1.tiny)
+GENERATED_MODELS = ("generated:tiny",)
+MAX_BATCH_SIZE = 16384  # the models this project generates itself (pytest_dsr1.tiny)
 
 
 class MatrixError(ValueError):
@@ -327,6 +328,10 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
                 tolerances = (f, data["tolerances"])
         for name in seen["configs"]:
             own_workloads[name] = tuple(seen["workloads"])
+        if not layer.foreign_ok and not any(seen.values()) and layer_benchmark is None and layer_tolerances is None:
+            # Named on purpose (--dsr1-matrix), a file that adds nothing is a mistake worth naming.
+            raise MatrixError(layer.path, "(file)", "holds no models, hardware, workloads, configs, benchmark or tolerances",
+                              "add entries to it, or leave --dsr1-matrix out")
 
     models = {name: _model(f, name, spec) for name, (f, spec) in raw["models"].items()}
     hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
@@ -420,6 +425,9 @@ def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
         raise MatrixError(f, fieldname, "empty", "list at least one batch size")
     for i, bs in enumerate(value):
         _positive(f, f"{fieldname}[{i}]", bs)
+        if bs > MAX_BATCH_SIZE:
+            raise MatrixError(f, f"{fieldname}[{i}]", f"{bs} concurrent requests is not a batch size a server holds",
+                              f"use at most {MAX_BATCH_SIZE} (the recipe's largest is 512)")
     if len(set(value)) != len(value):
         raise MatrixError(f, fieldname, "duplicate batch size", "list each batch size once")
     return tuple(value)
@@ -513,9 +521,10 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     ep = spec.get("enable_expert_parallel", False)
     _expect(f, f"{fn}.enable_expert_parallel", ep, bool, "true or false")
     gpus = _positive(f, f"{fn}.gpus", spec.get("gpus", tp * dp)) if hw.kind == "gpu" else 0
-    if hw.kind == "gpu" and tp * dp > gpus:
-        raise MatrixError(f, f"{fn}.gpus", f"{gpus} GPUs cannot hold tensor_parallel_size {tp} x data_parallel_size {dp}",
-                          f"set gpus to at least {tp * dp}")
+    if hw.kind == "gpu" and tp * dp != gpus:
+        # The server uses exactly tp x dp GPUs; a larger count would be gated and fingerprinted as GPUs it never uses.
+        raise MatrixError(f, f"{fn}.gpus", f"{gpus} GPUs, but the server uses tensor_parallel_size {tp} x data_parallel_size {dp} = {tp * dp}",
+                          f"set gpus to {tp * dp} (to use some of a node's GPUs, set CUDA_VISIBLE_DEVICES in env)")
     settings = _str_map(f, f"{fn}.settings", spec.get("settings", {}))
     for key, value in settings:
         if key not in SETTING_FLAGS:
@@ -600,6 +609,8 @@ def _rate(value: str) -> str | None:
 
 # What this suite knows of the benchmark's fields; the rest (e.g. which dataset names exist) vLLM decides.
 _BENCH_RANGES: dict[str, Any] = {
+    # The workloads are random prompts of set lengths (the recipe's --dataset-name random, with --random-input-len).
+    "dataset_name": lambda v: None if v == "random" else "must be random (the suite's workloads set --random-input-len)",
     "request_rate": _rate,
     "random_range_ratio": lambda v: None if math.isfinite(v) and 0 <= v < 1 else "must be a number from 0 up to (not including) 1",
     "seed": lambda v: None if v >= 0 else "must be 0 or more",

@@ -62,7 +62,7 @@ def pytest_runtest_makereport(item, call):
             case = f"{case}: {callspec.id}"
         obs = [v for k, v in item.user_properties if k == "observed"]
         _ROWS.append({"kind": mark.kwargs["kind"], "case": case, "test": item.nodeid, "outcome": rep.outcome,
-                      "observed": obs[-1] if obs else ""})
+                      "observed": obs[-1] if obs else "", "caught": mark.kwargs.get("caught", "")})
     return rep
 
 
@@ -81,8 +81,9 @@ def pytest_sessionfinish(session):
              "| fault (tried for real) | what the suite did | test | result |", "|---|---|---|---|"]
     lines += [f"| {esc(r['case'])} | {esc(r['observed'])} | `{r['test'].split('::')[-1]}` | {r['outcome']} |" for r in faults]
     lines += ["", f"## Bad input ({len(inputs)} tried, {sum(r['outcome'] == 'passed' for r in inputs)} refused as specified)", "",
-              "| bad input | the error it gets | test | result |", "|---|---|---|---|"]
-    lines += [f"| {esc(r['case'])} | {esc(r['observed'])} | `{r['test'].split('::')[-1]}` | {r['outcome']} |" for r in inputs]
+              "| bad input | caught | the error it gets | test | result |", "|---|---|---|---|---|"]
+    lines += [f"| {esc(r['case'])} | {esc(r['caught'])} | {esc(r['observed'])} | `{r['test'].split('::')[-1]}` | {r['outcome']} |"
+              for r in inputs]
     path = Path(target)
     if not path.is_absolute():
         path = REPO / path

@@ -46,7 +46,7 @@ def _good(tmp_path):
     return path
 
 
-@pytest.mark.reliability(kind="input", case="baseline file", per_param=True)
+@pytest.mark.reliability(kind="input", case="baseline file", per_param=True, caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too")
 @pytest.mark.parametrize("corrupt, field, fix", [
     (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
     (lambda t: "", "(json)", "move it aside"),

@@ -107,7 +107,7 @@ def test_project_test_matrix_adds_and_replaces_configs(project):
         "cpu-tiny-tp1-prompt_heavy-bs2]", "cpu-tiny-tp1-decode_heavy-bs2]", "cpu-tiny-tp1-balanced-bs2]"}
 
 
-@pytest.mark.reliability(kind="input", case="a project's test_matrix/ file that is meant as a matrix but is wrong")
+@pytest.mark.reliability(kind="input", case="a project's test_matrix/ file that is meant as a matrix but is wrong", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
     folder = project.mkdir("test_matrix")
     (folder / "mine.yaml").write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
@@ -164,7 +164,8 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
     rerun.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
 
 
-@pytest.mark.reliability(kind="input", case="pytest -n 2 (pytest-xdist) on the serving suite", per_param=True)
+@pytest.mark.reliability(kind="input", case="pytest -n 2 (pytest-xdist) on the serving suite", per_param=True,
+                         caught="at start-up (with a --dsr1-* option), or in each worker's collection (a path only)")
 @pytest.mark.parametrize("args", [["-m", "cpu", "--dsr1-model", "tiny"], ["test_matrix"]],
                          ids=["with --dsr1-* options", "a path only"])
 def test_xdist_is_refused_at_start(suite, args, observed):
@@ -191,7 +192,8 @@ def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, 
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": str(elsewhere / "python")}.get(option, str(elsewhere))
     if option == "--dsr1-matrix":
-        Path(value).write_text("configs: {}\n")
+        # A layer that replaces a config with itself: the selection stays the same 18 items.
+        Path(value).write_text("configs:\n  cpu-tiny-tp1: {hardware: cpu, model: tiny, settings: {gpu_memory_utilization: 0.15}}\n")
     if option == "--dsr1-python":
         # Outside any project (this repo's .venv is inside one, whose pyproject pytest would then read).
         Path(value).symlink_to(sys.executable)

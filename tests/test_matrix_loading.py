@@ -59,7 +59,7 @@ def test_minimal_matrix(tmp_path):
     assert m.configs[0].markers == ("cpu", "fp8", "tp")
 
 
-@pytest.mark.reliability(kind="input", case="matrix file", per_param=True)
+@pytest.mark.reliability(kind="input", case="matrix file", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 @pytest.mark.parametrize("mutate, field, fix", [
     (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
     (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
@@ -88,7 +88,7 @@ def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix, obser
     observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
-@pytest.mark.reliability(kind="input", case="matrix: duplicate config id across two files")
+@pytest.mark.reliability(kind="input", case="matrix: duplicate config id across two files", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 def test_duplicate_id_across_files(tmp_path, observed):
     write(tmp_path, BASE, "a.yaml")
     write(tmp_path, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
@@ -100,7 +100,7 @@ def test_duplicate_id_across_files(tmp_path, observed):
 def test_gpu_count_must_hold_the_parallelism(tmp_path):
     text = BASE + "  g: {hardware: gpu, model: m, tensor_parallel_size: 8, gpus: 4}\n"
     text = text.replace("hardware:\n", "hardware:\n  gpu: {kind: gpu, gpu_name: H200}\n", 1)
-    with pytest.raises(MatrixError, match="configs.g.gpus: 4 GPUs cannot hold"):
+    with pytest.raises(MatrixError, match=r"configs.g.gpus: 4 GPUs, but the server uses tensor_parallel_size 8 x data_parallel_size 1 = 8"):
         load_matrix(write(tmp_path, text))
 
 
@@ -155,6 +155,15 @@ def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
         load_matrix(base, over)  # named explicitly (--dsr1-matrix), every YAML file must be a matrix file
 
 
+@pytest.mark.reliability(kind="input", case="an empty matrix file named with --dsr1-matrix",
+                         caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+def test_an_empty_named_matrix_file_is_named(tmp_path, observed):
+    empty = write(tmp_path, "", "empty.yaml")
+    with pytest.raises(MatrixError, match=r"empty.yaml: \(file\): holds no models, hardware, workloads, configs.*Fix: add entries") as exc:
+        load_matrix(write(tmp_path, BASE, "base.yaml"), empty)
+    observed(str(exc.value).replace(str(tmp_path), "<dir>"))
+
+
 def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
     d = tmp_path / "layer"
     d.mkdir()
@@ -164,7 +173,7 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
         load_matrix(d)
 
 
-@pytest.mark.reliability(kind="input", case="matrix value that would misbehave later", per_param=True)
+@pytest.mark.reliability(kind="input", case="matrix value that would misbehave later", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 @pytest.mark.parametrize("patch, field", [
     (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .nan}"), "configs.c1.workload_scale"),
     (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .inf}"), "configs.c1.workload_scale"),
@@ -183,9 +192,18 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
     (lambda t: t + "benchmark: {random_range_ratio: 1.5}\n", "benchmark.random_range_ratio"),
     (lambda t: t + "benchmark: {request_rate: '-3'}\n", "benchmark.request_rate"),
     (lambda t: t + "benchmark: {num_warmups: -1}\n", "benchmark.num_warmups"),
+    (lambda t: t + "benchmark: {dataset_name: nosuch}\n", "benchmark.dataset_name"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_model_len: abc}}"),
+     "configs.c1.settings.max_model_len"),
+    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, batch_sizes: [1000000000]}"), "configs.c1.batch_sizes[0]"),
+    (lambda t: t.replace("  cpu: {kind: cpu, batch_sizes: [1, 4]}", "  cpu: {kind: cpu, batch_sizes: [1, 4], startup_timeout_s: .nan}"),
+     "hardware.cpu.startup_timeout_s"),
+    (lambda t: t.replace("  cpu: {kind: cpu, batch_sizes: [1, 4]}", "  cpu: {kind: cpu, batch_sizes: [1, 4]}\n  g: {kind: gpu, gpu_name: H200}")
+     .replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: g, model: m, tensor_parallel_size: 3, gpus: 8}"), "configs.c1.gpus"),
 ], ids=["workload_scale .nan", "workload_scale .inf", "hardware as a list", "model as a mapping", "id with a trailing newline",
         "env name with $(...)", "env name with ;", "generated:<unknown>", "throughput tolerance of 100%", "max_num_seqs -1",
-        "gpu_memory_utilization 1.5", "random_range_ratio 1.5", "request_rate -3", "num_warmups -1"])
+        "gpu_memory_utilization 1.5", "random_range_ratio 1.5", "request_rate -3", "num_warmups -1", "dataset_name nosuch",
+        "max_model_len abc", "batch size 10^9", "startup_timeout_s .nan", "tensor_parallel_size 3 with gpus 8"])
 def test_values_that_would_misbehave_later_are_refused(tmp_path, patch, field, observed):
     text = textwrap.dedent(BASE)
     bad = patch(text)

@@ -54,7 +54,7 @@ def test_markers_work_under_strict_markers(suite):
         result.stdout.fnmatch_lines([f"@pytest.mark.{m}*"])
 
 
-@pytest.mark.reliability(kind="input", case="--dsr1-model that is not in the matrix")
+@pytest.mark.reliability(kind="input", case="--dsr1-model that is not in the matrix", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     result = suite.runpytest("--dsr1-model", "fp16", "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -62,7 +62,7 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "fp16" in line))
 
 
-@pytest.mark.reliability(kind="input", case="bad option value", per_param=True)
+@pytest.mark.reliability(kind="input", case="bad option value", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 @pytest.mark.parametrize("args, message", [
     (["--dsr1-tolerance", "mean_ttft_ms=fast"], "*bad tolerance 'fast'*"),
     (["--dsr1-tolerance", "nosuch=10%"], "*unknown metric 'nosuch'*"),
@@ -85,7 +85,7 @@ def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "error" in line.lower()))
 
 
-@pytest.mark.reliability(kind="input", case="bad tolerance expression in the ini file")
+@pytest.mark.reliability(kind="input", case="bad tolerance expression in the ini file", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 def test_bad_ini_value_is_a_usage_error(suite, observed):
     suite.makeini("[pytest]\ndsr1_tolerance =\n    mean_ttft_ms=lots\n")
     result = suite.runpytest("test_matrix")
@@ -103,11 +103,12 @@ def test_ini_keys_select_like_options(suite):
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 54  # 18 CPU + 36 H200 tiny items
 
 
-@pytest.mark.reliability(kind="input", case="a path option that cannot work", per_param=True)
+@pytest.mark.reliability(kind="input", case="a path option that cannot work", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
 @pytest.mark.parametrize("args, message", [
     (["--dsr1-python", "/nonexistent/python"], "*--dsr1-python /nonexistent/python: no such executable*"),
     (["--dsr1-report", "/proc/dsr1-report"], "*--dsr1-report /proc/dsr1-report: cannot create it*"),
-], ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place"])
+    (["--dsr1-report", "/etc/hostname"], "*--dsr1-report /etc/hostname: cannot create it (File exists)*"),
+], ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place", "--dsr1-report naming a file"])
 def test_paths_are_checked_before_any_server_starts(suite, args, message, observed):
     result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -182,7 +183,7 @@ def test_quiet_in_a_project_without_a_matrix(pytester):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-@pytest.mark.reliability(kind="input", case="a broken baseline file, found before any server starts", per_param=True)
+@pytest.mark.reliability(kind="input", case="a broken baseline file, found before any server starts", per_param=True, caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too")
 @pytest.mark.parametrize("mode", [["--collect-only"], ["--dsr1-dry-run"], ["--dsr1-record"], []],
                          ids=["--collect-only", "--dsr1-dry-run", "--dsr1-record", "a comparing run"])
 def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode, observed):
