@@ -208,6 +208,24 @@ def _load(command: str) -> dict[str, str]:
     return out
 
 
+def not_comparable(entry: Entry | None, item_id: str, fingerprint: dict[str, Any], bench_command: str, path: Path) -> str | None:
+    """None when a baseline entry can be compared with a measurement (its fingerprint and benchmark command);
+    otherwise why not: missing, recorded on other hardware, or measured under another load."""
+    from pytest_dsr1.hardware import same_hardware
+
+    if entry is None:
+        return f"no baseline for {item_id} in {path}: run --dsr1-record to create it"
+    mismatch = same_hardware(entry.fingerprint, fingerprint)
+    if mismatch:
+        return f"{mismatch} ({path})"
+    load_changed = load_mismatch(entry.extra.get("bench_command"), bench_command)
+    if load_changed:
+        # Numbers measured under another load say nothing about this server.
+        return (f"the baseline for {item_id} in {path} was measured under a different load ({load_changed}); "
+                "re-record it with --dsr1-record")
+    return None
+
+
 def load_mismatch(recorded_command: str | None, current_command: str) -> str | None:
     """None when a baseline's benchmark ran the same load as now (or recorded no command); otherwise how
     the loads differ. Comparing numbers measured under different loads says nothing about the server."""

@@ -29,8 +29,8 @@ PRECISIONS = ("fp8", "fp4", "bf16")
 HARDWARE_KINDS = ("gpu", "cpu")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # matched in full: no trailing newline slips through
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-GENERATED_MODELS = ("generated:tiny",)
-MAX_BATCH_SIZE = 16384  # the models this project generates itself (pytest_dsr1.tiny)
+GENERATED_MODELS = ("generated:tiny",)  # the models this project generates itself (pytest_dsr1.tiny)
+MAX_BATCH_SIZE = 16384
 
 
 class MatrixError(ValueError):
@@ -240,8 +240,8 @@ def _is_matrix_data(data: Any) -> bool:
 def matrix_files(path: Path, foreign_ok: bool = False) -> list[Path]:
     """A matrix is a YAML file or a directory of them (read in name order).
 
-    With `foreign_ok` (a project's own `test_matrix/` folder, found by name), a missing folder, a folder without
-    YAML, or a YAML file with none of the matrix sections is not an error: that folder may belong to the project.
+    With `foreign_ok` (a project's own `test_matrix/` folder, found by name), a missing folder or a folder without
+    YAML is not an error: that folder may belong to the project (load_matrix also skips its non-matrix YAML).
     """
     path = Path(path)
     if path.is_dir():

@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pytest_dsr1 import report
-from pytest_dsr1.baseline import BaselineError, load_mismatch
+from pytest_dsr1.baseline import BaselineError, not_comparable
 from pytest_dsr1.compare import REGRESSED, STALE, compare, regressed
-from pytest_dsr1.hardware import same_hardware, skip_reason
+from pytest_dsr1.hardware import skip_reason
 from pytest_dsr1.matrix import (Matrix, MatrixError, MatrixLayer, ServerConfig, Workload, apply_settings, load_matrix,
                                 packaged_matrix_dir)
 from pytest_dsr1.metrics import KEY_METRICS, METRICS
@@ -430,7 +430,7 @@ class BaselineCheck:
             pytest.fail(f"{m.key}: {exc}", pytrace=False)
         entry = baseline.entries.get(m.key)
         source = baseline.path
-        problem = self._not_comparable(entry, m, baseline.path)
+        problem = not_comparable(entry, m.key, m.fingerprint, m.bench_command, baseline.path)
         if problem and opts.missing_baseline == "skip" and session.options.local_baselines is not None:
             # No committed baseline fits this machine: use (or start) this machine's own, so that a new machine
             # gets verdicts from its second run on. Nightly CI (--dsr1-missing-baseline=fail) never does this.
@@ -440,7 +440,7 @@ class BaselineCheck:
                 result.outcome, result.message = "failed", str(exc)
                 pytest.fail(f"{m.key}: {exc}", pytrace=False)
             local_entry = local.entries.get(m.key)
-            if self._not_comparable(local_entry, m, local.path) is None:
+            if not_comparable(local_entry, m.key, m.fingerprint, m.bench_command, local.path) is None:
                 entry, source = local_entry, local.path
                 session.local_baseline_uses.setdefault(str(local.path), []).append((m.key, "compared"))
                 result.message = f"compared with this machine's own baseline ({local.path}): {problem}"
@@ -506,21 +506,6 @@ class BaselineCheck:
         elif first_server is not None:
             result.message = note.strip()
         return verdicts
-
-    @staticmethod
-    def _not_comparable(entry: Any, m: Measurement, path: Path) -> str | None:
-        """None when `entry` can be compared with `m`; otherwise why not."""
-        if entry is None:
-            return f"no baseline for {m.key} in {path}: run --dsr1-record to create it"
-        mismatch = same_hardware(entry.fingerprint, m.fingerprint)
-        if mismatch:
-            return f"{mismatch} ({path})"
-        load_changed = load_mismatch(entry.extra.get("bench_command"), m.bench_command)
-        if load_changed:
-            # Numbers measured under another load say nothing about this server.
-            return (f"the baseline for {m.key} in {path} was measured under a different load ({load_changed}); "
-                    "re-record it with --dsr1-record")
-        return None
 
     def _confirmed(self, baseline: dict[str, list[float]], m: Measurement, tolerances: dict, metrics: tuple[str, ...]) -> tuple[list, int]:
         """The verdicts, after up to K extra runs on the same server while it looks regressed (--dsr1-confirm K)."""

@@ -22,8 +22,7 @@ from pytest_dsr1.compare import MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics import extract
 from pytest_dsr1.options import Options
-from pytest_dsr1.server import (ServerStartError, VllmServer, clean_stale, describe_exit, free_port, redact_env_secrets,
-                                stale_servers)
+from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
@@ -313,7 +312,7 @@ class Dsr1Session:
         while pending > 0:
             pending -= 1
             if not server.alive():
-                handle.error = (f"server {handle.config.id} is not running ({describe_exit(server.proc.returncode if server.proc else None)}); "
+                handle.error = (f"server {handle.config.id} is not running ({server.exit_description()}); "
                                 f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
                 handle.died = True
                 self.stop_server(handle)
@@ -341,7 +340,7 @@ class Dsr1Session:
             completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
             sent = workload.batch_size * handle.config.batches_per_sample
             if failed or completed < sent:
-                dead = "" if server.alive() else f" The server died ({describe_exit(server.proc.returncode if server.proc else None)})."
+                dead = "" if server.alive() else f" The server died ({server.exit_description()})."
                 errors = "\n".join(f"  {e}" for e in result.get("error_samples", []))
                 msg = (f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
                        f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
@@ -374,16 +373,11 @@ class Dsr1Session:
             raise cached
         return cached
 
-    def local_baseline_path(self, m: Measurement) -> Path | None:
-        """This machine's own baseline file for the item's hardware/model (None: --dsr1-local-baselines off)."""
-        if self.options.local_baselines is None:
-            return None
-        return bl.baseline_path(self.options.local_baselines / hardware.machine_key(m.fingerprint), m.config.hardware.name,
-                                m.config.model.name)
-
     def local_baseline_file(self, m: Measurement) -> bl.BaselineFile:
-        path = self.local_baseline_path(m)
-        assert path is not None
+        """This machine's own baseline file for the item's hardware/model (--dsr1-local-baselines must be on)."""
+        assert self.options.local_baselines is not None
+        path = bl.baseline_path(self.options.local_baselines / hardware.machine_key(m.fingerprint), m.config.hardware.name,
+                                m.config.model.name)
         try:
             return bl.load(path, m.config.hardware.name, m.config.model.name)
         except bl.BaselineError as exc:

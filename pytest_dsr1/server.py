@@ -161,6 +161,10 @@ class VllmServer:
         except requests.RequestException:
             return False
 
+    def exit_description(self) -> str:
+        """How the server process ended: 'exit code 1', 'exit code -11, killed by SIGSEGV'."""
+        return describe_exit(self.proc.returncode if self.proc else None)
+
     def engine_death(self) -> str | None:
         """What vLLM logged when its engine died under a still running API server, or None: an engine worker's exit
         code ('a worker exited with exit code -11, killed by SIGSEGV'), else its EngineDeadError."""
