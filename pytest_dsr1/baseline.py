@@ -91,13 +91,20 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
         raise BaselineError(path, "(top level)", "expected a JSON object", fix_restore)
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise BaselineError(path, "schema_version", f"unknown schema version {version!r} (this pytest-dsr1 reads {SCHEMA_VERSION})",
-                            "upgrade pytest-dsr1, or re-record the file with --dsr1-record")
+        raise BaselineError(
+            path,
+            "schema_version",
+            f"unknown schema version {version!r} (this pytest-dsr1 reads {SCHEMA_VERSION})",
+            "upgrade pytest-dsr1, or re-record the file with --dsr1-record",
+        )
     for key, want in (("hardware", hardware), ("model", model)):
         if data.get(key) != want:
             named = isinstance(data.get("hardware"), str) and isinstance(data.get("model"), str)
-            fix = (f"move the file to {baseline_path(path.parent.parent, data['hardware'], data['model'])} or point --dsr1-baselines elsewhere"
-                   if named else f"set \"{key}\": \"{want}\" if the file is for {hardware}/{model}; otherwise {_fix(path)}")
+            fix = (
+                f"move the file to {baseline_path(path.parent.parent, data['hardware'], data['model'])} or point --dsr1-baselines elsewhere"
+                if named
+                else f'set "{key}": "{want}" if the file is for {hardware}/{model}; otherwise {_fix(path)}'
+            )
             raise BaselineError(path, key, f"holds baselines for {key} {data.get(key)!r}, expected {want!r}", fix)
     entries = data.get("entries")
     if not isinstance(entries, dict):
@@ -120,13 +127,19 @@ def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
         raise BaselineError(path, where, "expected an object", _fix(path))
     prov = raw.get("provenance")
     if prov not in PROVENANCES:
-        raise BaselineError(path, f"{where}.provenance", f"unknown provenance {prov!r}", f"use one of: {', '.join(PROVENANCES)}")
+        raise BaselineError(
+            path, f"{where}.provenance", f"unknown provenance {prov!r}", f"use one of: {', '.join(PROVENANCES)}"
+        )
     fp = raw.get("fingerprint")
     if not isinstance(fp, dict):
         raise BaselineError(path, f"{where}.fingerprint", "missing or not an object", _fix(path))
     if fp.get("hardware") != hardware:
-        raise BaselineError(path, f"{where}.fingerprint.hardware", f"entry is for hardware {fp.get('hardware')!r}, this file is for {hardware!r}",
-                            "move the entry to the file of its hardware, or re-record it")
+        raise BaselineError(
+            path,
+            f"{where}.fingerprint.hardware",
+            f"entry is for hardware {fp.get('hardware')!r}, this file is for {hardware!r}",
+            "move the entry to the file of its hardware, or re-record it",
+        )
     metrics_raw = raw.get("metrics")
     if not isinstance(metrics_raw, dict) or not metrics_raw:
         raise BaselineError(path, f"{where}.metrics", "missing or empty", _fix(path))
@@ -135,17 +148,26 @@ def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
         # Older files hold one number per metric; newer ones every sample and their summary.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[name] = [float(value)]
-        elif isinstance(value, dict) and isinstance(value.get("samples"), list) and value["samples"] \
-                and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in value["samples"]):
+        elif (
+            isinstance(value, dict)
+            and isinstance(value.get("samples"), list)
+            and value["samples"]
+            and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in value["samples"])
+        ):
             metrics[name] = [float(s) for s in value["samples"]]
         else:
-            raise BaselineError(path, f"{where}.metrics.{name}", f"expected a number or {{\"samples\": [...]}}, got {value!r}",
-                                _fix(path))
+            raise BaselineError(
+                path, f"{where}.metrics.{name}", f'expected a number or {{"samples": [...]}}, got {value!r}', _fix(path)
+            )
         bad = [s for s in metrics[name] if not (math.isfinite(s) and s > 0)]
         if bad:
             # NaN, infinity, 0 or a negative number would turn the gate off: every comparison would pass.
-            raise BaselineError(path, f"{where}.metrics.{name}", f"{bad[0]!r} is not a finite positive number, so nothing "
-                                "could be compared against it", _fix(path))
+            raise BaselineError(
+                path,
+                f"{where}.metrics.{name}",
+                f"{bad[0]!r} is not a finite positive number, so nothing could be compared against it",
+                _fix(path),
+            )
     extra = {k: v for k, v in raw.items() if k not in ("provenance", "date", "fingerprint", "metrics")}
     return Entry(metrics, prov, str(raw.get("date", "")), fp, extra)
 
@@ -194,8 +216,17 @@ def record(path: Path, hardware: str, model: str, item_id: str, entry: Entry) ->
 
 
 # The benchmark flags that define the load. Anything else (warm-ups, host, port, report flags) may differ.
-LOAD_FLAGS = ("--dataset-name", "--random-input-len", "--random-output-len", "--num-prompts", "--max-concurrency",
-              "--request-rate", "--random-range-ratio", "--seed", "--ignore-eos")
+LOAD_FLAGS = (
+    "--dataset-name",
+    "--random-input-len",
+    "--random-output-len",
+    "--num-prompts",
+    "--max-concurrency",
+    "--request-rate",
+    "--random-range-ratio",
+    "--seed",
+    "--ignore-eos",
+)
 
 
 def _load(command: str) -> dict[str, str]:
@@ -208,7 +239,9 @@ def _load(command: str) -> dict[str, str]:
     return out
 
 
-def not_comparable(entry: Entry | None, item_id: str, fingerprint: dict[str, Any], bench_command: str, path: Path) -> str | None:
+def not_comparable(
+    entry: Entry | None, item_id: str, fingerprint: dict[str, Any], bench_command: str, path: Path
+) -> str | None:
     """None when a baseline entry can be compared with a measurement (its fingerprint and benchmark command);
     otherwise why not: missing, recorded on other hardware, or measured under another load."""
     from pytest_dsr1.hardware import same_hardware
@@ -221,8 +254,10 @@ def not_comparable(entry: Entry | None, item_id: str, fingerprint: dict[str, Any
     load_changed = load_mismatch(entry.extra.get("bench_command"), bench_command)
     if load_changed:
         # Numbers measured under another load say nothing about this server.
-        return (f"the baseline for {item_id} in {path} was measured under a different load ({load_changed}); "
-                "re-record it with --dsr1-record")
+        return (
+            f"the baseline for {item_id} in {path} was measured under a different load ({load_changed}); "
+            "re-record it with --dsr1-record"
+        )
     return None
 
 
@@ -232,6 +267,9 @@ def load_mismatch(recorded_command: str | None, current_command: str) -> str | N
     if not recorded_command:
         return None
     before, now = _load(recorded_command), _load(current_command)
-    diffs = [f"{flag} {before.get(flag, '(absent)')} in the baseline, {now.get(flag, '(absent)')} now"
-             for flag in LOAD_FLAGS if before.get(flag) != now.get(flag)]
+    diffs = [
+        f"{flag} {before.get(flag, '(absent)')} in the baseline, {now.get(flag, '(absent)')} now"
+        for flag in LOAD_FLAGS
+        if before.get(flag) != now.get(flag)
+    ]
     return "; ".join(diffs) or None

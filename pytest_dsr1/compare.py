@@ -42,13 +42,24 @@ class MetricVerdict:
         return self.verdict == REGRESSED
 
 
-def compare_metric(metric: str, baseline: list[float], measured: list[float], tol: Tolerance,
-                   alpha: float = 0.05) -> MetricVerdict:
+def compare_metric(
+    metric: str, baseline: list[float], measured: list[float], tol: Tolerance, alpha: float = 0.05
+) -> MetricVerdict:
     info = METRICS[metric]
     if not baseline or not measured:
         what = "baseline" if not baseline else "this run"
-        return MetricVerdict(metric, _med(baseline), _med(measured), None, str(tol), NOT_COMPARED,
-                             f"no {metric} in {what}", None, tuple(baseline), tuple(measured))
+        return MetricVerdict(
+            metric,
+            _med(baseline),
+            _med(measured),
+            None,
+            str(tol),
+            NOT_COMPARED,
+            f"no {metric} in {what}",
+            None,
+            tuple(baseline),
+            tuple(measured),
+        )
     b, m = statistics.median(baseline), statistics.median(measured)
     allowed = tol.allowed(b)
     delta = m - b
@@ -59,23 +70,67 @@ def compare_metric(metric: str, baseline: list[float], measured: list[float], to
     if not worse:
         if abs(delta) > STALE_FACTOR * allowed:
             pct = abs(delta) / b * 100 if b else float("inf")
-            return MetricVerdict(metric, b, m, allowed, str(tol), STALE,
-                                 f"{'faster' if info.higher_is_better or metric.endswith('_ms') else 'better'} than baseline by {pct:.0f}%: re-record?", **common)
-        return MetricVerdict(metric, b, m, allowed, str(tol), IMPROVED, "better than baseline beyond tolerance", **common)
+            return MetricVerdict(
+                metric,
+                b,
+                m,
+                allowed,
+                str(tol),
+                STALE,
+                f"{'faster' if info.higher_is_better or metric.endswith('_ms') else 'better'} than baseline by {pct:.0f}%: re-record?",
+                **common,
+            )
+        return MetricVerdict(
+            metric, b, m, allowed, str(tol), IMPROVED, "better than baseline beyond tolerance", **common
+        )
     n = min(len(baseline), len(measured))
     if n < MIN_SAMPLES_FOR_TEST:
-        return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
-                             f"beyond tolerance; tolerance only (n={len(baseline)} baseline vs {len(measured)} measured: too few samples for a noise test)", **common)
+        return MetricVerdict(
+            metric,
+            b,
+            m,
+            allowed,
+            str(tol),
+            REGRESSED,
+            f"beyond tolerance; tolerance only (n={len(baseline)} baseline vs {len(measured)} measured: too few samples for a noise test)",
+            **common,
+        )
     try:
         p = _mann_whitney_p(baseline, measured, info.higher_is_better)
     except ImportError:
-        return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
-                             "beyond tolerance; tolerance only (scipy is not installed: no noise test)", **common)
+        return MetricVerdict(
+            metric,
+            b,
+            m,
+            allowed,
+            str(tol),
+            REGRESSED,
+            "beyond tolerance; tolerance only (scipy is not installed: no noise test)",
+            **common,
+        )
     if p <= alpha:
-        return MetricVerdict(metric, b, m, allowed, str(tol), REGRESSED,
-                             f"beyond tolerance and significant (Mann-Whitney p={p:.3f} <= {alpha})", p, **common)
-    return MetricVerdict(metric, b, m, allowed, str(tol), NOISE,
-                         f"beyond tolerance but within noise (Mann-Whitney p={p:.3f} > {alpha})", p, **common)
+        return MetricVerdict(
+            metric,
+            b,
+            m,
+            allowed,
+            str(tol),
+            REGRESSED,
+            f"beyond tolerance and significant (Mann-Whitney p={p:.3f} <= {alpha})",
+            p,
+            **common,
+        )
+    return MetricVerdict(
+        metric,
+        b,
+        m,
+        allowed,
+        str(tol),
+        NOISE,
+        f"beyond tolerance but within noise (Mann-Whitney p={p:.3f} > {alpha})",
+        p,
+        **common,
+    )
 
 
 def _mann_whitney_p(baseline: list[float], measured: list[float], higher_is_better: bool) -> float:
@@ -90,9 +145,17 @@ def _med(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def compare(baseline: dict[str, list[float]], measured: dict[str, list[float]], tolerances: dict[str, Tolerance],
-            metrics: tuple[str, ...], alpha: float = 0.05) -> list[MetricVerdict]:
-    return [compare_metric(name, baseline.get(name, []), measured.get(name, []), tolerances[name], alpha) for name in metrics]
+def compare(
+    baseline: dict[str, list[float]],
+    measured: dict[str, list[float]],
+    tolerances: dict[str, Tolerance],
+    metrics: tuple[str, ...],
+    alpha: float = 0.05,
+) -> list[MetricVerdict]:
+    return [
+        compare_metric(name, baseline.get(name, []), measured.get(name, []), tolerances[name], alpha)
+        for name in metrics
+    ]
 
 
 def regressed(verdicts: list[MetricVerdict]) -> list[MetricVerdict]:

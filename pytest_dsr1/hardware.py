@@ -133,9 +133,15 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
     if config.hardware.kind == "gpu":
         matching = [g for g in host.gpus if config.hardware.gpu_name.lower() in g.name.lower()]  # type: ignore[union-attr]
         # The host CPU is recorded, not matched: it moves launch-bound numbers (small models, batch 1).
-        fp.update(gpu_model=matching[0].name if matching else None, gpu_count=config.gpus,
-                  gpu_memory_mib=matching[0].memory_mib if matching else None,
-                  driver=host.driver, cuda=host.cuda, host_cpu=host.cpu_model, host_cpu_count=host.cpu_count)
+        fp.update(
+            gpu_model=matching[0].name if matching else None,
+            gpu_count=config.gpus,
+            gpu_memory_mib=matching[0].memory_mib if matching else None,
+            driver=host.driver,
+            cuda=host.cuda,
+            host_cpu=host.cpu_model,
+            host_cpu_count=host.cpu_count,
+        )
     else:
         fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count)
     return fp
@@ -170,8 +176,12 @@ def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | No
     if not exe:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [exe, "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -123,7 +124,9 @@ class ServerConfig:
     workloads: tuple[str, ...] = ()  # names of the workloads it runs; empty: all
     repeat: int | None = None  # measured runs per item; None: the hardware's
     confirm: int | None = None  # extra runs of a regressed-looking item; None: the hardware's
-    confirm_restarts: int | None = None  # fresh servers a config may start to confirm a regression; None: the hardware's
+    confirm_restarts: int | None = (
+        None  # fresh servers a config may start to confirm a regression; None: the hardware's
+    )
     warmup_at_concurrency: bool = False  # warm up with max(num_warmups, batch size) requests
     description: str = ""
     # Why this config is not run anywhere (a known crash in the serving stack): its items skip with this reason,
@@ -207,13 +210,44 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 _TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 _MODEL_KEYS = {"id", "precision", "description"}
-_HW_KEYS = {"kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "warmup_at_concurrency", "workload_scale",
-            "batch_sizes", "tolerances", "batches_per_sample", "confirm_restarts"}
+_HW_KEYS = {
+    "kind",
+    "gpu_name",
+    "startup_timeout_s",
+    "bench_timeout_s",
+    "repeat",
+    "confirm",
+    "warmup_at_concurrency",
+    "workload_scale",
+    "batch_sizes",
+    "tolerances",
+    "batches_per_sample",
+    "confirm_restarts",
+}
 _WL_KEYS = {"input_len", "output_len"}
-_CONFIG_KEYS = {"hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size",
-                "enable_expert_parallel", "precision", "env", "settings", "extra_args", "workload_scale",
-                "batch_sizes", "tolerances", "description", "workloads", "repeat", "confirm", "warmup_at_concurrency",
-                "batches_per_sample", "confirm_restarts", "skip"}
+_CONFIG_KEYS = {
+    "hardware",
+    "model",
+    "gpus",
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "precision",
+    "env",
+    "settings",
+    "extra_args",
+    "workload_scale",
+    "batch_sizes",
+    "tolerances",
+    "description",
+    "workloads",
+    "repeat",
+    "confirm",
+    "warmup_at_concurrency",
+    "batches_per_sample",
+    "confirm_restarts",
+    "skip",
+}
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
 
 
@@ -247,12 +281,22 @@ def matrix_files(path: Path, foreign_ok: bool = False) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         if not files and not foreign_ok:
-            raise MatrixError(path, "(directory)", "no *.yaml files found", "point --dsr1-matrix at a matrix file or a directory of them")
+            raise MatrixError(
+                path,
+                "(directory)",
+                "no *.yaml files found",
+                "point --dsr1-matrix at a matrix file or a directory of them",
+            )
         return files
     if not path.exists():
         if foreign_ok:
             return []
-        raise MatrixError(path, "(file)", "does not exist", "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix file or directory")
+        raise MatrixError(
+            path,
+            "(file)",
+            "does not exist",
+            "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix file or directory",
+        )
     return [path]
 
 
@@ -260,7 +304,9 @@ def _read(f: Path) -> Any:
     try:
         return yaml.load(f.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise MatrixError(f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown") from None
+        raise MatrixError(
+            f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MatrixError(f, "(file)", f"cannot be read: {exc}", "make it a readable UTF-8 YAML file") from None
 
@@ -310,44 +356,77 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
             _no_unknown(f, "(top level)", data, _TOP_KEYS)
             for section in raw:
                 entries = data.get(section) or {}
-                _expect(f, section, entries, dict, f"a mapping of {section[:-1] if section != 'hardware' else section} name to its settings")
+                _expect(
+                    f,
+                    section,
+                    entries,
+                    dict,
+                    f"a mapping of {section[:-1] if section != 'hardware' else section} name to its settings",
+                )
                 for name, spec in entries.items():
                     if name in seen[section]:
-                        raise MatrixError(f, f"{section}.{name}", f"duplicate id (also defined in {seen[section][name]})", "give each entry a unique id")
+                        raise MatrixError(
+                            f,
+                            f"{section}.{name}",
+                            f"duplicate id (also defined in {seen[section][name]})",
+                            "give each entry a unique id",
+                        )
                     seen[section][name] = f
                     raw[section][name] = (f, spec)
             if "benchmark" in data:
                 if layer_benchmark is not None:
-                    raise MatrixError(f, "benchmark", f"defined twice (also in {layer_benchmark})", "keep one benchmark section")
+                    raise MatrixError(
+                        f, "benchmark", f"defined twice (also in {layer_benchmark})", "keep one benchmark section"
+                    )
                 layer_benchmark = f
                 benchmark = (f, data["benchmark"])
             if "tolerances" in data:
                 if layer_tolerances is not None:
-                    raise MatrixError(f, "tolerances", f"defined twice (also in {layer_tolerances})", "keep one default tolerances section")
+                    raise MatrixError(
+                        f,
+                        "tolerances",
+                        f"defined twice (also in {layer_tolerances})",
+                        "keep one default tolerances section",
+                    )
                 layer_tolerances = f
                 tolerances = (f, data["tolerances"])
         for name in seen["configs"]:
             own_workloads[name] = tuple(seen["workloads"])
         if not layer.foreign_ok and not any(seen.values()) and layer_benchmark is None and layer_tolerances is None:
             # Named on purpose (--dsr1-matrix), a file that adds nothing is a mistake worth naming.
-            raise MatrixError(layer.path, "(file)", "holds no models, hardware, workloads, configs, benchmark or tolerances",
-                              "add entries to it, or leave --dsr1-matrix out")
+            raise MatrixError(
+                layer.path,
+                "(file)",
+                "holds no models, hardware, workloads, configs, benchmark or tolerances",
+                "add entries to it, or leave --dsr1-matrix out",
+            )
 
     models = {name: _model(f, name, spec) for name, (f, spec) in raw["models"].items()}
     hardware = {name: _hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
     workloads = tuple(_workload(f, name, spec) for name, (f, spec) in raw["workloads"].items())
-    configs = tuple(_config(f, name, spec, models, hardware, own_workloads.get(name, ())) for name, (f, spec) in raw["configs"].items())
+    configs = tuple(
+        _config(f, name, spec, models, hardware, own_workloads.get(name, ()))
+        for name, (f, spec) in raw["configs"].items()
+    )
     known = {w.name for w in workloads}
     for c in configs:
         for i, name in enumerate(c.workloads):
             if name not in known:
-                raise MatrixError(c.source, f"configs.{c.id}.workloads[{i}]", f"unknown workload {name!r}",
-                                  f"use one of: {', '.join(sorted(known)) or '(none defined)'}")
+                raise MatrixError(
+                    c.source,
+                    f"configs.{c.id}.workloads[{i}]",
+                    f"unknown workload {name!r}",
+                    f"use one of: {', '.join(sorted(known)) or '(none defined)'}",
+                )
     bench = _benchmark(*benchmark) if benchmark else BenchmarkSettings()
     tols = _tolerances(tolerances[0], "tolerances", tolerances[1]) if tolerances else ()
     if configs and not workloads:
-        raise MatrixError(configs[0].source, "workloads", "no workloads defined",
-                          "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}")
+        raise MatrixError(
+            configs[0].source,
+            "workloads",
+            "no workloads defined",
+            "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}",
+        )
     return Matrix(models, hardware, workloads, configs, bench, tols, tuple(str(f) for f in all_files), tuple(ignored))
 
 
@@ -360,15 +439,23 @@ def _expect(f: Path, fieldname: str, value: Any, types: type | tuple, what: str)
     else:
         ok = isinstance(value, types)
     if not ok:
-        raise MatrixError(f, fieldname, f"expected {what}, got {type(value).__name__} {value!r}", f"make {fieldname} {what}")
+        raise MatrixError(
+            f, fieldname, f"expected {what}, got {type(value).__name__} {value!r}", f"make {fieldname} {what}"
+        )
 
 
 def _no_unknown(f: Path, fieldname: str, spec: dict, allowed: Iterable[str]) -> None:
     unknown = sorted(set(map(str, spec)) - set(allowed))
     if unknown:
-        key = unknown[0] if unknown[0].strip() and unknown[0].isprintable() else repr(unknown[0])  # '' or '\n' stay visible
-        raise MatrixError(f, f"{fieldname}.{key}" if fieldname != "(top level)" else key,
-                          "unknown key", f"use one of: {', '.join(sorted(allowed))}")
+        key = (
+            unknown[0] if unknown[0].strip() and unknown[0].isprintable() else repr(unknown[0])
+        )  # '' or '\n' stay visible
+        raise MatrixError(
+            f,
+            f"{fieldname}.{key}" if fieldname != "(top level)" else key,
+            "unknown key",
+            f"use one of: {', '.join(sorted(allowed))}",
+        )
 
 
 def _check_id(f: Path, section: str, name: Any) -> str:
@@ -378,7 +465,13 @@ def _check_id(f: Path, section: str, name: Any) -> str:
 
 
 def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
-    _expect(f, fieldname, value, (int, float) if kind is float else int, "a positive number" if kind is float else "a positive integer")
+    _expect(
+        f,
+        fieldname,
+        value,
+        (int, float) if kind is float else int,
+        "a positive number" if kind is float else "a positive integer",
+    )
     if not math.isfinite(value):
         raise MatrixError(f, fieldname, f"must be a finite number, got {value}", f"set {fieldname} to a number above 0")
     if value <= 0:
@@ -407,8 +500,12 @@ def _model(f: Path, name: str, spec: Any) -> Model:
             raise MatrixError(f, f"models.{name}.{key}", "missing", f"add {key}")
     _expect(f, f"models.{name}.id", spec["id"], str, "a string (a Hugging Face id, a path, or generated:tiny)")
     if spec["id"].startswith("generated:") and spec["id"] not in GENERATED_MODELS:
-        raise MatrixError(f, f"models.{name}.id", f"no generated model {spec['id']!r}",
-                          f"use one of: {', '.join(GENERATED_MODELS)} (or a Hugging Face id or a path)")
+        raise MatrixError(
+            f,
+            f"models.{name}.id",
+            f"no generated model {spec['id']!r}",
+            f"use one of: {', '.join(GENERATED_MODELS)} (or a Hugging Face id or a path)",
+        )
     _precision(f, f"models.{name}.precision", spec["precision"])
     return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")))
 
@@ -426,8 +523,12 @@ def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
     for i, bs in enumerate(value):
         _positive(f, f"{fieldname}[{i}]", bs)
         if bs > MAX_BATCH_SIZE:
-            raise MatrixError(f, f"{fieldname}[{i}]", f"{bs} concurrent requests is not a batch size a server holds",
-                              f"use at most {MAX_BATCH_SIZE} (the recipe's largest is 512)")
+            raise MatrixError(
+                f,
+                f"{fieldname}[{i}]",
+                f"{bs} concurrent requests is not a batch size a server holds",
+                f"use at most {MAX_BATCH_SIZE} (the recipe's largest is 512)",
+            )
     if len(set(value)) != len(value):
         raise MatrixError(f, fieldname, "duplicate batch size", "list each batch size once")
     return tuple(value)
@@ -447,8 +548,13 @@ def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Toleranc
         try:
             out.append((metric, gate_tolerance(metric, parse_tolerance(str(expr)))))
         except ToleranceError as exc:
-            raise MatrixError(f, f"{fieldname}.{metric}", str(exc), "write a tolerance like '10%' or '15%:5' (relative, then absolute floor), "
-                              "or off to record the metric without gating it") from None
+            raise MatrixError(
+                f,
+                f"{fieldname}.{metric}",
+                str(exc),
+                "write a tolerance like '10%' or '15%:5' (relative, then absolute floor), "
+                "or off to record the metric without gating it",
+            ) from None
     return tuple(out)
 
 
@@ -487,8 +593,11 @@ def _workload(f: Path, name: str, spec: Any) -> WorkloadDef:
     for key in _WL_KEYS:
         if key not in spec:
             raise MatrixError(f, f"workloads.{name}.{key}", "missing", f"add {key}")
-    return WorkloadDef(name, _positive(f, f"workloads.{name}.input_len", spec["input_len"]),
-                       _positive(f, f"workloads.{name}.output_len", spec["output_len"]))
+    return WorkloadDef(
+        name,
+        _positive(f, f"workloads.{name}.input_len", spec["input_len"]),
+        _positive(f, f"workloads.{name}.output_len", spec["output_len"]),
+    )
 
 
 def _str_map(f: Path, fieldname: str, spec: Any, env: bool = False) -> tuple[tuple[str, str], ...]:
@@ -497,24 +606,41 @@ def _str_map(f: Path, fieldname: str, spec: Any, env: bool = False) -> tuple[tup
     for k, v in spec.items():
         if env and not (isinstance(k, str) and _ENV_NAME_RE.fullmatch(k)):
             # A paste-ready command line puts the name unquoted before the command: it must be a plain name.
-            raise MatrixError(f, f"{fieldname}.{k}", "not an environment variable name",
-                              "use letters, digits and '_', not starting with a digit (e.g. VLLM_USE_DEEP_GEMM)")
+            raise MatrixError(
+                f,
+                f"{fieldname}.{k}",
+                "not an environment variable name",
+                "use letters, digits and '_', not starting with a digit (e.g. VLLM_USE_DEEP_GEMM)",
+            )
         _expect(f, f"{fieldname}.{k}", v, (str, int, float), "a string or a number")
         out.append((str(k), str(v)))
     return tuple(out)
 
 
-def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware: Mapping[str, Hardware],
-            default_workloads: tuple[str, ...] = ()) -> ServerConfig:
+def _config(
+    f: Path,
+    cid: str,
+    spec: Any,
+    models: Mapping[str, Model],
+    hardware: Mapping[str, Hardware],
+    default_workloads: tuple[str, ...] = (),
+) -> ServerConfig:
     _check_id(f, "configs", cid)
     fn = f"configs.{cid}"
     _expect(f, fn, spec, dict, "a mapping")
     _no_unknown(f, fn, spec, _CONFIG_KEYS)
     hw_name, model_name = spec.get("hardware"), spec.get("model")
     if not isinstance(hw_name, str) or hw_name not in hardware:
-        raise MatrixError(f, f"{fn}.hardware", f"unknown hardware {hw_name!r}", f"use one of: {', '.join(hardware) or '(none defined)'}")
+        raise MatrixError(
+            f,
+            f"{fn}.hardware",
+            f"unknown hardware {hw_name!r}",
+            f"use one of: {', '.join(hardware) or '(none defined)'}",
+        )
     if not isinstance(model_name, str) or model_name not in models:
-        raise MatrixError(f, f"{fn}.model", f"unknown model {model_name!r}", f"use one of: {', '.join(models) or '(none defined)'}")
+        raise MatrixError(
+            f, f"{fn}.model", f"unknown model {model_name!r}", f"use one of: {', '.join(models) or '(none defined)'}"
+        )
     hw, model = hardware[hw_name], models[model_name]
     tp = _positive(f, f"{fn}.tensor_parallel_size", spec.get("tensor_parallel_size", 1))
     dp = _positive(f, f"{fn}.data_parallel_size", spec.get("data_parallel_size", 1))
@@ -523,15 +649,24 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
     gpus = _positive(f, f"{fn}.gpus", spec.get("gpus", tp * dp)) if hw.kind == "gpu" else 0
     if hw.kind == "gpu" and tp * dp != gpus:
         # The server uses exactly tp x dp GPUs; a larger count would be gated and fingerprinted as GPUs it never uses.
-        raise MatrixError(f, f"{fn}.gpus", f"{gpus} GPUs, but the server uses tensor_parallel_size {tp} x data_parallel_size {dp} = {tp * dp}",
-                          f"set gpus to {tp * dp} (to use some of a node's GPUs, set CUDA_VISIBLE_DEVICES in env)")
+        raise MatrixError(
+            f,
+            f"{fn}.gpus",
+            f"{gpus} GPUs, but the server uses tensor_parallel_size {tp} x data_parallel_size {dp} = {tp * dp}",
+            f"set gpus to {tp * dp} (to use some of a node's GPUs, set CUDA_VISIBLE_DEVICES in env)",
+        )
     settings = _str_map(f, f"{fn}.settings", spec.get("settings", {}))
     for key, value in settings:
         if key not in SETTING_FLAGS:
             raise MatrixError(f, f"{fn}.settings.{key}", "unknown setting", f"use one of: {', '.join(SETTING_FLAGS)}")
         problem = setting_problem(key, value)
         if problem:
-            raise MatrixError(f, f"{fn}.settings.{key}", f"{value!r} {problem}", f"set {fn}.settings.{key} to a value that {problem.replace('must be', 'is')}")
+            raise MatrixError(
+                f,
+                f"{fn}.settings.{key}",
+                f"{value!r} {problem}",
+                f"set {fn}.settings.{key} to a value that {problem.replace('must be', 'is')}",
+            )
     extra = spec.get("extra_args", [])
     _expect(f, f"{fn}.extra_args", extra, list, "a list of strings (one argv token each)")
     for i, a in enumerate(extra):
@@ -570,10 +705,14 @@ def _config(f: Path, cid: str, spec: Any, models: Mapping[str, Model], hardware:
         env=_str_map(f, f"{fn}.env", spec.get("env", {}), env=True),
         settings=settings,
         extra_args=tuple(extra),
-        workload_scale=float(_positive(f, f"{fn}.workload_scale", spec.get("workload_scale", hw.workload_scale), float)),
+        workload_scale=float(
+            _positive(f, f"{fn}.workload_scale", spec.get("workload_scale", hw.workload_scale), float)
+        ),
         batch_sizes=_batch_sizes(f, f"{fn}.batch_sizes", spec.get("batch_sizes", list(hw.batch_sizes))),
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
-        batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", hw.batches_per_sample)),
+        batches_per_sample=_positive(
+            f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", hw.batches_per_sample)
+        ),
         description=str(spec.get("description", "")),
         skip=skip.strip(),
         source=str(f),
@@ -594,7 +733,12 @@ def _benchmark(f: Path, spec: Any) -> BenchmarkSettings:
         _expect(f, f"benchmark.{key}", value, want, f"a {want.__name__}")
         problem = _BENCH_RANGES.get(key, lambda v: None)(value)
         if problem:
-            raise MatrixError(f, f"benchmark.{key}", f"{value!r}: {problem}", f"give benchmark.{key} {problem.replace('must be ', '')}")
+            raise MatrixError(
+                f,
+                f"benchmark.{key}",
+                f"{value!r}: {problem}",
+                f"give benchmark.{key} {problem.replace('must be ', '')}",
+            )
         kw[key] = value
     return BenchmarkSettings(**kw)
 
@@ -610,9 +754,13 @@ def _rate(value: str) -> str | None:
 # What this suite knows of the benchmark's fields; the rest (e.g. which dataset names exist) vLLM decides.
 _BENCH_RANGES: dict[str, Any] = {
     # The workloads are random prompts of set lengths (the recipe's --dataset-name random, with --random-input-len).
-    "dataset_name": lambda v: None if v == "random" else "must be random (the suite's workloads set --random-input-len)",
+    "dataset_name": lambda v: (
+        None if v == "random" else "must be random (the suite's workloads set --random-input-len)"
+    ),
     "request_rate": _rate,
-    "random_range_ratio": lambda v: None if math.isfinite(v) and 0 <= v < 1 else "must be a number from 0 up to (not including) 1",
+    "random_range_ratio": lambda v: (
+        None if math.isfinite(v) and 0 <= v < 1 else "must be a number from 0 up to (not including) 1"
+    ),
     "seed": lambda v: None if v >= 0 else "must be 0 or more",
     "num_warmups": lambda v: None if v >= 0 else "must be 0 or more",
 }

@@ -37,6 +37,7 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
 
 def _number(convert: Any, ok: Any, what: str, bound: str) -> Any:
     """An argparse type: `convert` the text, then check it with `ok`; errors say what was expected."""
+
     def parse(text: str) -> Any:
         try:
             value = convert(text)
@@ -47,6 +48,7 @@ def _number(convert: Any, ok: Any, what: str, bound: str) -> Any:
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{text!r}: {bound}")
         return value
+
     return parse
 
 
@@ -64,34 +66,138 @@ def parse_missing_baseline(text: str) -> str:
 
 # (option, ini key, type parser or None for a flag, default, help)
 _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
-    ("--dsr1-model", "dsr1_model", str, None, "NAME", "model/precision to run (from the matrix's models, e.g. fp8, fp4, tiny); default: all"),
-    ("--dsr1-record", "dsr1_record", None, False, "", "measure and write the results as new baselines instead of comparing"),
-    ("--dsr1-baselines", "dsr1_baselines", str, "baselines", "DIR", "baseline directory (default: baselines in the rootdir)"),
-    ("--dsr1-local-baselines", "dsr1_local_baselines", str, None, "DIR|off",
-     "where a machine with no comparable baseline keeps its own, per machine fingerprint, so that its next run compares "
-     "(default: $DSR1_LOCAL_BASELINES or ~/.cache/pytest-dsr1/baselines; off: never)"),
-    ("--dsr1-matrix", "dsr1_matrix", str, None, "PATH",
-     "matrix YAML file or directory that adds or replaces configs of the recipe matrix shipped with pytest-dsr1 "
-     "(default: the shipped matrix, plus test_matrix/*.yaml in the rootdir)"),
-    ("--dsr1-dry-run", "dsr1_dry_run", None, False, "", "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing"),
-    ("--dsr1-repeat", "dsr1_repeat", parse_positive_int, None, "N", "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)"),
-    ("--dsr1-confirm", "dsr1_confirm", parse_non_negative_int, None, "K",
-     "when an item looks regressed, re-run it up to K more times before failing (default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)"),
-    ("--dsr1-alpha", "dsr1_alpha", parse_alpha, 0.05, "P", "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)"),
-    ("--dsr1-missing-baseline", "dsr1_missing_baseline", parse_missing_baseline, "skip", "skip|fail",
-     "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail"),
-    ("--dsr1-startup-timeout", "dsr1_startup_timeout", parse_seconds, None, "SECONDS", "server readiness deadline (default: the hardware's startup_timeout_s)"),
+    (
+        "--dsr1-model",
+        "dsr1_model",
+        str,
+        None,
+        "NAME",
+        "model/precision to run (from the matrix's models, e.g. fp8, fp4, tiny); default: all",
+    ),
+    (
+        "--dsr1-record",
+        "dsr1_record",
+        None,
+        False,
+        "",
+        "measure and write the results as new baselines instead of comparing",
+    ),
+    (
+        "--dsr1-baselines",
+        "dsr1_baselines",
+        str,
+        "baselines",
+        "DIR",
+        "baseline directory (default: baselines in the rootdir)",
+    ),
+    (
+        "--dsr1-local-baselines",
+        "dsr1_local_baselines",
+        str,
+        None,
+        "DIR|off",
+        "where a machine with no comparable baseline keeps its own, per machine fingerprint, so that its next run compares "
+        "(default: $DSR1_LOCAL_BASELINES or ~/.cache/pytest-dsr1/baselines; off: never)",
+    ),
+    (
+        "--dsr1-matrix",
+        "dsr1_matrix",
+        str,
+        None,
+        "PATH",
+        "matrix YAML file or directory that adds or replaces configs of the recipe matrix shipped with pytest-dsr1 "
+        "(default: the shipped matrix, plus test_matrix/*.yaml in the rootdir)",
+    ),
+    (
+        "--dsr1-dry-run",
+        "dsr1_dry_run",
+        None,
+        False,
+        "",
+        "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing",
+    ),
+    (
+        "--dsr1-repeat",
+        "dsr1_repeat",
+        parse_positive_int,
+        None,
+        "N",
+        "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)",
+    ),
+    (
+        "--dsr1-confirm",
+        "dsr1_confirm",
+        parse_non_negative_int,
+        None,
+        "K",
+        "when an item looks regressed, re-run it up to K more times before failing (default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)",
+    ),
+    (
+        "--dsr1-alpha",
+        "dsr1_alpha",
+        parse_alpha,
+        0.05,
+        "P",
+        "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)",
+    ),
+    (
+        "--dsr1-missing-baseline",
+        "dsr1_missing_baseline",
+        parse_missing_baseline,
+        "skip",
+        "skip|fail",
+        "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail",
+    ),
+    (
+        "--dsr1-startup-timeout",
+        "dsr1_startup_timeout",
+        parse_seconds,
+        None,
+        "SECONDS",
+        "server readiness deadline (default: the hardware's startup_timeout_s)",
+    ),
     ("--dsr1-host", "dsr1_host", str, "127.0.0.1", "HOST", "address the servers bind to (default: 127.0.0.1)"),
-    ("--dsr1-api-key", "dsr1_api_key", str, None, "KEY", "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere"),
-    ("--dsr1-run-dir", "dsr1_run_dir", str, ".dsr1/runs", "DIR", "where server and benchmark logs go, one folder per run (default: .dsr1/runs in the rootdir)"),
+    (
+        "--dsr1-api-key",
+        "dsr1_api_key",
+        str,
+        None,
+        "KEY",
+        "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere",
+    ),
+    (
+        "--dsr1-run-dir",
+        "dsr1_run_dir",
+        str,
+        ".dsr1/runs",
+        "DIR",
+        "where server and benchmark logs go, one folder per run (default: .dsr1/runs in the rootdir)",
+    ),
     ("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
-    ("--dsr1-python", "dsr1_python", str, None, "PATH", "Python interpreter with vLLM, for the server and benchmark worker (default: this one)"),
+    (
+        "--dsr1-python",
+        "dsr1_python",
+        str,
+        None,
+        "PATH",
+        "Python interpreter with vLLM, for the server and benchmark worker (default: this one)",
+    ),
 ]
 _LIST_OPTIONS = [
-    ("--dsr1-tolerance", "dsr1_tolerance", parse_tolerance_override, "METRIC=TOL",
-     "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); '*=10%' for all metrics"),
-    ("--dsr1-set", "dsr1_set", parse_setting_override, "[CONFIG:]KEY=VALUE",
-     f"override a server setting without editing the matrix ({', '.join(SETTING_FLAGS)}); repeatable"),
+    (
+        "--dsr1-tolerance",
+        "dsr1_tolerance",
+        parse_tolerance_override,
+        "METRIC=TOL",
+        "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); '*=10%' for all metrics",
+    ),
+    (
+        "--dsr1-set",
+        "dsr1_set",
+        parse_setting_override,
+        "[CONFIG:]KEY=VALUE",
+        f"override a server setting without editing the matrix ({', '.join(SETTING_FLAGS)}); repeatable",
+    ),
 ]
 
 
@@ -102,10 +208,14 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(opt, action="store_true", default=None, dest=ini, help=help_.replace("%", "%%"))
             parser.addini(ini, help_, type="bool", default=default)
         else:
-            group.addoption(opt, action="store", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%"))
+            group.addoption(
+                opt, action="store", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%")
+            )
             parser.addini(ini, help_, default=None)
     for opt, ini, parse, metavar, help_ in _LIST_OPTIONS:
-        group.addoption(opt, action="append", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%"))
+        group.addoption(
+            opt, action="append", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%")
+        )
         parser.addini(ini, help_ + " (ini: one per line)", type="linelist", default=[])
 
 
@@ -148,7 +258,14 @@ def _value(config: pytest.Config, ini: str, parse: Any, default: Any) -> Any:
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation
 # directory and an ini value relative to the ini file; these do the same.
-PATH_OPTIONS = ("--dsr1-baselines", "--dsr1-local-baselines", "--dsr1-matrix", "--dsr1-report", "--dsr1-run-dir", "--dsr1-python")
+PATH_OPTIONS = (
+    "--dsr1-baselines",
+    "--dsr1-local-baselines",
+    "--dsr1-matrix",
+    "--dsr1-report",
+    "--dsr1-run-dir",
+    "--dsr1-python",
+)
 
 
 def _path_value(config: pytest.Config, ini: str) -> tuple[str, Path] | None:
@@ -184,7 +301,10 @@ def suite_requested(config: pytest.Config) -> bool:
     to a project's collection."""
     if any(str(a).startswith("--dsr1-") for a in config.invocation_params.args):
         return True
-    if getattr(config.option, "dsr1_model", None) is not None or getattr(config.option, "dsr1_matrix", None) is not None:
+    if (
+        getattr(config.option, "dsr1_model", None) is not None
+        or getattr(config.option, "dsr1_matrix", None) is not None
+    ):
         return True
     return bool(config.getini("dsr1_model") or config.getini("dsr1_matrix"))
 
@@ -236,8 +356,18 @@ def read_options(config: pytest.Config) -> Options:
 
 
 # addopts flags that pytest applies before plugins load; an ini file that sets them cannot be put back afterwards.
-_EARLY_FLAGS = ("-p", "-o", "--override-ini", "--import-mode", "--confcutdir", "--noconftest", "--rootdir", "-c", "--config-file",
-                "--pyargs")
+_EARLY_FLAGS = (
+    "-p",
+    "-o",
+    "--override-ini",
+    "--import-mode",
+    "--confcutdir",
+    "--noconftest",
+    "--rootdir",
+    "-c",
+    "--config-file",
+    "--pyargs",
+)
 
 
 def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
@@ -255,8 +385,12 @@ def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
     from _pytest.config.findpaths import determine_setup
 
     rootpath, inipath, inicfg, ignored = determine_setup(
-        inifile=None, override_ini=ns.override_ini, args=ns.file_or_dir, rootdir_cmd_arg=None,
-        invocation_dir=config.invocation_params.dir)
+        inifile=None,
+        override_ini=ns.override_ini,
+        args=ns.file_or_dir,
+        rootdir_cmd_arg=None,
+        invocation_dir=config.invocation_params.dir,
+    )
     if (rootpath, inipath) == (config.rootpath, config.inipath):
         return
     early = sorted(k for k in ("pythonpath", "required_plugins", "minversion") if k in inicfg)
@@ -268,7 +402,8 @@ def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
         # settings (sys.path, plugins, conftest handling) were needed before this hook.
         raise pytest.UsageError(
             f"pytest-dsr1: pytest took {' / '.join(values)} for a test path and read its settings from {config.inipath or 'no ini file'} "
-            f"instead of {inipath}; write the option with '=' (e.g. --dsr1-baselines=DIR)")
+            f"instead of {inipath}; write the option with '=' (e.g. --dsr1-baselines=DIR)"
+        )
     old_cut = str(config.rootpath)
     try:
         config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg  # type: ignore[attr-defined]
@@ -277,7 +412,9 @@ def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
         config._parser.extra_info["rootdir"] = str(rootpath)
         config._parser.extra_info["inifile"] = str(inipath)
     except AttributeError:  # pytest changed its internals: say how to avoid the problem
-        raise pytest.UsageError("pytest-dsr1: write path options with '=' (e.g. --dsr1-baselines=DIR) on this pytest") from None
+        raise pytest.UsageError(
+            "pytest-dsr1: write path options with '=' (e.g. --dsr1-baselines=DIR) on this pytest"
+        ) from None
     if ns.confcutdir == old_cut:
         ns.confcutdir = str(inipath.parent if inipath else rootpath)
     args[:] = [*config.getini("addopts"), *args]

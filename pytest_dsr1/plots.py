@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
     from pytest_dsr1.runner import Dsr1Session, ItemResult
@@ -26,7 +26,7 @@ FIGSIZE = (8, 5)
 DPI = 100
 
 
-def _series(results: list["ItemResult"], which: str, metric: str) -> list[tuple[int, float]]:
+def _series(results: list[ItemResult], which: str, metric: str) -> list[tuple[int, float]]:
     pts = []
     for r in results:
         if which == "current":
@@ -39,7 +39,7 @@ def _series(results: list["ItemResult"], which: str, metric: str) -> list[tuple[
     return sorted(pts)
 
 
-def _by_config(session: "Dsr1Session") -> dict[str, dict[str, list["ItemResult"]]]:
+def _by_config(session: Dsr1Session) -> dict[str, dict[str, list[ItemResult]]]:
     out: dict[str, dict[str, list[ItemResult]]] = {}
     for r in session.results.values():
         if r.measurement is None:
@@ -48,7 +48,7 @@ def _by_config(session: "Dsr1Session") -> dict[str, dict[str, list["ItemResult"]
     return out
 
 
-def write_plots(session: "Dsr1Session", directory: Path) -> list[Path]:
+def write_plots(session: Dsr1Session, directory: Path) -> list[Path]:
     written = []
     for config_id, workloads in _by_config(session).items():
         gpus = max(1, session.matrix.config(config_id).gpus)
@@ -71,7 +71,9 @@ def _throughput_interactivity(directory: Path, config_id: str, workloads: dict, 
             y = [tput[b] / gpus for b in bss]
             ax.plot(x, y, style, color=colors[name], marker="o", markerfacecolor=face, label=f"{name} ({which})")
             for xi, yi, b in zip(x, y, bss):
-                ax.annotate(f"bs{b}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[name])
+                ax.annotate(
+                    f"bs{b}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[name]
+                )
     ax.set_title(f"{config_id}: throughput per GPU vs interactivity")
     ax.set_xlabel("interactivity (tok/s/user = 1000 / mean TPOT)")
     ax.set_ylabel(f"output throughput per GPU (tok/s/GPU, {gpus} GPU{'s' if gpus > 1 else ''})")
@@ -91,8 +93,15 @@ def _latency(directory: Path, config_id: str, workloads: dict, colors: dict) -> 
             for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
                 pts = _series(results, which, metric)
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colors[name], marker="o",
-                            markerfacecolor=face, label=f"{name} ({which})")
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        style,
+                        color=colors[name],
+                        marker="o",
+                        markerfacecolor=face,
+                        label=f"{name} ({which})",
+                    )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (concurrent requests)")
         ax.set_ylabel(label)

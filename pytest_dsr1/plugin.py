@@ -6,8 +6,9 @@ import os
 import shutil
 import signal
 import statistics
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,16 @@ from pytest_dsr1 import report
 from pytest_dsr1.baseline import BaselineError, not_comparable
 from pytest_dsr1.compare import REGRESSED, STALE, compare, regressed
 from pytest_dsr1.hardware import skip_reason
-from pytest_dsr1.matrix import (Matrix, MatrixError, MatrixLayer, ServerConfig, Workload, apply_settings, load_matrix,
-                                packaged_matrix_dir)
+from pytest_dsr1.matrix import (
+    Matrix,
+    MatrixError,
+    MatrixLayer,
+    ServerConfig,
+    Workload,
+    apply_settings,
+    load_matrix,
+    packaged_matrix_dir,
+)
 from pytest_dsr1.metrics import KEY_METRICS, METRICS
 from pytest_dsr1.options import Options, add_options, keep_rootdir, read_options, suite_requested
 from pytest_dsr1.runner import Dsr1Session, ItemResult, Measurement, ServerHandle, item_key
@@ -25,8 +34,12 @@ SESSION_KEY = pytest.StashKey[Dsr1Session]()
 MATRIX_ERROR_KEY = pytest.StashKey[str]()
 MATRIX_NEEDED_KEY = pytest.StashKey[bool]()
 FIXED_MARKERS = {
-    "fp8": "FP8 precision", "fp4": "FP4 precision", "bf16": "BF16 precision",
-    "tp": "tensor-parallel server configs", "dp": "data-parallel server configs", "ep": "expert-parallel server configs",
+    "fp8": "FP8 precision",
+    "fp4": "FP4 precision",
+    "bf16": "BF16 precision",
+    "tp": "tensor-parallel server configs",
+    "dp": "data-parallel server configs",
+    "ep": "expert-parallel server configs",
 }
 
 
@@ -57,7 +70,8 @@ def _refuse_xdist(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "pytest-dsr1: the serving suite does not run under pytest-xdist yet (-n/--dist): each worker would start its "
             "own vLLM server for the same configs on the same GPUs and write the same baseline files. Run it with -n 0 "
-            "(or -p no:xdist where -n comes from addopts).")
+            "(or -p no:xdist where -n comes from addopts)."
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,14 +92,19 @@ def pytest_configure(config: pytest.Config) -> None:
     for hw in matrix.hardware.values():
         config.addinivalue_line("markers", f"{hw.name}: configs on {hw.name} hardware (pytest-dsr1)")
     for wl in matrix.workloads:
-        config.addinivalue_line("markers", f"{wl.name}: the {wl.name} workload, {wl.input_len}/{wl.output_len} tokens (pytest-dsr1)")
+        config.addinivalue_line(
+            "markers", f"{wl.name}: the {wl.name} workload, {wl.input_len}/{wl.output_len} tokens (pytest-dsr1)"
+        )
     if options.model is not None and options.model not in matrix.models:
         raise pytest.UsageError(
-            f"--dsr1-model {options.model!r} is not in the matrix ({', '.join(matrix.files)}); choose one of: {', '.join(matrix.models)}")
+            f"--dsr1-model {options.model!r} is not in the matrix ({', '.join(matrix.files)}); choose one of: {', '.join(matrix.models)}"
+        )
     config_ids = {c.id for c in matrix.configs}
     for target, key, _ in options.settings:
         if target is not None and target not in config_ids:
-            raise pytest.UsageError(f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(sorted(config_ids))}")
+            raise pytest.UsageError(
+                f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(sorted(config_ids))}"
+            )
     if options.settings:
         from dataclasses import replace
 
@@ -124,15 +143,19 @@ def _check_paths(options: Options) -> None:
     if options.python is not None:
         found = shutil.which(options.python)
         if found is None:
-            raise pytest.UsageError(f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
-                                    "(e.g. /path/to/venv/bin/python), or leave it out to use this one")
+            raise pytest.UsageError(
+                f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
+                "(e.g. /path/to/venv/bin/python), or leave it out to use this one"
+            )
     if options.report is not None:
         try:
             options.report.mkdir(parents=True, exist_ok=True)
             writable = os.access(options.report, os.W_OK | os.X_OK)
         except OSError as exc:
-            raise pytest.UsageError(f"--dsr1-report {options.report}: cannot create it ({exc.strerror or exc}); "
-                                    "point it at a writable directory") from None
+            raise pytest.UsageError(
+                f"--dsr1-report {options.report}: cannot create it ({exc.strerror or exc}); "
+                "point it at a writable directory"
+            ) from None
         if not writable:
             raise pytest.UsageError(f"--dsr1-report {options.report}: not writable; point it at a writable directory")
 
@@ -152,6 +175,7 @@ def _names_the_suite(config: pytest.Config) -> bool:
 
 def _install_sigterm_handler() -> None:
     """SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so fixtures stop the servers: no orphans."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -172,7 +196,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     matrix = config.stash[SESSION_KEY].matrix
     lines = [f"dsr1: matrix {', '.join(matrix.files)}"]
     if matrix.ignored:
-        lines.append(f"dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: {', '.join(matrix.ignored)}")
+        lines.append(
+            f"dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: {', '.join(matrix.ignored)}"
+        )
     return lines
 
 
@@ -192,7 +218,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(
         "dsr1_server",
         [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.markers]) for c in configs],
-        indirect=True, scope="session",
+        indirect=True,
+        scope="session",
     )
     if "dsr1_workload" in metafunc.fixturenames:
         # The parameter is (workload name, batch size): ids read like the recipe (prompt_heavy-bs16) on
@@ -357,7 +384,9 @@ def dsr1_workload(request: pytest.FixtureRequest) -> Workload:
 
 
 @pytest.fixture
-def dsr1_benchmark(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) -> Callable[[ServerHandle | None, Workload], Measurement]:
+def dsr1_benchmark(
+    request: pytest.FixtureRequest, dsr1_session: Dsr1Session
+) -> Callable[[ServerHandle | None, Workload], Measurement]:
     """Run vLLM's serving benchmark (`vllm bench serve`) for the item's workload: warm-up, then the repeats."""
     params = _params(request.node)
 
@@ -369,9 +398,13 @@ def dsr1_benchmark(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) ->
             lines = dsr1_session.dry_run.setdefault(config.id, [])
             if not lines:
                 cmd = dsr1_session.server_command_for(config)
-                lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {config.gpus or 'no'} GPU(s)")
+                lines.append(
+                    f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {config.gpus or 'no'} GPU(s)"
+                )
                 lines.append(cmd.shell_line())
-            lines.append(f"  [{workload.id}] " + dsr1_session.bench_shell_line(dsr1_session.bench_command_for(config, workload)))
+            lines.append(
+                f"  [{workload.id}] " + dsr1_session.bench_shell_line(dsr1_session.bench_command_for(config, workload))
+            )
             pytest.skip("dry-run: not run")
         assert handle is not None
 
@@ -388,8 +421,14 @@ def dsr1_benchmark(request: pytest.FixtureRequest, dsr1_session: Dsr1Session) ->
             m = dsr1_session.measure(handle, workload, fail, runs=0)
             bm.group = config.id
             bm.pedantic(m.more, args=(1,), rounds=dsr1_session.repeat_for(config), iterations=1, warmup_rounds=0)
-            bm.extra_info.update({"dsr1_item": key, "bench_command": m.bench_command, "server_command": m.server_command,
-                                  **{k: statistics.median(v) for k, v in m.samples.items()}})
+            bm.extra_info.update(
+                {
+                    "dsr1_item": key,
+                    "bench_command": m.bench_command,
+                    "server_command": m.server_command,
+                    **{k: statistics.median(v) for k, v in m.samples.items()},
+                }
+            )
         request.node.user_properties.append(("dsr1_bench_command", m.bench_command))
         request.node.user_properties.append(("dsr1_server_command", m.server_command))
         return m
@@ -448,10 +487,14 @@ class BaselineCheck:
             else:
                 try:
                     session.record(m, local.path)
-                    kept = f"This run is now this machine's own baseline ({local.path}); the next run compares against it"
+                    kept = (
+                        f"This run is now this machine's own baseline ({local.path}); the next run compares against it"
+                    )
                 except BaselineError as exc:
-                    kept = (f"This machine's own baseline could not be kept ({exc}); point --dsr1-local-baselines at a "
-                            "writable directory, or set it to off")
+                    kept = (
+                        f"This machine's own baseline could not be kept ({exc}); point --dsr1-local-baselines at a "
+                        "writable directory, or set it to off"
+                    )
                 msg = f"not compared: {problem}. {kept} (measured: {report.brief(m.samples)})"
                 result.outcome, result.message = "skipped", msg
                 pytest.skip(msg)
@@ -469,7 +512,9 @@ class BaselineCheck:
         tolerances = session.matrix.tolerances_for(m.config)
         tolerances.update({k: v for k, v in opts.tolerances.items() if k != "*"})
         if "*" in opts.tolerances:
-            tolerances = {k: opts.tolerances["*"] for k in METRICS} | {k: v for k, v in opts.tolerances.items() if k != "*"}
+            tolerances = {k: opts.tolerances["*"] for k in METRICS} | {
+                k: v for k, v in opts.tolerances.items() if k != "*"
+            }
         metrics = tuple(k for k in METRICS if k in tolerances) or KEY_METRICS
         verdicts, confirmations = self._confirmed(entry.metrics, m, tolerances, metrics)
         first_server: list | None = None
@@ -494,20 +539,27 @@ class BaselineCheck:
             note += f"\n(confirmation: {confirmations} extra run(s); every sample is shown)"
         if first_server is not None:
             held = "and it held there" if regressed(verdicts) else "and it did not hold there: not a regression"
-            note += ("\n(it looked regressed on the config's first server, so it was measured again on a freshly started one, "
-                     f"{held}; the first server's verdicts:\n{report.verdict_table(first_server)})")
+            note += (
+                "\n(it looked regressed on the config's first server, so it was measured again on a freshly started one, "
+                f"{held}; the first server's verdicts:\n{report.verdict_table(first_server)})"
+            )
         if regressed(verdicts):
             result.outcome = REGRESSED
             result.message = report.verdict_table(verdicts) + note
-            pytest.fail(f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({source}):\n"
-                        f"{result.message}\nserver: {m.server_command}\nbenchmark: {m.bench_command}", pytrace=False)
+            pytest.fail(
+                f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({source}):\n"
+                f"{result.message}\nserver: {m.server_command}\nbenchmark: {m.bench_command}",
+                pytrace=False,
+            )
         if any(v.verdict == STALE for v in verdicts):
             result.message = "; ".join(f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE)
         elif first_server is not None:
             result.message = note.strip()
         return verdicts
 
-    def _confirmed(self, baseline: dict[str, list[float]], m: Measurement, tolerances: dict, metrics: tuple[str, ...]) -> tuple[list, int]:
+    def _confirmed(
+        self, baseline: dict[str, list[float]], m: Measurement, tolerances: dict, metrics: tuple[str, ...]
+    ) -> tuple[list, int]:
         """The verdicts, after up to K extra runs on the same server while it looks regressed (--dsr1-confirm K)."""
         alpha = self.session.options.alpha
         verdicts = compare(baseline, m.samples, tolerances, metrics, alpha)

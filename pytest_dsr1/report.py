@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pytest_dsr1.compare import IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, MetricVerdict
 from pytest_dsr1.metrics import METRICS
@@ -40,8 +41,16 @@ def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
         samples = ""
         if len(v.measured_samples) > 1 or len(v.baseline_samples) > 1:
             samples = " [" + ", ".join(_num(s) for s in v.measured_samples) + "]"
-        rows.append([f"{v.metric} ({unit})", _num(v.baseline), _num(v.measured) + samples, _pct(v.change_pct), _allowed(v),
-                     v.verdict + (f": {v.reason}" if v.verdict not in (OK,) and v.reason else "")])
+        rows.append(
+            [
+                f"{v.metric} ({unit})",
+                _num(v.baseline),
+                _num(v.measured) + samples,
+                _pct(v.change_pct),
+                _allowed(v),
+                v.verdict + (f": {v.reason}" if v.verdict not in (OK,) and v.reason else ""),
+            ]
+        )
     return rows
 
 
@@ -66,8 +75,11 @@ def brief(samples: dict[str, list[float]]) -> str:
 def junit_properties(result: Any) -> list[tuple[str, str]]:
     props = [("dsr1_outcome", result.outcome)]
     for v in result.verdicts:
-        props += [(f"dsr1_{v.metric}", _num(v.measured)), (f"dsr1_{v.metric}_baseline", _num(v.baseline)),
-                  (f"dsr1_{v.metric}_verdict", v.verdict)]
+        props += [
+            (f"dsr1_{v.metric}", _num(v.measured)),
+            (f"dsr1_{v.metric}_baseline", _num(v.baseline)),
+            (f"dsr1_{v.metric}_verdict", v.verdict),
+        ]
     if not result.verdicts and result.measurement is not None:
         for k, xs in result.measurement.samples.items():
             props.append((f"dsr1_{k}", _num(statistics.median(xs))))
@@ -82,13 +94,13 @@ def _severity(v: MetricVerdict) -> tuple[int, float]:
     return order.get(v.verdict, 9), -worse
 
 
-def summary_rows(session: "Dsr1Session") -> list[list[str]]:
+def summary_rows(session: Dsr1Session) -> list[list[str]]:
     flat = [(r.key, v) for r in session.results.values() for v in r.verdicts]
     flat.sort(key=lambda kv: _severity(kv[1]))
     return [[key, *row] for key, v in flat for row in verdict_rows([v])]
 
 
-def timing_rows(session: "Dsr1Session") -> list[list[str]]:
+def timing_rows(session: Dsr1Session) -> list[list[str]]:
     rows = []
     tot = [0.0] * 6
     for cid in dict.fromkeys(session.configs_run):
@@ -99,7 +111,14 @@ def timing_rows(session: "Dsr1Session") -> list[list[str]]:
         rows.append([cid, ready, *(f"{x:.1f}s" for x in vals), str(s.items)])
         tot = [a + b for a, b in zip(tot, vals)]
     if rows:
-        rows.append(["total", "", *(f"{x:.1f}s" for x in tot), str(sum(session.stats[c].items for c in dict.fromkeys(session.configs_run)))])
+        rows.append(
+            [
+                "total",
+                "",
+                *(f"{x:.1f}s" for x in tot),
+                str(sum(session.stats[c].items for c in dict.fromkeys(session.configs_run))),
+            ]
+        )
     return rows
 
 
@@ -109,7 +128,7 @@ def timing_rows(session: "Dsr1Session") -> list[list[str]]:
 TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
 
 
-def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
+def terminal_summary(session: Dsr1Session, tr: Any) -> None:
     if session.dry_run:
         tr.section("dsr1 dry run: the commands each item would run", sep="=")
         for lines in session.dry_run.values():
@@ -123,25 +142,39 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
     if rows:
         table = format_table(["item", *VERDICT_HEADER], rows)
         for line in table.splitlines():
-            markup = {"red": True, "bold": True} if f" {REGRESSED}" in line else ({"yellow": True} if f" {STALE}" in line else {})
+            markup = (
+                {"red": True, "bold": True}
+                if f" {REGRESSED}" in line
+                else ({"yellow": True} if f" {STALE}" in line else {})
+            )
             tr.write_line(line, **markup)
     other = [r for r in session.results.values() if not r.verdicts]
     for r in other:
         if r.outcome == "recorded":
             continue
-        tr.write_line(f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
-                      **({"red": True} if r.outcome == "failed" else {}))
+        tr.write_line(
+            f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
+            **({"red": True} if r.outcome == "failed" else {}),
+        )
     for (before, now), n in session.version_changes.items():
-        tr.write_line(f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True)
+        tr.write_line(
+            f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True
+        )
     for path, uses in session.local_baseline_uses.items():
         compared = sum(what == "compared" for _, what in uses)
         recorded = len(uses) - compared
         if compared:
-            tr.write_line(f"dsr1: {compared} item(s) compared with this machine's own baseline {path} "
-                          "(no committed baseline was recorded on this machine)", yellow=True)
+            tr.write_line(
+                f"dsr1: {compared} item(s) compared with this machine's own baseline {path} "
+                "(no committed baseline was recorded on this machine)",
+                yellow=True,
+            )
         if recorded:
-            tr.write_line(f"dsr1: {recorded} item(s) had no baseline for this machine: this run is now its own baseline "
-                          f"{path}, and the next run compares against it", yellow=True)
+            tr.write_line(
+                f"dsr1: {recorded} item(s) had no baseline for this machine: this run is now its own baseline "
+                f"{path}, and the next run compares against it",
+                yellow=True,
+            )
     stale = [r for r in session.results.values() if any(v.verdict == STALE for v in r.verdicts)]
     for r in stale:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)
@@ -164,20 +197,27 @@ def terminal_summary(session: "Dsr1Session", tr: Any) -> None:
         for cid in dict.fromkeys(session.configs_run):
             mem = session.stats[cid].gpu_memory_after_stop
             if mem:
-                tr.write_line(f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem))
+                tr.write_line(
+                    f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem)
+                )
         if n:
             tr.write_line(f"dsr1: logs in {session.run_dir}")
     for info in session.stale_cleaned:
-        tr.write_line(f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True)
+        tr.write_line(
+            f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True
+        )
 
 
-def starts_line(session: "Dsr1Session") -> str:
+def starts_line(session: Dsr1Session) -> str:
     """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
     configs, restarts = len(set(session.configs_run)), sum(session.restarts.values())
     line = f"{session.server_starts} server start(s) for {configs} configuration(s) run"
     if restarts:
-        line += f" ({restarts} of them fresh start(s) to confirm a regression: " + ", ".join(
-            f"{cid} x{n}" for cid, n in session.restarts.items()) + ")"
+        line += (
+            f" ({restarts} of them fresh start(s) to confirm a regression: "
+            + ", ".join(f"{cid} x{n}" for cid, n in session.restarts.items())
+            + ")"
+        )
     if session.server_starts - restarts != configs:
         line += " (MISMATCH: a configuration started more than once)"
     return line
@@ -186,31 +226,49 @@ def starts_line(session: "Dsr1Session") -> str:
 # ---------------------------------------------------------------- files
 
 
-def results_json(session: "Dsr1Session") -> dict[str, Any]:
+def results_json(session: Dsr1Session) -> dict[str, Any]:
     items = []
     for r in session.results.values():
         m = r.measurement
-        items.append({
-            "id": r.key,
-            "config": r.config_id,
-            "workload": {"name": r.workload.name, "input_len": r.workload.input_len, "output_len": r.workload.output_len,
-                         "batch_size": r.workload.batch_size},
-            "outcome": r.outcome,
-            "message": r.message,
-            "wall_s": r.wall_s,
-            "measured_s": sum(float(run.get("duration") or 0) for run in m.runs) if m else None,
-            "server_command": m.server_command if m else None,
-            "bench_command": m.bench_command if m else None,
-            "fingerprint": m.fingerprint if m else None,
-            "samples": m.samples if m else {},
-            "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
-            "baseline_medians": r.baseline_medians,
-            "runs": m.runs if m else [],
-            "verdicts": [{"metric": v.metric, "baseline": v.baseline, "measured": v.measured, "change_pct": v.change_pct,
-                          "allowed": v.allowed, "tolerance": v.tolerance, "verdict": v.verdict, "reason": v.reason,
-                          "p_value": v.p_value, "baseline_samples": list(v.baseline_samples),
-                          "measured_samples": list(v.measured_samples)} for v in r.verdicts],
-        })
+        items.append(
+            {
+                "id": r.key,
+                "config": r.config_id,
+                "workload": {
+                    "name": r.workload.name,
+                    "input_len": r.workload.input_len,
+                    "output_len": r.workload.output_len,
+                    "batch_size": r.workload.batch_size,
+                },
+                "outcome": r.outcome,
+                "message": r.message,
+                "wall_s": r.wall_s,
+                "measured_s": sum(float(run.get("duration") or 0) for run in m.runs) if m else None,
+                "server_command": m.server_command if m else None,
+                "bench_command": m.bench_command if m else None,
+                "fingerprint": m.fingerprint if m else None,
+                "samples": m.samples if m else {},
+                "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
+                "baseline_medians": r.baseline_medians,
+                "runs": m.runs if m else [],
+                "verdicts": [
+                    {
+                        "metric": v.metric,
+                        "baseline": v.baseline,
+                        "measured": v.measured,
+                        "change_pct": v.change_pct,
+                        "allowed": v.allowed,
+                        "tolerance": v.tolerance,
+                        "verdict": v.verdict,
+                        "reason": v.reason,
+                        "p_value": v.p_value,
+                        "baseline_samples": list(v.baseline_samples),
+                        "measured_samples": list(v.measured_samples),
+                    }
+                    for v in r.verdicts
+                ],
+            }
+        )
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "server_starts": session.server_starts,
@@ -221,7 +279,7 @@ def results_json(session: "Dsr1Session") -> dict[str, Any]:
     }
 
 
-def summary_markdown(session: "Dsr1Session") -> str:
+def summary_markdown(session: Dsr1Session) -> str:
     regressions = sum(1 for r in session.results.values() if r.outcome == REGRESSED)
     out = [f"## pytest-dsr1: {len(session.results)} item(s), {regressions} regressed", ""]
     rows = summary_rows(session)
@@ -248,7 +306,7 @@ def summary_markdown(session: "Dsr1Session") -> str:
     return "\n".join(out) + "\n"
 
 
-def write_reports(session: "Dsr1Session", directory: Path) -> Path:
+def write_reports(session: Dsr1Session, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json.dumps(results_json(session), indent=2, default=str) + "\n")
     md = summary_markdown(session)

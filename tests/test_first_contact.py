@@ -32,11 +32,14 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-@pytest.mark.parametrize("args, count", [
-    (["-m", "h200", "--dsr1-model", "fp8"], 126),
-    (["-m", "b200", "--dsr1-model", "fp4"], 84),
-    (["-m", "cpu", "--dsr1-model", "tiny"], 18),
-])
+@pytest.mark.parametrize(
+    "args, count",
+    [
+        (["-m", "h200", "--dsr1-model", "fp8"], 126),
+        (["-m", "b200", "--dsr1-model", "fp4"], 84),
+        (["-m", "cpu", "--dsr1-model", "tiny"], 18),
+    ],
+)
 def test_recipe_commands_collect_the_shipped_matrix_without_a_path(project, args, count):
     """`pytest -m h200 --dsr1-model fp8`, as the recipe's users type it, in a project whose testpaths say
     otherwise: the suite shipped in the package is what runs, and the project's own tests are not mixed in."""
@@ -50,7 +53,9 @@ def test_recipe_dry_run_in_a_project_without_a_matrix(project):
     result = project.runpytest("-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run")
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(skipped=126)
-    result.stdout.fnmatch_lines(["*vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8*"])
+    result.stdout.fnmatch_lines(
+        ["*vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8*"]
+    )
 
 
 def test_without_a_dsr1_option_the_project_runs_only_its_own_tests(project):
@@ -62,13 +67,20 @@ def test_without_a_dsr1_option_the_project_runs_only_its_own_tests(project):
 def test_repo_root_recipe_command_and_project_tests():
     """At this repo's root: the recipe command collects the matrix (not testpaths = tests), and `pytest tests`
     collects the project's tests and no serving item."""
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *a], cwd=REPO,  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *a],
+        cwd=REPO,  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     recipe = run("-m", "h200", "--dsr1-model", "fp8")
     assert recipe.returncode == 0, recipe.stdout[-2000:] + recipe.stderr[-2000:]
     assert sum(SUITE_ITEM in line for line in recipe.stdout.splitlines()) == 126
     assert "126/168 tests collected" in recipe.stdout
-    named = run("tests/test_first_contact.py", "-m", "cpu or not cpu", "--dsr1-model", "tiny")  # a named path stays as named
+    named = run(
+        "tests/test_first_contact.py", "-m", "cpu or not cpu", "--dsr1-model", "tiny"
+    )  # a named path stays as named
     assert named.returncode == 0, named.stdout[-2000:]
     assert not any(SUITE_ITEM in line for line in named.stdout.splitlines())
     assert any("test_first_contact.py::" in line for line in named.stdout.splitlines())
@@ -84,7 +96,11 @@ def test_foreign_test_matrix_folder_is_left_alone(project):
     result = project.runpytest("-q", "tests", "test_matrix")
     result.assert_outcomes(passed=2)
     (folder / "build.yaml").write_text("os: linux\nconfigs: [debug, release]\n")  # looks like a matrix, is not one
-    result = project.runpytest_subprocess("-q", "-n", "2", "tests", "test_matrix") if _has_xdist() else project.runpytest("-q")
+    result = (
+        project.runpytest_subprocess("-q", "-n", "2", "tests", "test_matrix")
+        if _has_xdist()
+        else project.runpytest("-q")
+    )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:] + result.stderr.str()[-2000:]
     (folder / "build.yaml").unlink()
     suite = project.runpytest("--collect-only", "-m", "cpu", "--dsr1-model", "tiny")
@@ -99,15 +115,25 @@ def test_project_test_matrix_adds_and_replaces_configs(project):
     (folder / "mine.yaml").write_text(
         "configs:\n"
         "  cpu-tiny-tp1: {hardware: cpu, model: tiny, batch_sizes: [2]}\n"
-        "  cpu-tiny-mine: {hardware: cpu, model: tiny, batch_sizes: [4], workloads: [balanced]}\n")
+        "  cpu-tiny-mine: {hardware: cpu, model: tiny, batch_sizes: [4], workloads: [balanced]}\n"
+    )
     result = project.runpytest("--collect-only", "-q", "-m", "cpu", "--dsr1-model", "tiny")
     ids = serving_items(result)
-    assert [i for i in ids if "cpu-tiny-mine" in i] == [i for i in ids if i.endswith("[cpu-tiny-mine-balanced-bs4]")] != []
+    assert (
+        [i for i in ids if "cpu-tiny-mine" in i] == [i for i in ids if i.endswith("[cpu-tiny-mine-balanced-bs4]")] != []
+    )
     assert {i.split("[")[1] for i in ids if "cpu-tiny-tp1-" in i} == {
-        "cpu-tiny-tp1-prompt_heavy-bs2]", "cpu-tiny-tp1-decode_heavy-bs2]", "cpu-tiny-tp1-balanced-bs2]"}
+        "cpu-tiny-tp1-prompt_heavy-bs2]",
+        "cpu-tiny-tp1-decode_heavy-bs2]",
+        "cpu-tiny-tp1-balanced-bs2]",
+    }
 
 
-@pytest.mark.reliability(kind="input", case="a project's test_matrix/ file that is meant as a matrix but is wrong", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+@pytest.mark.reliability(
+    kind="input",
+    case="a project's test_matrix/ file that is meant as a matrix but is wrong",
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
 def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
     folder = project.mkdir("test_matrix")
     (folder / "mine.yaml").write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
@@ -133,14 +159,22 @@ def test_p_no_dsr1_turns_the_plugin_off(autoload):
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
     if not autoload:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", *a], cwd=REPO, env=env,  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "pytest", *a],
+        cwd=REPO,
+        env=env,  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     on = run("--help")
     assert "--dsr1-model" in on.stdout
     off = run("-p", "no:dsr1", "--help")
     assert off.returncode == 0 and "--dsr1-model" not in off.stdout
     refused = run("-p", "no:dsr1", "--collect-only", "-q", "-m", "cpu", "--dsr1-model", "tiny")
-    assert refused.returncode == pytest.ExitCode.USAGE_ERROR and "unrecognized arguments: --dsr1-model" in refused.stderr
+    assert (
+        refused.returncode == pytest.ExitCode.USAGE_ERROR and "unrecognized arguments: --dsr1-model" in refused.stderr
+    )
 
 
 # ---------------------------------------------------------------- --lf, xdist
@@ -164,10 +198,15 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
     rerun.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
 
 
-@pytest.mark.reliability(kind="input", case="pytest -n 2 (pytest-xdist) on the serving suite", per_param=True,
-                         caught="at start-up (with a --dsr1-* option), or in each worker's collection (a path only)")
-@pytest.mark.parametrize("args", [["-m", "cpu", "--dsr1-model", "tiny"], ["test_matrix"]],
-                         ids=["with --dsr1-* options", "a path only"])
+@pytest.mark.reliability(
+    kind="input",
+    case="pytest -n 2 (pytest-xdist) on the serving suite",
+    per_param=True,
+    caught="at start-up (with a --dsr1-* option), or in each worker's collection (a path only)",
+)
+@pytest.mark.parametrize(
+    "args", [["-m", "cpu", "--dsr1-model", "tiny"], ["test_matrix"]], ids=["with --dsr1-* options", "a path only"]
+)
 def test_xdist_is_refused_at_start(suite, args, observed):
     pytest.importorskip("xdist")
     run_dir = suite.path / "runs"
@@ -176,12 +215,21 @@ def test_xdist_is_refused_at_start(suite, args, observed):
     text = result.stdout.str() + result.stderr.str()
     assert "does not run under pytest-xdist yet" in text, text[-3000:]
     assert not list(run_dir.glob("**/*.log")) and not list(run_dir.glob("**/*.pid.json"))  # no server was started
-    observed(f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; no server started")
+    observed(
+        f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; no server started"
+    )
 
 
 # ---------------------------------------------------------------- path options
 
-PATH_OPTIONS = ["--dsr1-baselines", "--dsr1-local-baselines", "--dsr1-matrix", "--dsr1-report", "--dsr1-run-dir", "--dsr1-python"]
+PATH_OPTIONS = [
+    "--dsr1-baselines",
+    "--dsr1-local-baselines",
+    "--dsr1-matrix",
+    "--dsr1-report",
+    "--dsr1-run-dir",
+    "--dsr1-python",
+]
 
 
 @pytest.mark.parametrize("spelling", ["space", "equals"])
@@ -190,10 +238,14 @@ def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, 
     """pytest takes `--dsr1-baselines /elsewhere` for a test path before it knows the option; the plugin puts the
     rootdir and ini file back, so the project's matrix and settings still apply."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": str(elsewhere / "python")}.get(option, str(elsewhere))
+    value = {"--dsr1-matrix": str(elsewhere / "m.yaml"), "--dsr1-python": str(elsewhere / "python")}.get(
+        option, str(elsewhere)
+    )
     if option == "--dsr1-matrix":
         # A layer that replaces a config with itself: the selection stays the same 18 items.
-        Path(value).write_text("configs:\n  cpu-tiny-tp1: {hardware: cpu, model: tiny, settings: {gpu_memory_utilization: 0.15}}\n")
+        Path(value).write_text(
+            "configs:\n  cpu-tiny-tp1: {hardware: cpu, model: tiny, settings: {gpu_memory_utilization: 0.15}}\n"
+        )
     if option == "--dsr1-python":
         # Outside any project (this repo's .venv is inside one, whose pyproject pytest would then read).
         Path(value).symlink_to(sys.executable)
@@ -208,8 +260,13 @@ def test_path_values_are_relative_to_where_they_are_written(suite):
     """A command-line value is relative to the invocation directory, an ini value to the ini file. (In a
     subprocess: writing the reports imports matplotlib, which an in-process run would unload again.)"""
     sub = suite.mkdir("sub")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", *a],  # noqa: E731
-                                    cwd=sub, capture_output=True, text=True, timeout=300)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", *a],  # noqa: E731
+        cwd=sub,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     result = run("--dsr1-report", "cli-report")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (sub / "cli-report" / "results.json").is_file()

@@ -22,55 +22,142 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from pytest_dsr1 import baseline as bl
 from pytest_dsr1.matrix import MatrixError, load_matrix
-from pytest_dsr1.options import parse_alpha, parse_missing_baseline, parse_non_negative_int, parse_positive_int, parse_seconds, \
-    parse_setting_override
+from pytest_dsr1.options import (
+    parse_alpha,
+    parse_missing_baseline,
+    parse_non_negative_int,
+    parse_positive_int,
+    parse_seconds,
+    parse_setting_override,
+)
 from pytest_dsr1.tolerance import parse_tolerance_override
 
 pytestmark = pytest.mark.fuzz
 
 EXAMPLES = DirectoryBasedExampleDatabase(str(Path(__file__).parent / "hypothesis-examples"))
-FUZZ = settings(max_examples=int(os.environ.get("DSR1_FUZZ_EXAMPLES", "300")), deadline=None, database=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("DSR1_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    database=EXAMPLES,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # YAML-ish values: what a user could write in a matrix file, well or badly.
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                      st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 KEYS = {
-    "config": ["hardware", "model", "gpus", "tensor_parallel_size", "data_parallel_size", "enable_expert_parallel", "precision",
-               "env", "settings", "extra_args", "workload_scale", "batch_sizes", "tolerances", "workloads", "repeat", "confirm",
-               "warmup_at_concurrency", "batches_per_sample", "confirm_restarts", "skip", "description"],
-    "hardware": ["kind", "gpu_name", "startup_timeout_s", "bench_timeout_s", "repeat", "confirm", "warmup_at_concurrency",
-                 "workload_scale", "batch_sizes", "tolerances", "batches_per_sample", "confirm_restarts"],
+    "config": [
+        "hardware",
+        "model",
+        "gpus",
+        "tensor_parallel_size",
+        "data_parallel_size",
+        "enable_expert_parallel",
+        "precision",
+        "env",
+        "settings",
+        "extra_args",
+        "workload_scale",
+        "batch_sizes",
+        "tolerances",
+        "workloads",
+        "repeat",
+        "confirm",
+        "warmup_at_concurrency",
+        "batches_per_sample",
+        "confirm_restarts",
+        "skip",
+        "description",
+    ],
+    "hardware": [
+        "kind",
+        "gpu_name",
+        "startup_timeout_s",
+        "bench_timeout_s",
+        "repeat",
+        "confirm",
+        "warmup_at_concurrency",
+        "workload_scale",
+        "batch_sizes",
+        "tolerances",
+        "batches_per_sample",
+        "confirm_restarts",
+    ],
 }
 good_values = {
-    "hardware": st.sampled_from(["cpu", "h200", "nosuch"]), "model": st.sampled_from(["m", "nosuch"]),
-    "kind": st.sampled_from(["cpu", "gpu", "tpu"]), "precision": st.sampled_from(["fp8", "bf16", "fp16"]),
-    "batch_sizes": st.lists(st.integers(-2, 64), max_size=4), "tolerances": st.dictionaries(
-        st.sampled_from(["output_throughput", "mean_ttft_ms", "nosuch"]), st.one_of(st.sampled_from(["10%", "15%:5", "100%", "off", "x"]),
-                                                                                    st.booleans(), st.floats())),
-    "env": st.dictionaries(st.text(max_size=6), scalars, max_size=2), "settings": st.dictionaries(
-        st.sampled_from(["max_model_len", "max_num_seqs", "nosuch"]), scalars, max_size=2),
+    "hardware": st.sampled_from(["cpu", "h200", "nosuch"]),
+    "model": st.sampled_from(["m", "nosuch"]),
+    "kind": st.sampled_from(["cpu", "gpu", "tpu"]),
+    "precision": st.sampled_from(["fp8", "bf16", "fp16"]),
+    "batch_sizes": st.lists(st.integers(-2, 64), max_size=4),
+    "tolerances": st.dictionaries(
+        st.sampled_from(["output_throughput", "mean_ttft_ms", "nosuch"]),
+        st.one_of(st.sampled_from(["10%", "15%:5", "100%", "off", "x"]), st.booleans(), st.floats()),
+    ),
+    "env": st.dictionaries(st.text(max_size=6), scalars, max_size=2),
+    "settings": st.dictionaries(st.sampled_from(["max_model_len", "max_num_seqs", "nosuch"]), scalars, max_size=2),
 }
 
 
 def section(kind: str) -> st.SearchStrategy:
     keys = KEYS[kind]
     return st.dictionaries(st.sampled_from(keys + ["bogus"]), st.deferred(lambda: values), max_size=5).flatmap(
-        lambda d: st.fixed_dictionaries({k: good_values.get(k, values) for k in d}))
+        lambda d: st.fixed_dictionaries({k: good_values.get(k, values) for k in d})
+    )
 
 
-matrices = st.fixed_dictionaries({}, optional={
-    "models": st.dictionaries(st.sampled_from(["m", "M", "m\n", ""]), st.one_of(values, st.fixed_dictionaries(
-        {"id": st.sampled_from(["org/model", "generated:tiny", "generated:big", 3]), "precision": good_values["precision"]}))),
-    "hardware": st.dictionaries(st.sampled_from(["cpu", "h200"]), st.one_of(values, section("hardware")), max_size=2),
-    "workloads": st.dictionaries(st.sampled_from(["w", "w2"]), st.one_of(values, st.fixed_dictionaries(
-        {"input_len": st.one_of(st.integers(-1, 100), scalars), "output_len": st.integers(-1, 100)})), max_size=2),
-    "configs": st.dictionaries(st.sampled_from(["c1", "c2", "C", "c1\n"]), st.one_of(values, section("config")), max_size=2),
-    "benchmark": st.one_of(values, st.dictionaries(st.sampled_from(["seed", "num_warmups", "random_range_ratio", "request_rate", "bogus"]),
-                                                   scalars, max_size=3)),
-    "tolerances": good_values["tolerances"],
-})
+matrices = st.fixed_dictionaries(
+    {},
+    optional={
+        "models": st.dictionaries(
+            st.sampled_from(["m", "M", "m\n", ""]),
+            st.one_of(
+                values,
+                st.fixed_dictionaries(
+                    {
+                        "id": st.sampled_from(["org/model", "generated:tiny", "generated:big", 3]),
+                        "precision": good_values["precision"],
+                    }
+                ),
+            ),
+        ),
+        "hardware": st.dictionaries(
+            st.sampled_from(["cpu", "h200"]), st.one_of(values, section("hardware")), max_size=2
+        ),
+        "workloads": st.dictionaries(
+            st.sampled_from(["w", "w2"]),
+            st.one_of(
+                values,
+                st.fixed_dictionaries(
+                    {"input_len": st.one_of(st.integers(-1, 100), scalars), "output_len": st.integers(-1, 100)}
+                ),
+            ),
+            max_size=2,
+        ),
+        "configs": st.dictionaries(
+            st.sampled_from(["c1", "c2", "C", "c1\n"]), st.one_of(values, section("config")), max_size=2
+        ),
+        "benchmark": st.one_of(
+            values,
+            st.dictionaries(
+                st.sampled_from(["seed", "num_warmups", "random_range_ratio", "request_rate", "bogus"]),
+                scalars,
+                max_size=3,
+            ),
+        ),
+        "tolerances": good_values["tolerances"],
+    },
+)
 
 
 def _dump(data: object) -> str:
@@ -97,18 +184,38 @@ def test_matrix_loader_loads_or_names_file_and_field(tmp_path_factory, data, raw
         matrix.workloads_for(c)
 
 
-samples = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**9), st.text(max_size=4), st.none(), st.booleans())
-entries = st.fixed_dictionaries({}, optional={
-    "provenance": st.sampled_from(["recorded", "published", "guessed", None]),
-    "date": st.one_of(st.text(max_size=10), st.integers()),
-    "fingerprint": st.one_of(values, st.fixed_dictionaries({"hardware": st.sampled_from(["cpu", "h200", None])})),
-    "metrics": st.one_of(values, st.dictionaries(st.sampled_from(["output_throughput", "mean_ttft_ms"]), st.one_of(
-        samples, st.fixed_dictionaries({"samples": st.lists(samples, max_size=3)})), max_size=2)),
-})
-baseline_files = st.fixed_dictionaries({}, optional={
-    "schema_version": st.sampled_from([1, 2, "1", None]), "hardware": st.sampled_from(["cpu", "h200"]), "model": st.sampled_from(["tiny", "x"]),
-    "entries": st.one_of(values, st.dictionaries(st.text(max_size=6), st.one_of(values, entries), max_size=2)),
-})
+samples = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 10**9),
+    st.text(max_size=4),
+    st.none(),
+    st.booleans(),
+)
+entries = st.fixed_dictionaries(
+    {},
+    optional={
+        "provenance": st.sampled_from(["recorded", "published", "guessed", None]),
+        "date": st.one_of(st.text(max_size=10), st.integers()),
+        "fingerprint": st.one_of(values, st.fixed_dictionaries({"hardware": st.sampled_from(["cpu", "h200", None])})),
+        "metrics": st.one_of(
+            values,
+            st.dictionaries(
+                st.sampled_from(["output_throughput", "mean_ttft_ms"]),
+                st.one_of(samples, st.fixed_dictionaries({"samples": st.lists(samples, max_size=3)})),
+                max_size=2,
+            ),
+        ),
+    },
+)
+baseline_files = st.fixed_dictionaries(
+    {},
+    optional={
+        "schema_version": st.sampled_from([1, 2, "1", None]),
+        "hardware": st.sampled_from(["cpu", "h200"]),
+        "model": st.sampled_from(["tiny", "x"]),
+        "entries": st.one_of(values, st.dictionaries(st.text(max_size=6), st.one_of(values, entries), max_size=2)),
+    },
+)
 
 
 @FUZZ
@@ -131,9 +238,19 @@ def test_baseline_loader_loads_or_names_file_and_field(tmp_path_factory, data, c
 @FUZZ
 @given(text=st.text(max_size=30))
 @example(text="INFINITY")  # found: --dsr1-startup-timeout INFINITY was an infinite deadline
-@pytest.mark.parametrize("parse", [parse_tolerance_override, parse_setting_override, parse_positive_int, parse_non_negative_int,
-                                   parse_seconds, parse_alpha, parse_missing_baseline],
-                         ids=["tolerance", "setting", "positive_int", "non_negative_int", "seconds", "alpha", "missing_baseline"])
+@pytest.mark.parametrize(
+    "parse",
+    [
+        parse_tolerance_override,
+        parse_setting_override,
+        parse_positive_int,
+        parse_non_negative_int,
+        parse_seconds,
+        parse_alpha,
+        parse_missing_baseline,
+    ],
+    ids=["tolerance", "setting", "positive_int", "non_negative_int", "seconds", "alpha", "missing_baseline"],
+)
 def test_option_parsers_accept_or_refuse_with_a_message(parse, text):
     try:
         value = parse(text)
@@ -148,6 +265,7 @@ def test_option_parsers_accept_or_refuse_with_a_message(parse, text):
 
 # What the fuzzers found, kept as plain tests.
 
+
 def test_found_an_empty_key_is_named_visibly(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text("'': 1\n")
@@ -159,7 +277,10 @@ def test_found_a_baseline_without_hardware_is_an_error_not_a_crash(tmp_path):
     path = tmp_path / "cpu" / "tiny.json"
     path.parent.mkdir()
     path.write_text('{"schema_version": 1}')
-    with pytest.raises(bl.BaselineError, match=r"tiny.json: hardware: holds baselines for hardware None.*Fix: set \"hardware\": \"cpu\""):
+    with pytest.raises(
+        bl.BaselineError,
+        match=r"tiny.json: hardware: holds baselines for hardware None.*Fix: set \"hardware\": \"cpu\"",
+    ):
         bl.load(path, "cpu", "tiny")
 
 

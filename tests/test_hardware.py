@@ -2,10 +2,18 @@
 
 import stat
 
-from pytest_dsr1.hardware import Gpu, Host, detect, fingerprint, parse_cuda_version, parse_nvidia_smi, same_hardware, skip_reason
-from pytest_dsr1.matrix import load_matrix
-
 from conftest import MATRIX
+from pytest_dsr1.hardware import (
+    Gpu,
+    Host,
+    detect,
+    fingerprint,
+    parse_cuda_version,
+    parse_nvidia_smi,
+    same_hardware,
+    skip_reason,
+)
+from pytest_dsr1.matrix import load_matrix
 
 M = load_matrix(MATRIX)
 # Output of `nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits` on the lent H200.
@@ -15,7 +23,9 @@ H200_CSV = "NVIDIA H200, 143771, 580.159.04\n"
 def test_parse_nvidia_smi():
     assert parse_nvidia_smi(H200_CSV * 2) == (Gpu("NVIDIA H200", 143771, "580.159.04"),) * 2
     assert parse_nvidia_smi("") == ()
-    assert parse_cuda_version("| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |") == "13.0"
+    assert (
+        parse_cuda_version("| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |") == "13.0"
+    )
 
 
 def test_no_gpus():
@@ -34,7 +44,9 @@ def test_one_h200_is_not_eight():
 def test_detect_reads_nvidia_smi(tmp_path):
     """A stand-in nvidia-smi script (no GPU here) prints what the real one printed on an H200."""
     exe = tmp_path / "nvidia-smi"
-    exe.write_text(f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n")
+    exe.write_text(
+        f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n"
+    )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     host = detect(str(exe))
     assert host.gpus == (Gpu("NVIDIA H200", 143771, "580.159.04"),) and host.cuda == "13.0"
@@ -49,7 +61,12 @@ def test_detect_without_nvidia_smi(tmp_path):
 def test_fingerprints_compare_hardware_not_versions():
     host = Host(parse_nvidia_smi(H200_CSV * 8), "13.0")
     fp = fingerprint(M.config("h200-fp8-tp8ep"), host, "vllm serve x", "deepseek-ai/DeepSeek-R1-0528")
-    assert fp["gpu_model"] == "NVIDIA H200" and fp["gpu_count"] == 8 and fp["driver"] == "580.159.04" and fp["cuda"] == "13.0"
+    assert (
+        fp["gpu_model"] == "NVIDIA H200"
+        and fp["gpu_count"] == 8
+        and fp["driver"] == "580.159.04"
+        and fp["cuda"] == "13.0"
+    )
     assert same_hardware(dict(fp, vllm="0.1", driver="1"), fp) is None
     assert "gpu_count=4" in same_hardware(dict(fp, gpu_count=4), fp)
     cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2), "c", "generated:tiny")

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_dsr1.matrix import MatrixError, load_matrix
-
 from conftest import MATRIX
+from pytest_dsr1.matrix import MatrixError, load_matrix
 
 BASE = """
 models:
@@ -30,15 +29,31 @@ def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
 def test_recipe_matrix_loads_with_recipe_names():
     m = load_matrix(MATRIX)
     ids = {c.id for c in m.configs}
-    assert {"h200-fp8-tp8ep", "h200-fp8-dp8ep", "h200-fp8-tp8ep-deepgemm-ht", "h200-fp8-dp8ep-deepgemm-ll",
-            "b200-fp8-tp8ep", "b200-fp8-dp8ep", "b200-fp4-tp4ep", "b200-fp4-dp4ep", "b200-fp4-tp8ep",
-            "cpu-tiny-tp1", "cpu-tiny-tp2ep"} <= ids
+    assert {
+        "h200-fp8-tp8ep",
+        "h200-fp8-dp8ep",
+        "h200-fp8-tp8ep-deepgemm-ht",
+        "h200-fp8-dp8ep-deepgemm-ll",
+        "b200-fp8-tp8ep",
+        "b200-fp8-dp8ep",
+        "b200-fp4-tp4ep",
+        "b200-fp4-dp4ep",
+        "b200-fp4-tp8ep",
+        "cpu-tiny-tp1",
+        "cpu-tiny-tp2ep",
+    } <= ids
     assert [(w.name, w.input_len, w.output_len) for w in m.workloads] == [
-        ("prompt_heavy", 8000, 1000), ("decode_heavy", 1000, 8000), ("balanced", 1000, 1000)]
+        ("prompt_heavy", 8000, 1000),
+        ("decode_heavy", 1000, 8000),
+        ("balanced", 1000, 1000),
+    ]
     h200 = m.config("h200-fp8-tp8ep")
     assert h200.batch_sizes == (1, 16, 32, 64, 128, 256, 512)
     assert h200.model.hf_id == "deepseek-ai/DeepSeek-R1-0528" and h200.gpus == 8
-    assert dict(m.config("h200-fp8-dp8ep-deepgemm-ll").env) == {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"}
+    assert dict(m.config("h200-fp8-dp8ep-deepgemm-ll").env) == {
+        "VLLM_USE_DEEP_GEMM": "1",
+        "VLLM_ALL2ALL_BACKEND": "deepep_low_latency",
+    }
     assert dict(m.config("b200-fp4-tp4ep").env)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
     assert m.config("b200-fp4-tp4ep").gpus == 4
 
@@ -49,8 +64,14 @@ def test_cpu_workloads_are_scaled_by_the_stated_factor():
     wls = m.workloads_for(cpu)
     assert cpu.workload_scale == 1 / 32
     assert {(w.name, w.input_len, w.output_len) for w in wls} == {
-        ("prompt_heavy", 250, 31), ("decode_heavy", 31, 250), ("balanced", 31, 31)}
-    assert dict(m.config("cpu-tiny-tp2ep").env) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1", "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"}
+        ("prompt_heavy", 250, 31),
+        ("decode_heavy", 31, 250),
+        ("balanced", 31, 31),
+    }
+    assert dict(m.config("cpu-tiny-tp2ep").env) == {
+        "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60",
+    }
 
 
 def test_minimal_matrix(tmp_path):
@@ -59,25 +80,75 @@ def test_minimal_matrix(tmp_path):
     assert m.configs[0].markers == ("cpu", "fp8", "tp")
 
 
-@pytest.mark.reliability(kind="input", case="matrix file", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
-@pytest.mark.parametrize("mutate, field, fix", [
-    (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
-    (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, tensor_paralel_size: 2}\n", "configs.c2.tensor_paralel_size", "use one of"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, tensor_parallel_size: two}\n", "configs.c2.tensor_parallel_size", "positive integer"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, enable_expert_parallel: 1}\n", "configs.c2.enable_expert_parallel", "true or false"),
-    (lambda t: t + "  c1: {hardware: cpu, model: m}\n", "(yaml)", "duplicate key 'c1'"),
-    (lambda t: t + "  c2: {hardware: cpu, model: nosuch}\n", "configs.c2.model", "use one of: m"),
-    (lambda t: t + "  c2: {hardware: tpu, model: m}\n", "configs.c2.hardware", "use one of: cpu"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, workloads: [nosuch]}\n", "configs.c2.workloads[0]", "use one of: w"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, settings: {max_modl_len: 5}}\n", "configs.c2.settings.max_modl_len", "max_model_len"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: 'ten'}}\n", "configs.c2.tolerances.mean_ttft_ms", "15%:5"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, batch_sizes: [0]}\n", "configs.c2.batch_sizes[0]", "above 0"),
-    (lambda t: t + "  c2: {hardware: cpu, model: m, extra_args: --foo}\n", "configs.c2.extra_args", "list of strings"),
-    (lambda t: t.replace("precision: fp8", "precision: fp16"), "models.m.precision", "fp8, fp4, bf16"),
-], ids=["malformed YAML", "unknown top-level key", "unknown config key", "wrong type", "wrong type (bool)", "duplicate id",
-        "unknown model name", "unknown hardware", "unknown workload", "unknown setting", "bad tolerance", "zero batch size",
-        "extra_args not a list", "unknown precision"])
+@pytest.mark.reliability(
+    kind="input",
+    case="matrix file",
+    per_param=True,
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
+@pytest.mark.parametrize(
+    "mutate, field, fix",
+    [
+        (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
+        (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, tensor_paralel_size: 2}\n",
+            "configs.c2.tensor_paralel_size",
+            "use one of",
+        ),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, tensor_parallel_size: two}\n",
+            "configs.c2.tensor_parallel_size",
+            "positive integer",
+        ),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, enable_expert_parallel: 1}\n",
+            "configs.c2.enable_expert_parallel",
+            "true or false",
+        ),
+        (lambda t: t + "  c1: {hardware: cpu, model: m}\n", "(yaml)", "duplicate key 'c1'"),
+        (lambda t: t + "  c2: {hardware: cpu, model: nosuch}\n", "configs.c2.model", "use one of: m"),
+        (lambda t: t + "  c2: {hardware: tpu, model: m}\n", "configs.c2.hardware", "use one of: cpu"),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, workloads: [nosuch]}\n",
+            "configs.c2.workloads[0]",
+            "use one of: w",
+        ),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, settings: {max_modl_len: 5}}\n",
+            "configs.c2.settings.max_modl_len",
+            "max_model_len",
+        ),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: 'ten'}}\n",
+            "configs.c2.tolerances.mean_ttft_ms",
+            "15%:5",
+        ),
+        (lambda t: t + "  c2: {hardware: cpu, model: m, batch_sizes: [0]}\n", "configs.c2.batch_sizes[0]", "above 0"),
+        (
+            lambda t: t + "  c2: {hardware: cpu, model: m, extra_args: --foo}\n",
+            "configs.c2.extra_args",
+            "list of strings",
+        ),
+        (lambda t: t.replace("precision: fp8", "precision: fp16"), "models.m.precision", "fp8, fp4, bf16"),
+    ],
+    ids=[
+        "malformed YAML",
+        "unknown top-level key",
+        "unknown config key",
+        "wrong type",
+        "wrong type (bool)",
+        "duplicate id",
+        "unknown model name",
+        "unknown hardware",
+        "unknown workload",
+        "unknown setting",
+        "bad tolerance",
+        "zero batch size",
+        "extra_args not a list",
+        "unknown precision",
+    ],
+)
 def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix, observed):
     path = write(tmp_path, mutate(textwrap.dedent(BASE)))
     with pytest.raises(MatrixError) as exc:
@@ -88,7 +159,11 @@ def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix, obser
     observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
-@pytest.mark.reliability(kind="input", case="matrix: duplicate config id across two files", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+@pytest.mark.reliability(
+    kind="input",
+    case="matrix: duplicate config id across two files",
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
 def test_duplicate_id_across_files(tmp_path, observed):
     write(tmp_path, BASE, "a.yaml")
     write(tmp_path, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
@@ -100,7 +175,10 @@ def test_duplicate_id_across_files(tmp_path, observed):
 def test_gpu_count_must_hold_the_parallelism(tmp_path):
     text = BASE + "  g: {hardware: gpu, model: m, tensor_parallel_size: 8, gpus: 4}\n"
     text = text.replace("hardware:\n", "hardware:\n  gpu: {kind: gpu, gpu_name: H200}\n", 1)
-    with pytest.raises(MatrixError, match=r"configs.g.gpus: 4 GPUs, but the server uses tensor_parallel_size 8 x data_parallel_size 1 = 8"):
+    with pytest.raises(
+        MatrixError,
+        match=r"configs.g.gpus: 4 GPUs, but the server uses tensor_parallel_size 8 x data_parallel_size 1 = 8",
+    ):
         load_matrix(write(tmp_path, text))
 
 
@@ -110,16 +188,29 @@ def test_missing_matrix_path(tmp_path):
 
 
 def test_a_tolerance_set_to_off_is_not_gated(tmp_path):
-    m = load_matrix(write(tmp_path, (BASE + """
+    m = load_matrix(
+        write(
+            tmp_path,
+            (
+                BASE
+                + """
 tolerances: {output_throughput: "10%", mean_ttft_ms: "15%:5", mean_tpot_ms: "10%"}
-""").replace("c1: {hardware: cpu, model: m}", 'c1: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: off, mean_tpot_ms: "off", median_ttft_ms: "20%"}}')))
+"""
+            ).replace(
+                "c1: {hardware: cpu, model: m}",
+                'c1: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: off, mean_tpot_ms: "off", median_ttft_ms: "20%"}}',
+            ),
+        )
+    )
     tols = m.tolerances_for(m.configs[0])
     assert set(tols) == {"output_throughput", "median_ttft_ms"}
     assert str(tols["median_ttft_ms"]) == "20%"
 
 
 def test_batches_per_sample_is_inherited_and_checked(tmp_path):
-    text = BASE.replace("cpu: {kind: cpu, batch_sizes: [1, 4]}", "cpu: {kind: cpu, batch_sizes: [1, 4], batches_per_sample: 3}")
+    text = BASE.replace(
+        "cpu: {kind: cpu, batch_sizes: [1, 4]}", "cpu: {kind: cpu, batch_sizes: [1, 4], batches_per_sample: 3}"
+    )
     m = load_matrix(write(tmp_path, text))
     assert m.configs[0].batches_per_sample == 3
     bad = text.replace("c1: {hardware: cpu, model: m}", "c1: {hardware: cpu, model: m, batches_per_sample: 0}")
@@ -135,14 +226,18 @@ def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
     base = write(tmp_path, BASE + "  c2: {hardware: cpu, model: m}\n", "base.yaml")
     over = tmp_path / "over"
     over.mkdir()
-    write(over, """
+    write(
+        over,
+        """
     workloads:
       long: {input_len: 100, output_len: 50}
     configs:
       c2: {hardware: cpu, model: m, batch_sizes: [8]}
       c3: {hardware: cpu, model: m}
       c4: {hardware: cpu, model: m, workloads: [w, long]}
-    """, "over.yaml")
+    """,
+        "over.yaml",
+    )
     write(over, "os: linux\nlanguage: python\n", "ci.yaml")  # not a matrix file: ignored in a folder found by name
     m = load_matrix(base, MatrixLayer(over, foreign_ok=True))
     assert [c.id for c in m.configs] == ["c1", "c2", "c3", "c4"]
@@ -155,11 +250,16 @@ def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
         load_matrix(base, over)  # named explicitly (--dsr1-matrix), every YAML file must be a matrix file
 
 
-@pytest.mark.reliability(kind="input", case="an empty matrix file named with --dsr1-matrix",
-                         caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+@pytest.mark.reliability(
+    kind="input",
+    case="an empty matrix file named with --dsr1-matrix",
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
 def test_an_empty_named_matrix_file_is_named(tmp_path, observed):
     empty = write(tmp_path, "", "empty.yaml")
-    with pytest.raises(MatrixError, match=r"empty.yaml: \(file\): holds no models, hardware, workloads, configs.*Fix: add entries") as exc:
+    with pytest.raises(
+        MatrixError, match=r"empty.yaml: \(file\): holds no models, hardware, workloads, configs.*Fix: add entries"
+    ) as exc:
         load_matrix(write(tmp_path, BASE, "base.yaml"), empty)
     observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
@@ -173,37 +273,130 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
         load_matrix(d)
 
 
-@pytest.mark.reliability(kind="input", case="matrix value that would misbehave later", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
-@pytest.mark.parametrize("patch, field", [
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .nan}"), "configs.c1.workload_scale"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .inf}"), "configs.c1.workload_scale"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: [cpu], model: m}"), "configs.c1.hardware"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: {name: m}}"), "configs.c1.model"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  "c1\\n": {hardware: cpu, model: m}'), "configs.c1\n"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"X$(touch f)": "1"}}'), "configs.c1.env.X$(touch f)"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"Y;cmd;Z": "1"}}'), "configs.c1.env.Y;cmd;Z"),
-    (lambda t: t.replace("m: {id: org/model, precision: fp8}", "m: {id: 'generated:huge', precision: fp8}"), "models.m.id"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: '100%'}}"),
-     "configs.c1.tolerances.output_throughput"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_num_seqs: -1}}"),
-     "configs.c1.settings.max_num_seqs"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {gpu_memory_utilization: 1.5}}"),
-     "configs.c1.settings.gpu_memory_utilization"),
-    (lambda t: t + "benchmark: {random_range_ratio: 1.5}\n", "benchmark.random_range_ratio"),
-    (lambda t: t + "benchmark: {request_rate: '-3'}\n", "benchmark.request_rate"),
-    (lambda t: t + "benchmark: {num_warmups: -1}\n", "benchmark.num_warmups"),
-    (lambda t: t + "benchmark: {dataset_name: nosuch}\n", "benchmark.dataset_name"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_model_len: abc}}"),
-     "configs.c1.settings.max_model_len"),
-    (lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, batch_sizes: [1000000000]}"), "configs.c1.batch_sizes[0]"),
-    (lambda t: t.replace("  cpu: {kind: cpu, batch_sizes: [1, 4]}", "  cpu: {kind: cpu, batch_sizes: [1, 4], startup_timeout_s: .nan}"),
-     "hardware.cpu.startup_timeout_s"),
-    (lambda t: t.replace("  cpu: {kind: cpu, batch_sizes: [1, 4]}", "  cpu: {kind: cpu, batch_sizes: [1, 4]}\n  g: {kind: gpu, gpu_name: H200}")
-     .replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: g, model: m, tensor_parallel_size: 3, gpus: 8}"), "configs.c1.gpus"),
-], ids=["workload_scale .nan", "workload_scale .inf", "hardware as a list", "model as a mapping", "id with a trailing newline",
-        "env name with $(...)", "env name with ;", "generated:<unknown>", "throughput tolerance of 100%", "max_num_seqs -1",
-        "gpu_memory_utilization 1.5", "random_range_ratio 1.5", "request_rate -3", "num_warmups -1", "dataset_name nosuch",
-        "max_model_len abc", "batch size 10^9", "startup_timeout_s .nan", "tensor_parallel_size 3 with gpus 8"])
+@pytest.mark.reliability(
+    kind="input",
+    case="matrix value that would misbehave later",
+    per_param=True,
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .nan}"
+            ),
+            "configs.c1.workload_scale",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .inf}"
+            ),
+            "configs.c1.workload_scale",
+        ),
+        (
+            lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: [cpu], model: m}"),
+            "configs.c1.hardware",
+        ),
+        (
+            lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: {name: m}}"),
+            "configs.c1.model",
+        ),
+        (
+            lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  "c1\\n": {hardware: cpu, model: m}'),
+            "configs.c1\n",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"X$(touch f)": "1"}}'
+            ),
+            "configs.c1.env.X$(touch f)",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"Y;cmd;Z": "1"}}'
+            ),
+            "configs.c1.env.Y;cmd;Z",
+        ),
+        (
+            lambda t: t.replace("m: {id: org/model, precision: fp8}", "m: {id: 'generated:huge', precision: fp8}"),
+            "models.m.id",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}",
+                "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: '100%'}}",
+            ),
+            "configs.c1.tolerances.output_throughput",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_num_seqs: -1}}"
+            ),
+            "configs.c1.settings.max_num_seqs",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}",
+                "  c1: {hardware: cpu, model: m, settings: {gpu_memory_utilization: 1.5}}",
+            ),
+            "configs.c1.settings.gpu_memory_utilization",
+        ),
+        (lambda t: t + "benchmark: {random_range_ratio: 1.5}\n", "benchmark.random_range_ratio"),
+        (lambda t: t + "benchmark: {request_rate: '-3'}\n", "benchmark.request_rate"),
+        (lambda t: t + "benchmark: {num_warmups: -1}\n", "benchmark.num_warmups"),
+        (lambda t: t + "benchmark: {dataset_name: nosuch}\n", "benchmark.dataset_name"),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_model_len: abc}}"
+            ),
+            "configs.c1.settings.max_model_len",
+        ),
+        (
+            lambda t: t.replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, batch_sizes: [1000000000]}"
+            ),
+            "configs.c1.batch_sizes[0]",
+        ),
+        (
+            lambda t: t.replace(
+                "  cpu: {kind: cpu, batch_sizes: [1, 4]}",
+                "  cpu: {kind: cpu, batch_sizes: [1, 4], startup_timeout_s: .nan}",
+            ),
+            "hardware.cpu.startup_timeout_s",
+        ),
+        (
+            lambda t: t.replace(
+                "  cpu: {kind: cpu, batch_sizes: [1, 4]}",
+                "  cpu: {kind: cpu, batch_sizes: [1, 4]}\n  g: {kind: gpu, gpu_name: H200}",
+            ).replace(
+                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: g, model: m, tensor_parallel_size: 3, gpus: 8}"
+            ),
+            "configs.c1.gpus",
+        ),
+    ],
+    ids=[
+        "workload_scale .nan",
+        "workload_scale .inf",
+        "hardware as a list",
+        "model as a mapping",
+        "id with a trailing newline",
+        "env name with $(...)",
+        "env name with ;",
+        "generated:<unknown>",
+        "throughput tolerance of 100%",
+        "max_num_seqs -1",
+        "gpu_memory_utilization 1.5",
+        "random_range_ratio 1.5",
+        "request_rate -3",
+        "num_warmups -1",
+        "dataset_name nosuch",
+        "max_model_len abc",
+        "batch size 10^9",
+        "startup_timeout_s .nan",
+        "tensor_parallel_size 3 with gpus 8",
+    ],
+)
 def test_values_that_would_misbehave_later_are_refused(tmp_path, patch, field, observed):
     text = textwrap.dedent(BASE)
     bad = patch(text)
@@ -215,5 +408,13 @@ def test_values_that_would_misbehave_later_are_refused(tmp_path, patch, field, o
 
 
 def test_off_still_switches_a_throughput_gate_off(tmp_path):
-    m = load_matrix(write(tmp_path, BASE.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: off}}")))
+    m = load_matrix(
+        write(
+            tmp_path,
+            BASE.replace(
+                "  c1: {hardware: cpu, model: m}",
+                "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: off}}",
+            ),
+        )
+    )
     assert "output_throughput" not in m.tolerances_for(m.config("c1"))

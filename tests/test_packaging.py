@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
 import pytest_dsr1
+from conftest import REPO
 
 pytestmark = pytest.mark.packaging
 
@@ -24,17 +23,28 @@ pytestmark = pytest.mark.packaging
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], check=True,
-                   capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (path,) = out.glob("pytest_dsr1-*.whl")
     return path
 
 
 def test_wheel_carries_the_matrix_schema_license_and_types(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("pytest_dsr1/test_matrix/recipe.yaml", "pytest_dsr1/test_matrix/tiny.yaml",
-                 "pytest_dsr1/test_matrix/test_serving.py", "pytest_dsr1/test_matrix/__init__.py",
-                 "pytest_dsr1/results.schema.json", "pytest_dsr1/py.typed", "pytest_dsr1/plugin.py"):
+    for name in (
+        "pytest_dsr1/test_matrix/recipe.yaml",
+        "pytest_dsr1/test_matrix/tiny.yaml",
+        "pytest_dsr1/test_matrix/test_serving.py",
+        "pytest_dsr1/test_matrix/__init__.py",
+        "pytest_dsr1/results.schema.json",
+        "pytest_dsr1/py.typed",
+        "pytest_dsr1/plugin.py",
+    ):
         assert name in names, name
     dist_info = f"pytest_dsr1-{pytest_dsr1.__version__}.dist-info"
     assert f"{dist_info}/licenses/LICENSE" in names
@@ -42,7 +52,7 @@ def test_wheel_carries_the_matrix_schema_license_and_types(wheel):
     assert f"Version: {pytest_dsr1.__version__}" in meta  # the one source of the version
     assert "License-Expression: Apache-2.0" in meta
     assert "Project-URL: Recipe, https://github.com/vllm-project/recipes" in meta
-    assert "Requires-Dist: vllm>=0.11.1; extra == \"vllm\"" in meta
+    assert 'Requires-Dist: vllm>=0.11.1; extra == "vllm"' in meta
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
     assert "dsr1 = pytest_dsr1.plugin" in entry_points
 
@@ -51,14 +61,29 @@ def test_installed_wheel_runs_the_recipe_dry_run_in_an_empty_project(wheel, tmp_
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True, text=True, timeout=900)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True, text=True, timeout=900
+    )
     empty = tmp_path / "empty-project"
     empty.mkdir()
-    result = subprocess.run([str(python), "-m", "pytest", "-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run"],
-                            cwd=empty, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(python), "-m", "pytest", "-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run"],
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "126 skipped" in result.stdout
-    assert "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel" in result.stdout
+    assert (
+        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"
+        in result.stdout
+    )
     # The plugin came from the venv, not from this checkout.
-    where = subprocess.run([str(python), "-c", "import pytest_dsr1; print(pytest_dsr1.__file__)"], capture_output=True, text=True, cwd=empty)
+    where = subprocess.run(
+        [str(python), "-c", "import pytest_dsr1; print(pytest_dsr1.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=empty,
+    )
     assert str(env_dir) in where.stdout and str(REPO) not in where.stdout

@@ -8,23 +8,37 @@ import pytest
 
 def test_help_lists_options(suite):
     out = suite.runpytest("--help").stdout.str()
-    for opt in ("--dsr1-model", "--dsr1-record", "--dsr1-baselines", "--dsr1-matrix", "--dsr1-dry-run",
-                "--dsr1-tolerance", "--dsr1-set", "--dsr1-repeat", "--dsr1-confirm", "--dsr1-api-key", "--dsr1-report"):
+    for opt in (
+        "--dsr1-model",
+        "--dsr1-record",
+        "--dsr1-baselines",
+        "--dsr1-matrix",
+        "--dsr1-dry-run",
+        "--dsr1-tolerance",
+        "--dsr1-set",
+        "--dsr1-repeat",
+        "--dsr1-confirm",
+        "--dsr1-api-key",
+        "--dsr1-report",
+    ):
         assert opt in out
     for ini in ("dsr1_model", "dsr1_record", "dsr1_baselines", "dsr1_matrix", "dsr1_tolerance", "dsr1_set"):
         assert ini in out
 
 
-@pytest.mark.parametrize("args, count", [
-    (["-m", "h200", "--dsr1-model", "fp8"], 126),          # 6 configs x 3 workloads x 7 batch sizes
-    (["-m", "b200", "--dsr1-model", "fp8"], 42),
-    (["-m", "b200", "--dsr1-model", "fp4"], 84),
-    (["-m", "cpu", "--dsr1-model", "tiny"], 18),           # 3 configs x 3 workloads x 2 batch sizes
-    (["-m", "h200", "--dsr1-model", "tiny"], 36),          # 4 configs x 3 workloads x 3 batch sizes
-    (["-m", "h200 and tp and not dp", "--dsr1-model", "fp8"], 63),
-    (["-m", "h200 and prompt_heavy", "--dsr1-model", "fp8"], 42),
-    (["-m", "fp4 and ep and dp"], 42),
-])
+@pytest.mark.parametrize(
+    "args, count",
+    [
+        (["-m", "h200", "--dsr1-model", "fp8"], 126),  # 6 configs x 3 workloads x 7 batch sizes
+        (["-m", "b200", "--dsr1-model", "fp8"], 42),
+        (["-m", "b200", "--dsr1-model", "fp4"], 84),
+        (["-m", "cpu", "--dsr1-model", "tiny"], 18),  # 3 configs x 3 workloads x 2 batch sizes
+        (["-m", "h200", "--dsr1-model", "tiny"], 36),  # 4 configs x 3 workloads x 3 batch sizes
+        (["-m", "h200 and tp and not dp", "--dsr1-model", "fp8"], 63),
+        (["-m", "h200 and prompt_heavy", "--dsr1-model", "fp8"], 42),
+        (["-m", "fp4 and ep and dp"], 42),
+    ],
+)
 def test_item_counts_per_selection(suite, args, count):
     result = suite.runpytest("--collect-only", "-q", *args, "test_matrix")
     result.assert_outcomes()
@@ -34,10 +48,12 @@ def test_item_counts_per_selection(suite, args, count):
 
 def test_ids_read_like_the_recipe(suite):
     result = suite.runpytest("--collect-only", "-q", "-m", "h200", "--dsr1-model", "fp8", "test_matrix")
-    result.stdout.fnmatch_lines([
-        "test_matrix/test_serving.py::test_serving[h200-fp8-tp8ep-prompt_heavy-bs1]",
-        "test_matrix/test_serving.py::test_serving[h200-fp8-dp8ep-deepgemm-ll-balanced-bs512]",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "test_matrix/test_serving.py::test_serving[h200-fp8-tp8ep-prompt_heavy-bs1]",
+            "test_matrix/test_serving.py::test_serving[h200-fp8-dp8ep-deepgemm-ll-balanced-bs512]",
+        ]
+    )
 
 
 def test_items_are_grouped_by_server(suite):
@@ -50,11 +66,28 @@ def test_items_are_grouped_by_server(suite):
 
 def test_markers_work_under_strict_markers(suite):
     result = suite.runpytest("--strict-markers", "--markers")
-    for m in ("h200:", "b200:", "cpu:", "fp8:", "fp4:", "bf16:", "tp:", "dp:", "ep:", "prompt_heavy:", "decode_heavy:", "balanced:"):
+    for m in (
+        "h200:",
+        "b200:",
+        "cpu:",
+        "fp8:",
+        "fp4:",
+        "bf16:",
+        "tp:",
+        "dp:",
+        "ep:",
+        "prompt_heavy:",
+        "decode_heavy:",
+        "balanced:",
+    ):
         result.stdout.fnmatch_lines([f"@pytest.mark.{m}*"])
 
 
-@pytest.mark.reliability(kind="input", case="--dsr1-model that is not in the matrix", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+@pytest.mark.reliability(
+    kind="input",
+    case="--dsr1-model that is not in the matrix",
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
 def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     result = suite.runpytest("--dsr1-model", "fp16", "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -62,22 +95,41 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "fp16" in line))
 
 
-@pytest.mark.reliability(kind="input", case="bad option value", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
-@pytest.mark.parametrize("args, message", [
-    (["--dsr1-tolerance", "mean_ttft_ms=fast"], "*bad tolerance 'fast'*"),
-    (["--dsr1-tolerance", "nosuch=10%"], "*unknown metric 'nosuch'*"),
-    (["--dsr1-repeat", "0"], "*must be at least 1*"),
-    (["--dsr1-set", "max_modl_len=5"], "*unknown setting 'max_modl_len'*"),
-    (["--dsr1-set", "nosuch:max_model_len=5"], "*no config 'nosuch' in the matrix*"),
-    (["--dsr1-alpha", "2"], "*between 0 and 1*"),
-    (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
-    (["--dsr1-tolerance", "*=999%"], "*can never fail*"),
-    (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
-    (["--dsr1-set", "max_num_seqs=0"], "*max_num_seqs must be a positive integer*"),
-    (["--dsr1-startup-timeout", "inf"], "*not a finite number*"),
-], ids=["--dsr1-tolerance mean_ttft_ms=fast", "--dsr1-tolerance nosuch=10%", "--dsr1-repeat 0", "--dsr1-set max_modl_len=5",
-        "--dsr1-set nosuch:max_model_len=5", "--dsr1-alpha 2", "--dsr1-missing-baseline maybe", "--dsr1-tolerance *=999%",
-        "--dsr1-tolerance output_throughput=100%", "--dsr1-set max_num_seqs=0", "--dsr1-startup-timeout inf"])
+@pytest.mark.reliability(
+    kind="input",
+    case="bad option value",
+    per_param=True,
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dsr1-tolerance", "mean_ttft_ms=fast"], "*bad tolerance 'fast'*"),
+        (["--dsr1-tolerance", "nosuch=10%"], "*unknown metric 'nosuch'*"),
+        (["--dsr1-repeat", "0"], "*must be at least 1*"),
+        (["--dsr1-set", "max_modl_len=5"], "*unknown setting 'max_modl_len'*"),
+        (["--dsr1-set", "nosuch:max_model_len=5"], "*no config 'nosuch' in the matrix*"),
+        (["--dsr1-alpha", "2"], "*between 0 and 1*"),
+        (["--dsr1-missing-baseline", "maybe"], "*skip, fail*"),
+        (["--dsr1-tolerance", "*=999%"], "*can never fail*"),
+        (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
+        (["--dsr1-set", "max_num_seqs=0"], "*max_num_seqs must be a positive integer*"),
+        (["--dsr1-startup-timeout", "inf"], "*not a finite number*"),
+    ],
+    ids=[
+        "--dsr1-tolerance mean_ttft_ms=fast",
+        "--dsr1-tolerance nosuch=10%",
+        "--dsr1-repeat 0",
+        "--dsr1-set max_modl_len=5",
+        "--dsr1-set nosuch:max_model_len=5",
+        "--dsr1-alpha 2",
+        "--dsr1-missing-baseline maybe",
+        "--dsr1-tolerance *=999%",
+        "--dsr1-tolerance output_throughput=100%",
+        "--dsr1-set max_num_seqs=0",
+        "--dsr1-startup-timeout inf",
+    ],
+)
 def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     result = suite.runpytest(*args, "test_matrix")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -85,7 +137,11 @@ def test_bad_option_values_are_usage_errors(suite, args, message, observed):
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "error" in line.lower()))
 
 
-@pytest.mark.reliability(kind="input", case="bad tolerance expression in the ini file", caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
+@pytest.mark.reliability(
+    kind="input",
+    case="bad tolerance expression in the ini file",
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
 def test_bad_ini_value_is_a_usage_error(suite, observed):
     suite.makeini("[pytest]\ndsr1_tolerance =\n    mean_ttft_ms=lots\n")
     result = suite.runpytest("test_matrix")
@@ -103,12 +159,21 @@ def test_ini_keys_select_like_options(suite):
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 54  # 18 CPU + 36 H200 tiny items
 
 
-@pytest.mark.reliability(kind="input", case="a path option that cannot work", per_param=True, caught="at start-up: a usage error (exit 4) before collection, in the dry run too")
-@pytest.mark.parametrize("args, message", [
-    (["--dsr1-python", "/nonexistent/python"], "*--dsr1-python /nonexistent/python: no such executable*"),
-    (["--dsr1-report", "/proc/dsr1-report"], "*--dsr1-report /proc/dsr1-report: cannot create it*"),
-    (["--dsr1-report", "/etc/hostname"], "*--dsr1-report /etc/hostname: cannot create it (File exists)*"),
-], ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place", "--dsr1-report naming a file"])
+@pytest.mark.reliability(
+    kind="input",
+    case="a path option that cannot work",
+    per_param=True,
+    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
+)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dsr1-python", "/nonexistent/python"], "*--dsr1-python /nonexistent/python: no such executable*"),
+        (["--dsr1-report", "/proc/dsr1-report"], "*--dsr1-report /proc/dsr1-report: cannot create it*"),
+        (["--dsr1-report", "/etc/hostname"], "*--dsr1-report /etc/hostname: cannot create it (File exists)*"),
+    ],
+    ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place", "--dsr1-report naming a file"],
+)
 def test_paths_are_checked_before_any_server_starts(suite, args, message, observed):
     result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -145,32 +210,47 @@ def test_one_h200_skips_the_eight_gpu_configs(suite, monkeypatch, tmp_path):
 def test_dry_run_prints_the_recipe_commands(suite):
     result = suite.runpytest("-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run", "test_matrix")
     result.assert_outcomes(skipped=126)
-    result.stdout.fnmatch_lines([
-        "*dsr1 dry run*",
-        "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPU(s)",
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel "
-        "--no-enable-prefix-caching --host 127.0.0.1 --port 8000",
-        "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
-        "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 4 "
-        "--host 127.0.0.1 --port 8000 *",
-        "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code "
-        "--data-parallel-size 8 --enable-expert-parallel *",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*dsr1 dry run*",
+            "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPU(s)",
+            "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel "
+            "--no-enable-prefix-caching --host 127.0.0.1 --port 8000",
+            "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
+            "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 4 "
+            "--host 127.0.0.1 --port 8000 *",
+            "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code "
+            "--data-parallel-size 8 --enable-expert-parallel *",
+        ]
+    )
 
 
 def test_dry_run_hides_the_api_key(suite, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", "sk-very-secret")
     result = suite.runpytest("-m", "cpu", "--dsr1-dry-run", "test_matrix")
     assert "sk-very-secret" not in result.stdout.str()
-    result.stdout.fnmatch_lines(["VLLM_CPU_OMP_THREADS_BIND='0|1' * VLLM_API_KEY=*** vllm serve *", "*OPENAI_API_KEY=*** vllm bench serve*"])
+    result.stdout.fnmatch_lines(
+        ["VLLM_CPU_OMP_THREADS_BIND='0|1' * VLLM_API_KEY=*** vllm serve *", "*OPENAI_API_KEY=*** vllm bench serve*"]
+    )
 
 
 def test_tunables_override_from_the_command_line(suite):
-    result = suite.runpytest("-m", "h200 and prompt_heavy", "--dsr1-model", "fp8", "--dsr1-dry-run",
-                             "--dsr1-set", "max_model_len=65536", "--dsr1-set", "h200-fp8-tp8ep:gpu_memory_utilization=0.95",
-                             "test_matrix")
+    result = suite.runpytest(
+        "-m",
+        "h200 and prompt_heavy",
+        "--dsr1-model",
+        "fp8",
+        "--dsr1-dry-run",
+        "--dsr1-set",
+        "max_model_len=65536",
+        "--dsr1-set",
+        "h200-fp8-tp8ep:gpu_memory_utilization=0.95",
+        "test_matrix",
+    )
     out = result.stdout.str()
-    assert "--tensor-parallel-size 8 --enable-expert-parallel --max-model-len 65536 --gpu-memory-utilization 0.95" in out
+    assert (
+        "--tensor-parallel-size 8 --enable-expert-parallel --max-model-len 65536 --gpu-memory-utilization 0.95" in out
+    )
     assert "--data-parallel-size 8 --enable-expert-parallel --max-model-len 65536 --no-enable-prefix-caching" in out
 
 
@@ -183,25 +263,40 @@ def test_quiet_in_a_project_without_a_matrix(pytester):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-@pytest.mark.reliability(kind="input", case="a broken baseline file, found before any server starts", per_param=True, caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too")
-@pytest.mark.parametrize("mode", [["--collect-only"], ["--dsr1-dry-run"], ["--dsr1-record"], []],
-                         ids=["--collect-only", "--dsr1-dry-run", "--dsr1-record", "a comparing run"])
+@pytest.mark.reliability(
+    kind="input",
+    case="a broken baseline file, found before any server starts",
+    per_param=True,
+    caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too",
+)
+@pytest.mark.parametrize(
+    "mode",
+    [["--collect-only"], ["--dsr1-dry-run"], ["--dsr1-record"], []],
+    ids=["--collect-only", "--dsr1-dry-run", "--dsr1-record", "a comparing run"],
+)
 def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode, observed):
     broken = suite.path / "bl" / "cpu" / "tiny.json"
     broken.parent.mkdir(parents=True)
-    broken.write_text('{"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {"x": {"provenance": "recorded", ')
+    broken.write_text(
+        '{"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {"x": {"provenance": "recorded", '
+    )
     run_dir = suite.path / "runs"
-    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-baselines", "bl", "--dsr1-run-dir", str(run_dir), *mode)
+    result = suite.runpytest(
+        "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-baselines", "bl", "--dsr1-run-dir", str(run_dir), *mode
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*{broken}: (json): corrupt or truncated JSON*Fix: restore it (git checkout -- {broken}), or move it aside*"])
+    result.stderr.fnmatch_lines(
+        [f"*{broken}: (json): corrupt or truncated JSON*Fix: restore it (git checkout -- {broken}), or move it aside*"]
+    )
     assert not list(run_dir.glob("**/*.log"))  # nothing was started
     # A broken file of hardware that this run does not select stands in nobody's way.
     result = suite.runpytest("--collect-only", "-q", "-m", "h200", "--dsr1-model", "tiny", "--dsr1-baselines", "bl")
     assert result.ret == pytest.ExitCode.OK
-    observed("exit 4 when collection ends, before any server starts "
-             f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... Fix: restore it (git checkout -- <file>), "
-             "or move it aside (mv <file> <file>.broken) and record anew with --dsr1-record'")
-
+    observed(
+        "exit 4 when collection ends, before any server starts "
+        f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... Fix: restore it (git checkout -- <file>), "
+        "or move it aside (mv <file> <file>.broken) and record anew with --dsr1-record'"
+    )
 
 
 def test_an_override_is_blamed_on_the_override_not_the_ini_file(suite):

@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
+from conftest import MATRIX, REPO
 from pytest_dsr1.command import server_command
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.server import redact_env_secrets, tail
-
-from conftest import MATRIX, REPO
 
 M = load_matrix(MATRIX)
 
@@ -36,8 +35,26 @@ def test_no_shell_true_anywhere():
 
 def test_api_key_from_environment_is_hidden_in_dry_run(tmp_path):
     env = {**os.environ, "VLLM_API_KEY": "sk-dry-run-secret", "HF_TOKEN": "hf_dryrunsecret"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "cpu", "--dsr1-dry-run",
-                          "--dsr1-run-dir", str(tmp_path), "test_matrix"], cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-m",
+            "cpu",
+            "--dsr1-dry-run",
+            "--dsr1-run-dir",
+            str(tmp_path),
+            "test_matrix",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-2000:]
     assert "sk-dry-run-secret" not in out.stdout + out.stderr and "hf_dryrunsecret" not in out.stdout + out.stderr
     assert "VLLM_API_KEY=*** vllm serve" in out.stdout

@@ -8,7 +8,9 @@ from pytest_dsr1.compare import IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, ST
 from pytest_dsr1.tolerance import Tolerance, ToleranceError, parse_tolerance, parse_tolerance_override
 
 
-@pytest.mark.parametrize("expr, rel, abs_", [("10%", 0.10, 0.0), ("15%:5", 0.15, 5.0), (" 2.5 % : 0.5 ", 0.025, 0.5), ("0%:1", 0.0, 1.0)])
+@pytest.mark.parametrize(
+    "expr, rel, abs_", [("10%", 0.10, 0.0), ("15%:5", 0.15, 5.0), (" 2.5 % : 0.5 ", 0.025, 0.5), ("0%:1", 0.0, 1.0)]
+)
 def test_parse_tolerance(expr, rel, abs_):
     t = parse_tolerance(expr)
     assert (t.rel, t.abs) == pytest.approx((rel, abs_))
@@ -37,19 +39,22 @@ def test_absolute_floor_absorbs_jitter_on_small_values():
 T10 = Tolerance(0.10)
 
 
-@pytest.mark.parametrize("metric, base, meas, verdict", [
-    ("output_throughput", [100.0], [95.0], OK),            # -5% within 10%
-    ("output_throughput", [100.0], [85.0], REGRESSED),     # -15%, one sample: tolerance only
-    ("output_throughput", [100.0], [115.0], IMPROVED),     # +15%: better, under 3x tolerance
-    ("output_throughput", [100.0], [150.0], STALE),        # +50%: re-record?
-    ("mean_ttft_ms", [100.0], [115.0], REGRESSED),         # latency up
-    ("mean_ttft_ms", [100.0], [80.0], IMPROVED),           # latency down
-    ("mean_ttft_ms", [100.0], [50.0], STALE),
-    ("output_throughput", [], [100.0], NOT_COMPARED),      # metric absent from the baseline
-    ("output_throughput", [100.0], [], NOT_COMPARED),
-    ("output_throughput", [100, 101, 99, 100], [80, 81, 79, 80], REGRESSED),   # significant
-    ("output_throughput", [100, 60, 140, 100], [85, 84, 140, 60], NOISE),      # median -15% but overlapping
-])
+@pytest.mark.parametrize(
+    "metric, base, meas, verdict",
+    [
+        ("output_throughput", [100.0], [95.0], OK),  # -5% within 10%
+        ("output_throughput", [100.0], [85.0], REGRESSED),  # -15%, one sample: tolerance only
+        ("output_throughput", [100.0], [115.0], IMPROVED),  # +15%: better, under 3x tolerance
+        ("output_throughput", [100.0], [150.0], STALE),  # +50%: re-record?
+        ("mean_ttft_ms", [100.0], [115.0], REGRESSED),  # latency up
+        ("mean_ttft_ms", [100.0], [80.0], IMPROVED),  # latency down
+        ("mean_ttft_ms", [100.0], [50.0], STALE),
+        ("output_throughput", [], [100.0], NOT_COMPARED),  # metric absent from the baseline
+        ("output_throughput", [100.0], [], NOT_COMPARED),
+        ("output_throughput", [100, 101, 99, 100], [80, 81, 79, 80], REGRESSED),  # significant
+        ("output_throughput", [100, 60, 140, 100], [85, 84, 140, 60], NOISE),  # median -15% but overlapping
+    ],
+)
 def test_verdict_cases(metric, base, meas, verdict):
     v = compare_metric(metric, [float(x) for x in base], [float(x) for x in meas], T10)
     assert v.verdict == verdict, v.reason
@@ -68,6 +73,10 @@ def test_significant_regression_reports_p_value():
 
 
 def test_compare_covers_requested_metrics():
-    out = compare({"output_throughput": [1.0], "mean_ttft_ms": [1.0]}, {"output_throughput": [1.0]},
-                  {"output_throughput": T10, "mean_ttft_ms": T10}, ("output_throughput", "mean_ttft_ms"))
+    out = compare(
+        {"output_throughput": [1.0], "mean_ttft_ms": [1.0]},
+        {"output_throughput": [1.0]},
+        {"output_throughput": T10, "mean_ttft_ms": T10},
+        ("output_throughput", "mean_ttft_ms"),
+    )
     assert [v.verdict for v in out] == [OK, NOT_COMPARED]

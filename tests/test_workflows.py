@@ -24,7 +24,9 @@ def _actionlint() -> str:
 
 
 def test_actionlint_passes():
-    result = subprocess.run([_actionlint(), "-color=false", *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [_actionlint(), "-color=false", *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -32,7 +34,9 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     """The linter really runs: a typo in an expression is reported."""
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     result = subprocess.run([_actionlint(), "-color=false", str(bad)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0 and "matrix" in result.stdout
 
