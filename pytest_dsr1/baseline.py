@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1.errors import InputError
+
 SCHEMA_VERSION = 1
 PROVENANCES = ("recorded", "published")
 
 
-class BaselineError(ValueError):
-    def __init__(self, path: Path | str, field_name: str, problem: str, fix: str) -> None:
-        self.path = str(path)
-        super().__init__(f"{path}: {field_name}: {problem}. Fix: {fix}")
+class BaselineError(InputError):
+    """A baseline file is unusable (corrupt, foreign, unwritable). The message names the file, the field and the fix."""
 
 
 def summarize(samples: list[float]) -> dict[str, Any]:

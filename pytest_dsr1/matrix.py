@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from pytest_dsr1.errors import InputError
 from pytest_dsr1.tolerance import Tolerance, ToleranceError, gate_tolerance, parse_tolerance
 
 # Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
@@ -34,12 +35,8 @@ GENERATED_MODELS = ("generated:tiny",)  # the models this project generates itse
 MAX_BATCH_SIZE = 16384
 
 
-class MatrixError(ValueError):
+class MatrixError(InputError):
     """A matrix file is invalid. The message names the file, the field and the fix."""
-
-    def __init__(self, path: Path | str, field_name: str, problem: str, fix: str) -> None:
-        self.path, self.field_name, self.problem, self.fix = str(path), field_name, problem, fix
-        super().__init__(f"{path}: {field_name}: {problem}. Fix: {fix}")
 
 
 @dataclass(frozen=True)
