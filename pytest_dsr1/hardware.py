@@ -11,8 +11,9 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
-from pytest_dsr1.matrix import ServerConfig
+from pytest_dsr1.matrix import Hardware, ServerConfig
 
 NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"]
 
@@ -73,9 +74,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _nvidia_smi_exe(nvidia_smi: str | None) -> str | None:
+    """The nvidia-smi to run: the one given, else DSR1_NVIDIA_SMI, else the one on PATH; None where there is none."""
+    return nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
+
+
+def _matching_gpus(hw: Hardware, host: Host) -> list[Gpu]:
+    """The host's GPUs whose name contains the GPU hardware's gpu_name, case-insensitively."""
+    assert hw.gpu_name is not None
+    wanted = hw.gpu_name.lower()
+    return [g for g in host.gpus if wanted in g.name.lower()]
+
+
 def detect(nvidia_smi: str | None = None) -> Host:
     """Read the GPUs with nvidia-smi (DSR1_NVIDIA_SMI may name another binary) and the CPU from /proc."""
-    exe = nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
+    exe = _nvidia_smi_exe(nvidia_smi)
     gpus: tuple[Gpu, ...] = ()
     cuda = None
     notes: list[str] = []
@@ -106,9 +119,7 @@ def skip_reason(config: ServerConfig, host: Host) -> str | None:
     hw = config.hardware
     if hw.kind == "cpu":
         return None
-    assert hw.gpu_name is not None
-    matching = [g for g in host.gpus if hw.gpu_name.lower() in g.name.lower()]
-    if len(matching) >= config.gpus:
+    if len(_matching_gpus(hw, host)) >= config.gpus:
         return None
     return f"needs {config.gpus}× {hw.gpu_name}, found {host.describe_gpus()}"
 
@@ -123,15 +134,15 @@ def vllm_version() -> str | None:
     return None
 
 
-def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id: str) -> dict:
-    fp = {
+def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id: str) -> dict[str, Any]:
+    fp: dict[str, Any] = {
         "hardware": config.hardware.name,
         "vllm": vllm_version(),
         "model": model_id,
         "server_command": server_command,
     }
     if config.hardware.kind == "gpu":
-        matching = [g for g in host.gpus if config.hardware.gpu_name.lower() in g.name.lower()]  # type: ignore[union-attr]
+        matching = _matching_gpus(config.hardware, host)
         # The host CPU is recorded, not matched: it moves launch-bound numbers (small models, batch 1).
         fp.update(
             gpu_model=matching[0].name if matching else None,
@@ -147,7 +158,7 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
     return fp
 
 
-def same_hardware(recorded: dict, current: dict) -> str | None:
+def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
     """None when two fingerprints are of the same hardware; otherwise why not.
 
     Compared: the GPU model and count, or the CPU model and core count. The vLLM version, driver and
@@ -160,7 +171,7 @@ def same_hardware(recorded: dict, current: dict) -> str | None:
     return None
 
 
-def machine_key(fp: dict) -> str:
+def machine_key(fp: dict[str, Any]) -> str:
     """A folder name for this machine's own baselines: the identity that same_hardware() compares, readable
     and hashed, e.g. amd-epyc-x2-1a2b3c4d or nvidia-h200-x1-5e6f7a8b."""
     keys = ("gpu_model", "gpu_count") if "gpu_count" in fp else ("cpu_model", "cpu_count")
@@ -172,7 +183,7 @@ def machine_key(fp: dict) -> str:
 def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | None:
     """(used MiB, total MiB) per GPU, from nvidia-smi; None where there is none. Read after a teardown to
     show that a server's memory was given back before the next config starts."""
-    exe = nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
+    exe = _nvidia_smi_exe(nvidia_smi)
     if not exe:
         return None
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pytest_dsr1.errors import InputError
-from pytest_dsr1.tolerance import Tolerance, ToleranceError, gate_tolerance, parse_tolerance
+from pytest_dsr1.tolerance import DEFAULT_TOLERANCES, Tolerance, ToleranceError, gate_tolerance, parse_tolerance
 
 # Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
 # Maps the setting name to the `vllm serve` flag it becomes.
@@ -176,11 +176,22 @@ class Matrix:
                 return c
         raise KeyError(config_id)
 
-    def tolerances_for(self, config: ServerConfig) -> dict[str, Tolerance]:
-        """Defaults, then the hardware's, then the config's: later wins. A metric set to `off` is not gated."""
-        merged: dict[str, Tolerance | None] = dict(self.tolerances)
-        merged.update(config.hardware.tolerances)
-        merged.update(config.tolerances)
+    def tolerances_for(
+        self, config: ServerConfig, overrides: Mapping[str, Tolerance] | None = None
+    ) -> dict[str, Tolerance]:
+        """The gated metrics of a config and their tolerances. Layers, later wins: the matrix's default section (or,
+        where the matrix has none, the built-in defaults: the recipe's), the hardware's, the config's, then
+        `overrides` (--dsr1-tolerance, where `*` sets every metric and named metrics win over it). A metric set
+        to `off` is recorded, not gated."""
+        from pytest_dsr1.metrics import METRICS
+
+        merged: dict[str, Tolerance | None] = dict(self.tolerances or DEFAULT_TOLERANCES)
+        for layer in (config.hardware.tolerances, config.tolerances):
+            merged.update(layer)
+        overrides = overrides or {}
+        if "*" in overrides:
+            merged = dict.fromkeys(METRICS, overrides["*"])
+        merged.update((k, v) for k, v in overrides.items() if k != "*")
         return {k: v for k, v in merged.items() if v is not None}
 
 
@@ -191,7 +202,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML keeps the last of two equal keys silently; a duplicate config id must be an error."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -324,8 +335,8 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
     sections replace the earlier ones. References (a config's hardware and model) resolve after the merge.
     """
     raw: dict[str, dict[str, tuple[Path, Any]]] = {k: {} for k in ("models", "hardware", "workloads", "configs")}
-    benchmark: tuple[Path, dict] | None = None
-    tolerances: tuple[Path, dict] | None = None
+    benchmark: tuple[Path, Any] | None = None
+    tolerances: tuple[Path, Any] | None = None
     all_files: list[Path] = []
     ignored: list[str] = []
     # A config that names no workloads runs those of its own layer (where its layer defines any), so that a layer's
@@ -430,7 +441,7 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
 # ---------------------------------------------------------------- field validation
 
 
-def _expect(f: Path, fieldname: str, value: Any, types: type | tuple, what: str) -> None:
+def _expect(f: Path, fieldname: str, value: Any, types: type | tuple[type, ...], what: str) -> None:
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         ok = False
     else:
@@ -441,7 +452,7 @@ def _expect(f: Path, fieldname: str, value: Any, types: type | tuple, what: str)
         )
 
 
-def _no_unknown(f: Path, fieldname: str, spec: dict, allowed: Iterable[str]) -> None:
+def _no_unknown(f: Path, fieldname: str, spec: dict[Any, Any], allowed: Iterable[str]) -> None:
     unknown = sorted(set(map(str, spec)) - set(allowed))
     if unknown:
         key = (
@@ -478,14 +489,14 @@ def _positive(f: Path, fieldname: str, value: Any, kind: type = int) -> Any:
 
 def _bool(f: Path, fieldname: str, value: Any) -> bool:
     _expect(f, fieldname, value, bool, "true or false")
-    return value
+    return bool(value)
 
 
 def _non_negative(f: Path, fieldname: str, value: Any) -> int:
     _expect(f, fieldname, value, int, "an integer, 0 or more")
     if value < 0:
         raise MatrixError(f, fieldname, f"must be 0 or more, got {value}", f"set {fieldname} to 0 or more")
-    return value
+    return int(value)
 
 
 def _model(f: Path, name: str, spec: Any) -> Model:
@@ -510,7 +521,7 @@ def _model(f: Path, name: str, spec: Any) -> Model:
 def _precision(f: Path, fieldname: str, value: Any) -> str:
     if value not in PRECISIONS:
         raise MatrixError(f, fieldname, f"unknown precision {value!r}", f"use one of: {', '.join(PRECISIONS)}")
-    return value
+    return str(value)
 
 
 def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
@@ -786,3 +797,16 @@ def apply_settings(config: ServerConfig, overrides: Iterable[tuple[str | None, s
         if target is None or target == config.id:
             settings[key] = value
     return replace(config, settings=tuple(settings.items())) if settings != dict(config.settings) else config
+
+
+def matrix_layers(rootpath: Path, extra: Path | None) -> list[MatrixLayer]:
+    """The shipped recipe matrix, then the rootdir's own test_matrix/ (if it holds matrix files), then
+    --dsr1-matrix: later layers add configs and replace same-named ones."""
+    shipped = packaged_matrix_dir()
+    layers = [MatrixLayer(shipped)]
+    local = rootpath / "test_matrix"
+    if local.resolve() != shipped.resolve():
+        layers.append(MatrixLayer(local, foreign_ok=True))
+    if extra is not None:
+        layers.append(MatrixLayer(extra))
+    return layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -10,24 +11,23 @@ class Metric:
     name: str  # the key in vLLM's benchmark result JSON
     unit: str
     higher_is_better: bool
-    label: str
 
 
 _M = [
-    Metric("output_throughput", "tok/s", True, "output throughput"),
-    Metric("total_token_throughput", "tok/s", True, "total token throughput"),
-    Metric("request_throughput", "req/s", True, "request throughput"),
-    Metric("mean_ttft_ms", "ms", False, "mean TTFT"),
-    Metric("median_ttft_ms", "ms", False, "median TTFT"),
-    Metric("p99_ttft_ms", "ms", False, "P99 TTFT"),
-    Metric("mean_tpot_ms", "ms", False, "mean TPOT"),
-    Metric("median_tpot_ms", "ms", False, "median TPOT"),
-    Metric("p99_tpot_ms", "ms", False, "P99 TPOT"),
-    Metric("mean_itl_ms", "ms", False, "mean ITL"),
-    Metric("median_itl_ms", "ms", False, "median ITL"),
-    Metric("p99_itl_ms", "ms", False, "P99 ITL"),
-    Metric("mean_e2el_ms", "ms", False, "mean end-to-end latency"),
-    Metric("p99_e2el_ms", "ms", False, "P99 end-to-end latency"),
+    Metric("output_throughput", "tok/s", True),
+    Metric("total_token_throughput", "tok/s", True),
+    Metric("request_throughput", "req/s", True),
+    Metric("mean_ttft_ms", "ms", False),
+    Metric("median_ttft_ms", "ms", False),
+    Metric("p99_ttft_ms", "ms", False),
+    Metric("mean_tpot_ms", "ms", False),
+    Metric("median_tpot_ms", "ms", False),
+    Metric("p99_tpot_ms", "ms", False),
+    Metric("mean_itl_ms", "ms", False),
+    Metric("median_itl_ms", "ms", False),
+    Metric("p99_itl_ms", "ms", False),
+    Metric("mean_e2el_ms", "ms", False),
+    Metric("p99_e2el_ms", "ms", False),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 
@@ -36,6 +36,6 @@ METRICS: dict[str, Metric] = {m.name: m for m in _M}
 KEY_METRICS = ("output_throughput", "total_token_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms")
 
 
-def extract(result: dict) -> dict[str, float]:
+def extract(result: dict[str, Any]) -> dict[str, float]:
     """The known metrics present in a benchmark result JSON, as floats."""
     return {name: float(result[name]) for name in METRICS if isinstance(result.get(name), (int, float))}

@@ -1,6 +1,8 @@
-"""Command-line options and ini keys. Every option has an ini key; precedence is CLI > ini > default.
+"""The suite's options: their table (flag, ini key, parser, default, help), their parsers and the parsed Options.
 
-Values are parsed by small functions used as argparse `type=`, so a bad value is a usage error (exit 4).
+Every option has an ini key; precedence is CLI > ini > default. Values are parsed by small functions used as
+argparse `type=`, so a bad value is a usage error (exit 4). No pytest here: pytest_options.py registers the
+table with pytest and reads it back.
 """
 
 from __future__ import annotations
@@ -8,16 +10,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, overload
 
-import pytest
-
-from pytest_dsr1.matrix import SETTING_FLAGS, setting_problem
+from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
 
-MISSING_BASELINE_CHOICES = ("skip", "fail")
+MissingBaseline = Literal["skip", "fail"]
+MISSING_BASELINE_CHOICES: tuple[MissingBaseline, ...] = ("skip", "fail")
 
 
 def parse_setting_override(text: str) -> tuple[str | None, str, str]:
@@ -58,15 +61,33 @@ parse_seconds = _number(float, lambda v: v > 0, "a number of seconds", "must be 
 parse_alpha = _number(float, lambda v: 0 < v < 1, "a number", "a significance level is between 0 and 1, e.g. 0.05")
 
 
-def parse_missing_baseline(text: str) -> str:
+def parse_missing_baseline(text: str) -> MissingBaseline:
     if text not in MISSING_BASELINE_CHOICES:
         raise argparse.ArgumentTypeError(f"{text!r}: use one of: {', '.join(MISSING_BASELINE_CHOICES)}")
-    return text
+    return text  # narrowed by the membership test
 
 
-# (option, ini key, type parser or None for a flag, default, help)
-_OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
-    (
+class OptionSpec(NamedTuple):
+    flag: str
+    ini: str
+    parse: Callable[[str], Any] | None  # None: a flag (store_true; a bool ini key)
+    default: Any
+    metavar: str
+    help: str
+
+
+class ListOptionSpec(NamedTuple):
+    """A repeatable option; its ini key takes one value per line."""
+
+    flag: str
+    ini: str
+    parse: Callable[[str], Any]
+    metavar: str
+    help: str
+
+
+OPTIONS: list[OptionSpec] = [
+    OptionSpec(
         "--dsr1-model",
         "dsr1_model",
         str,
@@ -74,7 +95,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "NAME",
         "model/precision to run (from the matrix's models, e.g. fp8, fp4, tiny); default: all",
     ),
-    (
+    OptionSpec(
         "--dsr1-record",
         "dsr1_record",
         None,
@@ -82,7 +103,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "",
         "measure and write the results as new baselines instead of comparing",
     ),
-    (
+    OptionSpec(
         "--dsr1-baselines",
         "dsr1_baselines",
         str,
@@ -90,7 +111,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "DIR",
         "baseline directory (default: baselines in the rootdir)",
     ),
-    (
+    OptionSpec(
         "--dsr1-local-baselines",
         "dsr1_local_baselines",
         str,
@@ -99,7 +120,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "where a machine with no comparable baseline keeps its own, per machine fingerprint, so that its next run compares "
         "(default: $DSR1_LOCAL_BASELINES or ~/.cache/pytest-dsr1/baselines; off: never)",
     ),
-    (
+    OptionSpec(
         "--dsr1-matrix",
         "dsr1_matrix",
         str,
@@ -108,7 +129,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "matrix YAML file or directory that adds or replaces configs of the recipe matrix shipped with pytest-dsr1 "
         "(default: the shipped matrix, plus test_matrix/*.yaml in the rootdir)",
     ),
-    (
+    OptionSpec(
         "--dsr1-dry-run",
         "dsr1_dry_run",
         None,
@@ -116,7 +137,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "",
         "print each selected item's environment, `vllm serve` and `vllm bench serve` commands; start nothing",
     ),
-    (
+    OptionSpec(
         "--dsr1-repeat",
         "dsr1_repeat",
         parse_positive_int,
@@ -124,7 +145,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "N",
         "measured runs per item on the same server (default: the hardware's `repeat` in the matrix)",
     ),
-    (
+    OptionSpec(
         "--dsr1-confirm",
         "dsr1_confirm",
         parse_non_negative_int,
@@ -132,7 +153,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "K",
         "when an item looks regressed, re-run it up to K more times before failing (default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)",
     ),
-    (
+    OptionSpec(
         "--dsr1-alpha",
         "dsr1_alpha",
         parse_alpha,
@@ -140,7 +161,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "P",
         "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)",
     ),
-    (
+    OptionSpec(
         "--dsr1-missing-baseline",
         "dsr1_missing_baseline",
         parse_missing_baseline,
@@ -148,7 +169,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "skip|fail",
         "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail",
     ),
-    (
+    OptionSpec(
         "--dsr1-startup-timeout",
         "dsr1_startup_timeout",
         parse_seconds,
@@ -156,8 +177,10 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "SECONDS",
         "server readiness deadline (default: the hardware's startup_timeout_s)",
     ),
-    ("--dsr1-host", "dsr1_host", str, "127.0.0.1", "HOST", "address the servers bind to (default: 127.0.0.1)"),
-    (
+    OptionSpec(
+        "--dsr1-host", "dsr1_host", str, "127.0.0.1", "HOST", "address the servers bind to (default: 127.0.0.1)"
+    ),
+    OptionSpec(
         "--dsr1-api-key",
         "dsr1_api_key",
         str,
@@ -165,7 +188,7 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "KEY",
         "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere",
     ),
-    (
+    OptionSpec(
         "--dsr1-run-dir",
         "dsr1_run_dir",
         str,
@@ -173,8 +196,8 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "DIR",
         "where server and benchmark logs go, one folder per run (default: .dsr1/runs in the rootdir)",
     ),
-    ("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
-    (
+    OptionSpec("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
+    OptionSpec(
         "--dsr1-python",
         "dsr1_python",
         str,
@@ -183,15 +206,15 @@ _OPTIONS: list[tuple[str, str, Any, Any, str, str]] = [
         "Python interpreter with vLLM, for the server and benchmark worker (default: this one)",
     ),
 ]
-_LIST_OPTIONS = [
-    (
+LIST_OPTIONS: list[ListOptionSpec] = [
+    ListOptionSpec(
         "--dsr1-tolerance",
         "dsr1_tolerance",
         parse_tolerance_override,
         "METRIC=TOL",
         "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); '*=10%' for all metrics",
     ),
-    (
+    ListOptionSpec(
         "--dsr1-set",
         "dsr1_set",
         parse_setting_override,
@@ -201,59 +224,28 @@ _LIST_OPTIONS = [
 ]
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("dsr1", "DeepSeek-R1/V3 serving regression suite (pytest-dsr1)")
-    for opt, ini, parse, default, metavar, help_ in _OPTIONS:
-        if parse is None:
-            group.addoption(opt, action="store_true", default=None, dest=ini, help=help_.replace("%", "%%"))
-            parser.addini(ini, help_, type="bool", default=default)
-        else:
-            group.addoption(
-                opt, action="store", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%")
-            )
-            parser.addini(ini, help_, default=None)
-    for opt, ini, parse, metavar, help_ in _LIST_OPTIONS:
-        group.addoption(
-            opt, action="append", type=parse, default=None, metavar=metavar, dest=ini, help=help_.replace("%", "%%")
-        )
-        parser.addini(ini, help_ + " (ini: one per line)", type="linelist", default=[])
-
-
 @dataclass
 class Options:
-    model: str | None
-    record: bool
-    baselines: Path
-    matrix: Path | None  # --dsr1-matrix: a layer on top of the shipped matrix and the rootdir's test_matrix/
-    local_baselines: Path | None  # None: off
-    dry_run: bool
-    repeat: int | None
-    confirm: int | None
-    alpha: float
-    missing_baseline: str
-    startup_timeout: float | None
-    host: str
-    api_key: str | None
-    run_dir: Path
-    report: Path | None
-    python: str | None
+    """The parsed options. The defaults are those of a plain `pytest` run in the rootdir."""
+
+    model: str | None = None
+    record: bool = False
+    baselines: Path = Path("baselines")
+    matrix: Path | None = None  # --dsr1-matrix: a layer on top of the shipped matrix and the rootdir's test_matrix/
+    local_baselines: Path | None = None  # None: off
+    dry_run: bool = False
+    repeat: int | None = None
+    confirm: int | None = None
+    alpha: float = 0.05
+    missing_baseline: MissingBaseline = "skip"
+    startup_timeout: float | None = None
+    host: str = "127.0.0.1"
+    api_key: str | None = None
+    run_dir: Path = Path(".dsr1/runs")
+    report: Path | None = None
+    python: str | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     settings: list[tuple[str | None, str, str]] = field(default_factory=list)
-
-
-def _value(config: pytest.Config, ini: str, parse: Any, default: Any) -> Any:
-    cli = getattr(config.option, ini, None)
-    if cli is not None:
-        return cli
-    raw = config.getini(ini)
-    if raw in (None, "", []):
-        return default
-    if parse is None:  # bool ini already parsed by pytest
-        return bool(raw)
-    try:
-        return parse(str(raw))
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini key {ini} {_ini_source(config, ini)}: {exc}") from None
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation
@@ -268,18 +260,12 @@ PATH_OPTIONS = (
 )
 
 
-def _path_value(config: pytest.Config, ini: str) -> tuple[str, Path] | None:
-    """(text, directory it is relative to) of a path option: the command line's, else the ini file's."""
-    cli = getattr(config.option, ini, None)
-    if cli is not None:
-        return cli, Path(config.invocation_params.dir)
-    raw = config.getini(ini)
-    if raw in (None, ""):
-        return None
-    return str(raw), Path(config.inipath.parent if config.inipath else config.rootpath)
-
-
-def _resolve(value: tuple[str, Path] | None, default: Path | None) -> Path | None:
+@overload
+def resolve_path(value: tuple[str, Path] | None, default: Path) -> Path: ...
+@overload
+def resolve_path(value: tuple[str, Path] | None, default: None) -> Path | None: ...
+def resolve_path(value: tuple[str, Path] | None, default: Path | None) -> Path | None:
+    """(text, the directory it is relative to) -> a path; `default` when the option is not set."""
     if value is None:
         return default
     text, base = value
@@ -294,127 +280,36 @@ def default_local_baselines() -> Path:
     return Path(cache) / "pytest-dsr1" / "baselines"
 
 
-def suite_requested(config: pytest.Config) -> bool:
-    """Did this run ask for the serving suite? A --dsr1-* option typed on the command line, or a model or matrix
-    named anywhere (ini file, addopts, PYTEST_ADDOPTS). Settings such as --dsr1-missing-baseline=fail in a
-    project's addopts do not turn a plain `pytest` into a suite run. Without a request, pytest-dsr1 adds nothing
-    to a project's collection."""
-    if any(str(a).startswith("--dsr1-") for a in config.invocation_params.args):
-        return True
-    if (
-        getattr(config.option, "dsr1_model", None) is not None
-        or getattr(config.option, "dsr1_matrix", None) is not None
-    ):
-        return True
-    return bool(config.getini("dsr1_model") or config.getini("dsr1_matrix"))
-
-
-def _ini_source(config: pytest.Config, ini: str) -> str:
-    """Where an ini value came from: `-o KEY=VALUE` on the command line wins over the ini file."""
-    overrides = getattr(config.known_args_namespace, "override_ini", None) or []
-    if any(str(o).split("=", 1)[0].strip() == ini for o in overrides):
-        return "(from -o/--override-ini)"
-    return f"in {config.inipath}"
-
-
-def read_options(config: pytest.Config) -> Options:
-    vals = {ini: _value(config, ini, parse, default) for _, ini, parse, default, _, _ in _OPTIONS}
-    lists: dict[str, list] = {}
-    for _, ini, parse, _, _ in _LIST_OPTIONS:
-        cli = getattr(config.option, ini, None)
-        if cli:
-            lists[ini] = cli
-        else:
-            try:
-                lists[ini] = [parse(line) for line in config.getini(ini)]
-            except argparse.ArgumentTypeError as exc:
-                raise pytest.UsageError(f"ini key {ini} {_ini_source(config, ini)}: {exc}") from None
-    root = Path(config.rootpath)
-    local = _path_value(config, "dsr1_local_baselines")
-    python = _path_value(config, "dsr1_python")
-    return Options(
-        model=vals["dsr1_model"],
-        record=bool(vals["dsr1_record"]),
-        baselines=_resolve(_path_value(config, "dsr1_baselines"), root / "baselines"),  # type: ignore[arg-type]
-        matrix=_resolve(_path_value(config, "dsr1_matrix"), None),
-        local_baselines=None if local and local[0] == "off" else _resolve(local, default_local_baselines()),
-        dry_run=bool(vals["dsr1_dry_run"]),
-        repeat=vals["dsr1_repeat"],
-        confirm=vals["dsr1_confirm"],
-        alpha=vals["dsr1_alpha"],
-        missing_baseline=vals["dsr1_missing_baseline"],
-        startup_timeout=vals["dsr1_startup_timeout"],
-        host=vals["dsr1_host"],
-        api_key=vals["dsr1_api_key"] or os.environ.get("VLLM_API_KEY") or None,
-        run_dir=_resolve(_path_value(config, "dsr1_run_dir"), root / ".dsr1" / "runs"),  # type: ignore[arg-type]
-        report=_resolve(_path_value(config, "dsr1_report"), None),
-        # A bare name (python3) is looked up on PATH, as a shell would; a path is resolved like the others.
-        python=None if python is None else (python[0] if os.sep not in python[0] else str(_resolve(python, None))),
-        tolerances=dict(lists["dsr1_tolerance"]),
-        settings=list(lists["dsr1_set"]),
-    )
-
-
-# addopts flags that pytest applies before plugins load; an ini file that sets them cannot be put back afterwards.
-_EARLY_FLAGS = (
-    "-p",
-    "-o",
-    "--override-ini",
-    "--import-mode",
-    "--confcutdir",
-    "--noconftest",
-    "--rootdir",
-    "-c",
-    "--config-file",
-    "--pyargs",
-)
-
-
-def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
-    """Undo what the value of a space-separated path option does to pytest's rootdir and ini file.
-
-    pytest finds the rootdir and the ini file before any plugin's options are known, so in
-    `pytest --dsr1-baselines /tmp` it takes `/tmp` for a test path, roots the run there and loses the project's
-    ini file. Once this plugin's options are known (pytest_load_initial_conftests), find both again from the
-    real test paths, as pytest would have, and put them back. pytest's own path options never move anything.
-    """
-    values = [args[i + 1] for i, a in enumerate(args[:-1]) if a in PATH_OPTIONS]
-    ns = config.known_args_namespace
-    if not values or ns.inifilename or ns.rootdir:
-        return
-    from _pytest.config.findpaths import determine_setup
-
-    rootpath, inipath, inicfg, ignored = determine_setup(
-        inifile=None,
-        override_ini=ns.override_ini,
-        args=ns.file_or_dir,
-        rootdir_cmd_arg=None,
-        invocation_dir=config.invocation_params.dir,
-    )
-    if (rootpath, inipath) == (config.rootpath, config.inipath):
-        return
-    early = sorted(k for k in ("pythonpath", "required_plugins", "minversion") if k in inicfg)
-    addopts = getattr(inicfg.get("addopts"), "value", inicfg.get("addopts")) or ""  # pytest 9: a ConfigValue
-    addopts_tokens = addopts.split() if isinstance(addopts, str) else [str(t) for t in addopts]
-    early += [t for t in addopts_tokens if t.startswith(_EARLY_FLAGS)]
-    if config.inipath is not None or early:
-        # The wrong ini file's addopts are already applied and cannot be taken back; and the right one's early
-        # settings (sys.path, plugins, conftest handling) were needed before this hook.
-        raise pytest.UsageError(
-            f"pytest-dsr1: pytest took {' / '.join(values)} for a test path and read its settings from {config.inipath or 'no ini file'} "
-            f"instead of {inipath}; write the option with '=' (e.g. --dsr1-baselines=DIR)"
+def selection_problem(options: Options, matrix: Matrix) -> str | None:
+    """Why the options do not fit the matrix (an unknown model, a --dsr1-set for no config), or None."""
+    if options.model is not None and options.model not in matrix.models:
+        return (
+            f"--dsr1-model {options.model!r} is not in the matrix ({', '.join(matrix.files)}); "
+            f"choose one of: {', '.join(matrix.models)}"
         )
-    old_cut = str(config.rootpath)
-    try:
-        config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg  # type: ignore[attr-defined]
-        config._ignored_config_files = ignored  # type: ignore[attr-defined]
-        config._inicache.clear()  # type: ignore[attr-defined]
-        config._parser.extra_info["rootdir"] = str(rootpath)
-        config._parser.extra_info["inifile"] = str(inipath)
-    except AttributeError:  # pytest changed its internals: say how to avoid the problem
-        raise pytest.UsageError(
-            "pytest-dsr1: write path options with '=' (e.g. --dsr1-baselines=DIR) on this pytest"
-        ) from None
-    if ns.confcutdir == old_cut:
-        ns.confcutdir = str(inipath.parent if inipath else rootpath)
-    args[:] = [*config.getini("addopts"), *args]
+    config_ids = sorted(c.id for c in matrix.configs)
+    for target, key, _ in options.settings:
+        if target is not None and target not in config_ids:
+            return f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(config_ids)}"
+    return None
+
+
+def path_problem(options: Options) -> str | None:
+    """What can be checked before the first server starts: the interpreter exists, the report directory is
+    writable. Found at the first server start or at the end of the run, they would cost the run."""
+    if options.python is not None and shutil.which(options.python) is None:
+        return (
+            f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
+            "(e.g. /path/to/venv/bin/python), or leave it out to use this one"
+        )
+    if options.report is not None:
+        try:
+            options.report.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return (
+                f"--dsr1-report {options.report}: cannot create it ({exc.strerror or exc}); "
+                "point it at a writable directory"
+            )
+        if not os.access(options.report, os.W_OK | os.X_OK):
+            return f"--dsr1-report {options.report}: not writable; point it at a writable directory"
+    return None

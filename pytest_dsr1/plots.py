@@ -1,7 +1,7 @@
 """PNG plots of a run, current against baseline (matplotlib, headless).
 
 Per configuration:
-- `<config>-throughput-interactivity.png`: output throughput per GPU against per-user interactivity
+- `<config>-throughput-interactivity.png`: output throughput per GPU (per server on the CPU) against per-user interactivity
   (tok/s/user = 1000 / mean TPOT) across batch sizes, one line per workload: the chart the field uses to
   compare serving setups (up and to the right is better);
 - `<config>-latency.png`: mean TTFT and mean TPOT against batch size.
@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+matplotlib.use("Agg")  # headless: before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
-if TYPE_CHECKING:
-    from pytest_dsr1.runner import Dsr1Session, ItemResult
+from pytest_dsr1.record import ItemResult, RunRecord  # noqa: E402
 
 FIGSIZE = (8, 5)
 DPI = 100
@@ -39,26 +38,35 @@ def _series(results: list[ItemResult], which: str, metric: str) -> list[tuple[in
     return sorted(pts)
 
 
-def _by_config(session: Dsr1Session) -> dict[str, dict[str, list[ItemResult]]]:
+def _by_config(record: RunRecord) -> dict[str, dict[str, list[ItemResult]]]:
     out: dict[str, dict[str, list[ItemResult]]] = {}
-    for r in session.results.values():
+    for r in record.results.values():
         if r.measurement is None:
             continue
         out.setdefault(r.config_id, {}).setdefault(r.workload.name, []).append(r)
     return out
 
 
-def write_plots(session: Dsr1Session, directory: Path) -> list[Path]:
+def write_plots(record: RunRecord, directory: Path) -> list[Path]:
     written = []
-    for config_id, workloads in _by_config(session).items():
-        gpus = max(1, session.matrix.config(config_id).gpus)
+    for config_id, workloads in _by_config(record).items():
+        gpus = record.matrix.config(config_id).gpus  # 0 on the CPU
         colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
         written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors))
         written.append(_latency(directory, config_id, workloads, colors))
     return written
 
 
-def _throughput_interactivity(directory: Path, config_id: str, workloads: dict, gpus: int, colors: dict) -> Path:
+def throughput_label(gpus: int) -> str:
+    """The y-axis of the throughput chart: per GPU on GPUs (the field's unit), the whole server on the CPU."""
+    if gpus == 0:
+        return "output throughput (tok/s, whole server on the CPU)"
+    return f"output throughput per GPU (tok/s/GPU, {gpus} GPU{'s' if gpus > 1 else ''})"
+
+
+def _throughput_interactivity(
+    directory: Path, config_id: str, workloads: dict[str, list[ItemResult]], gpus: int, colors: dict[str, Any]
+) -> Path:
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     for name, results in workloads.items():
         for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
@@ -68,15 +76,15 @@ def _throughput_interactivity(directory: Path, config_id: str, workloads: dict, 
             if not bss:
                 continue
             x = [1000.0 / tpot[b] if tpot[b] else 0.0 for b in bss]
-            y = [tput[b] / gpus for b in bss]
+            y = [tput[b] / max(1, gpus) for b in bss]
             ax.plot(x, y, style, color=colors[name], marker="o", markerfacecolor=face, label=f"{name} ({which})")
             for xi, yi, b in zip(x, y, bss):
                 ax.annotate(
                     f"bs{b}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[name]
                 )
-    ax.set_title(f"{config_id}: throughput per GPU vs interactivity")
+    ax.set_title(f"{config_id}: throughput{' per GPU' if gpus else ''} vs interactivity")
     ax.set_xlabel("interactivity (tok/s/user = 1000 / mean TPOT)")
-    ax.set_ylabel(f"output throughput per GPU (tok/s/GPU, {gpus} GPU{'s' if gpus > 1 else ''})")
+    ax.set_ylabel(throughput_label(gpus))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -86,7 +94,7 @@ def _throughput_interactivity(directory: Path, config_id: str, workloads: dict, 
     return path
 
 
-def _latency(directory: Path, config_id: str, workloads: dict, colors: dict) -> Path:
+def _latency(directory: Path, config_id: str, workloads: dict[str, list[ItemResult]], colors: dict[str, Any]) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]), dpi=DPI)
     for ax, metric, label in ((axes[0], "mean_ttft_ms", "mean TTFT (ms)"), (axes[1], "mean_tpot_ms", "mean TPOT (ms)")):
         for name, results in workloads.items():

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_dsr1.compare import IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, MetricVerdict
+from pytest_dsr1.compare import BEYOND_TOLERANCE, IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, MetricVerdict
 from pytest_dsr1.metrics import METRICS
-
-if TYPE_CHECKING:
-    from pytest_dsr1.runner import Dsr1Session
+from pytest_dsr1.record import RECORDED, ItemResult, RunRecord
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -56,7 +55,10 @@ def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def line(row: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -72,8 +74,8 @@ def brief(samples: dict[str, list[float]]) -> str:
     return ", ".join(f"{k}={statistics.median(samples[k]):.2f}" for k in keys if samples.get(k))
 
 
-def junit_properties(result: Any) -> list[tuple[str, str]]:
-    props = [("dsr1_outcome", result.outcome)]
+def junit_properties(result: ItemResult) -> list[tuple[str, str]]:
+    props: list[tuple[str, str]] = [("dsr1_outcome", result.outcome)]
     for v in result.verdicts:
         props += [
             (f"dsr1_{v.metric}", _num(v.measured)),
@@ -94,17 +96,17 @@ def _severity(v: MetricVerdict) -> tuple[int, float]:
     return order.get(v.verdict, 9), -worse
 
 
-def summary_rows(session: Dsr1Session) -> list[list[str]]:
-    flat = [(r.key, v) for r in session.results.values() for v in r.verdicts]
+def summary_rows(record: RunRecord) -> list[list[str]]:
+    flat = [(r.key, v) for r in record.results.values() for v in r.verdicts]
     flat.sort(key=lambda kv: _severity(kv[1]))
     return [[key, *row] for key, v in flat for row in verdict_rows([v])]
 
 
-def timing_rows(session: Dsr1Session) -> list[list[str]]:
+def timing_rows(record: RunRecord) -> list[list[str]]:
     rows = []
     tot = [0.0] * 6
-    for cid in dict.fromkeys(session.configs_run):
-        s = session.stats[cid]
+    for cid in dict.fromkeys(record.configs_run):
+        s = record.stats[cid]
         overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s
         ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
         vals = (s.startup_s, s.bench_s, s.measured_s, s.stop_s, overhead, s.wall_s)
@@ -116,7 +118,7 @@ def timing_rows(session: Dsr1Session) -> list[list[str]]:
                 "total",
                 "",
                 *(f"{x:.1f}s" for x in tot),
-                str(sum(session.stats[c].items for c in dict.fromkeys(session.configs_run))),
+                str(sum(record.stats[c].items for c in dict.fromkeys(record.configs_run))),
             ]
         )
     return rows
@@ -128,17 +130,17 @@ def timing_rows(session: Dsr1Session) -> list[list[str]]:
 TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
 
 
-def terminal_summary(session: Dsr1Session, tr: Any) -> None:
-    if session.dry_run:
+def terminal_summary(record: RunRecord, tr: Any) -> None:
+    if record.dry_run:
         tr.section("dsr1 dry run: the commands each item would run", sep="=")
-        for lines in session.dry_run.values():
+        for lines in record.dry_run.values():
             for line in lines:
                 tr.write_line(line)
             tr.write_line("")
-    if not session.configs_run and not session.results and not session.records:
+    if not record.configs_run and not record.results and not record.records:
         return
     tr.section("dsr1 serving summary", sep="=")
-    rows = summary_rows(session)
+    rows = summary_rows(record)
     if rows:
         table = format_table(["item", *VERDICT_HEADER], rows)
         for line in table.splitlines():
@@ -148,19 +150,19 @@ def terminal_summary(session: Dsr1Session, tr: Any) -> None:
                 else ({"yellow": True} if f" {STALE}" in line else {})
             )
             tr.write_line(line, **markup)
-    other = [r for r in session.results.values() if not r.verdicts]
+    other = [r for r in record.results.values() if not r.verdicts]
     for r in other:
-        if r.outcome == "recorded":
+        if r.outcome == RECORDED:
             continue
         tr.write_line(
             f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
             **({"red": True} if r.outcome == "failed" else {}),
         )
-    for (before, now), n in session.version_changes.items():
+    for (before, now), n in record.version_changes.items():
         tr.write_line(
             f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True
         )
-    for path, uses in session.local_baseline_uses.items():
+    for path, uses in record.local_baseline_uses.items():
         compared = sum(what == "compared" for _, what in uses)
         recorded = len(uses) - compared
         if compared:
@@ -175,50 +177,50 @@ def terminal_summary(session: Dsr1Session, tr: Any) -> None:
                 f"{path}, and the next run compares against it",
                 yellow=True,
             )
-    stale = [r for r in session.results.values() if any(v.verdict == STALE for v in r.verdicts)]
+    stale = [r for r in record.results.values() if any(v.verdict == STALE for v in r.verdicts)]
     for r in stale:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)
-    if session.records:
+    if record.records:
         tr.write_line("")
-        for path in dict.fromkeys(r[0] for r in session.records):
+        for path in dict.fromkeys(r[0] for r in record.records):
             tr.write_line(f"recorded baselines into {path} (old -> new median):")
             by_item: dict[str, list[str]] = {}
-            for p, key, metric, old, new in session.records:
+            for p, key, metric, old, new in record.records:
                 if p == path and metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
                     by_item.setdefault(key, []).append(f"{metric} {_num(old)} -> {_num(new)}")
             for key, changes in by_item.items():
                 tr.write_line(f"  {key}: " + ", ".join(changes))
-    if session.configs_run:
+    if record.configs_run:
         tr.write_line("")
-        for line in format_table(TIMING_HEADER, timing_rows(session)).splitlines():
+        for line in format_table(TIMING_HEADER, timing_rows(record)).splitlines():
             tr.write_line(line)
-        n = len(session.configs_run)
-        tr.write_line(f"dsr1: {starts_line(session)}")
-        for cid in dict.fromkeys(session.configs_run):
-            mem = session.stats[cid].gpu_memory_after_stop
+        n = len(record.configs_run)
+        tr.write_line(f"dsr1: {starts_line(record)}")
+        for cid in dict.fromkeys(record.configs_run):
+            mem = record.stats[cid].gpu_memory_after_stop
             if mem:
                 tr.write_line(
                     f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem)
                 )
         if n:
-            tr.write_line(f"dsr1: logs in {session.run_dir}")
-    for info in session.stale_cleaned:
+            tr.write_line(f"dsr1: logs in {record.run_dir}")
+    for info in record.stale_cleaned:
         tr.write_line(
             f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True
         )
 
 
-def starts_line(session: Dsr1Session) -> str:
+def starts_line(record: RunRecord) -> str:
     """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
-    configs, restarts = len(set(session.configs_run)), sum(session.restarts.values())
-    line = f"{session.server_starts} server start(s) for {configs} configuration(s) run"
+    configs, restarts = len(set(record.configs_run)), sum(record.restarts.values())
+    line = f"{record.server_starts} server start(s) for {configs} configuration(s) run"
     if restarts:
         line += (
             f" ({restarts} of them fresh start(s) to confirm a regression: "
-            + ", ".join(f"{cid} x{n}" for cid, n in session.restarts.items())
+            + ", ".join(f"{cid} x{n}" for cid, n in record.restarts.items())
             + ")"
         )
-    if session.server_starts - restarts != configs:
+    if record.server_starts - restarts != configs:
         line += " (MISMATCH: a configuration started more than once)"
     return line
 
@@ -226,90 +228,145 @@ def starts_line(session: Dsr1Session) -> str:
 # ---------------------------------------------------------------- files
 
 
-def results_json(session: Dsr1Session) -> dict[str, Any]:
-    items = []
-    for r in session.results.values():
-        m = r.measurement
-        items.append(
-            {
-                "id": r.key,
-                "config": r.config_id,
-                "workload": {
-                    "name": r.workload.name,
-                    "input_len": r.workload.input_len,
-                    "output_len": r.workload.output_len,
-                    "batch_size": r.workload.batch_size,
-                },
-                "outcome": r.outcome,
-                "message": r.message,
-                "wall_s": r.wall_s,
-                "measured_s": sum(float(run.get("duration") or 0) for run in m.runs) if m else None,
-                "server_command": m.server_command if m else None,
-                "bench_command": m.bench_command if m else None,
-                "fingerprint": m.fingerprint if m else None,
-                "samples": m.samples if m else {},
-                "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
-                "baseline_medians": r.baseline_medians,
-                "runs": m.runs if m else [],
-                "verdicts": [
-                    {
-                        "metric": v.metric,
-                        "baseline": v.baseline,
-                        "measured": v.measured,
-                        "change_pct": v.change_pct,
-                        "allowed": v.allowed,
-                        "tolerance": v.tolerance,
-                        "verdict": v.verdict,
-                        "reason": v.reason,
-                        "p_value": v.p_value,
-                        "baseline_samples": list(v.baseline_samples),
-                        "measured_samples": list(v.measured_samples),
-                    }
-                    for v in r.verdicts
-                ],
-            }
-        )
+def _verdict_json(v: MetricVerdict) -> dict[str, Any]:
     return {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "server_starts": session.server_starts,
-        "confirm_restarts": session.restarts,
-        "configs_run": session.configs_run,
-        "timing": {cid: vars(session.stats[cid]) for cid in dict.fromkeys(session.configs_run)},
-        "items": items,
+        "metric": v.metric,
+        "baseline": v.baseline,
+        "measured": v.measured,
+        "change_pct": v.change_pct,
+        "allowed": v.allowed,
+        "tolerance": v.tolerance,
+        "verdict": v.verdict,
+        "reason": v.reason,
+        "p_value": v.p_value,
+        "baseline_samples": list(v.baseline_samples),
+        "measured_samples": list(v.measured_samples),
     }
 
 
-def summary_markdown(session: Dsr1Session) -> str:
-    regressions = sum(1 for r in session.results.values() if r.outcome == REGRESSED)
-    out = [f"## pytest-dsr1: {len(session.results)} item(s), {regressions} regressed", ""]
-    rows = summary_rows(session)
+def _item_json(r: ItemResult) -> dict[str, Any]:
+    m = r.measurement
+    return {
+        "id": r.key,
+        "config": r.config_id,
+        "workload": {
+            "name": r.workload.name,
+            "input_len": r.workload.input_len,
+            "output_len": r.workload.output_len,
+            "batch_size": r.workload.batch_size,
+        },
+        "outcome": r.outcome,
+        "message": r.message,
+        "wall_s": r.wall_s,
+        "measured_s": sum(float(run.get("duration") or 0) for run in m.runs) if m else None,
+        "server_command": m.server_command if m else None,
+        "bench_command": m.bench_command if m else None,
+        "fingerprint": m.fingerprint if m else None,
+        "samples": m.samples if m else {},
+        "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
+        "baseline_medians": r.baseline_medians,
+        "runs": m.runs if m else [],
+        "verdicts": [_verdict_json(v) for v in r.verdicts],
+        "first_server_verdicts": [_verdict_json(v) for v in r.first_server_verdicts],
+    }
+
+
+def results_json(record: RunRecord) -> dict[str, Any]:
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "metadata": vars(record.metadata),
+        "server_starts": record.server_starts,
+        "confirm_restarts": record.restarts,
+        "configs_run": record.configs_run,
+        "timing": {cid: vars(record.stats[cid]) for cid in dict.fromkeys(record.configs_run)},
+        "items": [_item_json(r) for r in record.results.values()],
+    }
+
+
+def outcome_counts(record: RunRecord) -> str:
+    """'12 item(s): 10 passed, 1 REGRESSED, 1 skipped', in a fixed order."""
+    counts = Counter(r.outcome for r in record.results.values())
+    parts = [f"{counts[o]} {o}" for o in ("passed", "REGRESSED", "failed", "skipped", "recorded") if counts[o]]
+    return f"{len(record.results)} item(s)" + (": " + ", ".join(parts) if parts else "")
+
+
+def beyond_tolerance(record: RunRecord) -> list[tuple[str, str, MetricVerdict]]:
+    """Every gated change beyond its tolerance, whatever the noise test said about it: (item, where, verdict).
+    `where` says which server measured it when a fresh one was started to confirm a regression."""
+    out = []
+    for r in record.results.values():
+        fresh = bool(r.first_server_verdicts)
+        for where, verdicts in (
+            ("first server", r.first_server_verdicts),
+            ("fresh server" if fresh else "", r.verdicts),
+        ):
+            out += [(r.key, where, v) for v in verdicts if v.verdict in BEYOND_TOLERANCE]
+    out.sort(key=lambda kv: _severity(kv[2]))
+    return out
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    cells = [[c.replace("|", "\\|") for c in row] for row in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in cells)]
+
+
+def summary_markdown(record: RunRecord) -> str:
+    beyond = beyond_tolerance(record)
+    noise = sum(v.verdict == NOISE for _, _, v in beyond)
+    out = [f"## pytest-dsr1: {outcome_counts(record)}", ""]
+    out.append(
+        f"{len(beyond)} gated change(s) beyond tolerance"
+        + (f", {noise} of them judged noise by the Mann-Whitney test" if noise else "")
+        + "."
+    )
+    out.append("")
+    meta = record.metadata
+    out += _md_table(
+        ["plugin", "vLLM", "commit", "host", "started (UTC)"],
+        [[meta.plugin_version, meta.vllm or "-", meta.git_commit or "-", meta.host or "-", meta.started_at]],
+    )
+    out += ["", f"`{meta.command_line}`", ""]
+    if beyond:
+        out += ["### Changes beyond tolerance", ""]
+        rows = [
+            [
+                key,
+                f"{v.metric} ({METRICS[v.metric].unit})",
+                _num(v.baseline),
+                _num(v.measured),
+                _pct(v.change_pct),
+                _allowed(v),
+                v.verdict,
+                "-" if v.p_value is None else f"{v.p_value:.3f}",
+                where or "-",
+            ]
+            for key, where, v in beyond
+        ]
+        header = ["item", "metric", "baseline", "measured", "change", "allowed", "verdict", "p", "server"]
+        out += _md_table(header, rows)
+        out.append("")
+    rows = summary_rows(record)
     if rows:
-        out.append("| item | " + " | ".join(VERDICT_HEADER) + " |")
-        out.append("|" + "---|" * (len(VERDICT_HEADER) + 1))
-        for row in rows:
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        out += ["### Every gated metric", ""]
+        out += _md_table(["item", *VERDICT_HEADER], rows)
         out.append("")
-    others = [r for r in session.results.values() if not r.verdicts]
+    others = [r for r in record.results.values() if not r.verdicts]
     if others:
-        out += ["| item | outcome | note |", "|---|---|---|"]
-        for r in others:
-            note = (r.message.splitlines()[0] if r.message else "").replace("|", "\\|")
-            out.append(f"| {r.key} | {r.outcome} | {note} |")
+        notes = [[r.key, r.outcome, r.message.splitlines()[0] if r.message else ""] for r in others]
+        out += _md_table(["item", "outcome", "note"], notes)
         out.append("")
-    t = timing_rows(session)
+    t = timing_rows(record)
     if t:
-        out.append("| " + " | ".join(TIMING_HEADER) + " |")
-        out.append("|" + "---|" * len(TIMING_HEADER))
-        out += ["| " + " | ".join(r) + " |" for r in t]
+        out += _md_table(TIMING_HEADER, t)
         out.append("")
-        out.append(starts_line(session) + ".")
+        out.append(starts_line(record) + ".")
     return "\n".join(out) + "\n"
 
 
-def write_reports(session: Dsr1Session, directory: Path) -> Path:
+def write_reports(record: RunRecord, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "results.json").write_text(json.dumps(results_json(session), indent=2, default=str) + "\n")
-    md = summary_markdown(session)
+    (directory / "results.json").write_text(json.dumps(results_json(record), indent=2, default=str) + "\n")
+    md = summary_markdown(record)
     (directory / "summary.md").write_text(md)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
@@ -319,5 +376,5 @@ def write_reports(session: Dsr1Session, directory: Path) -> Path:
         from pytest_dsr1 import plots
     except ImportError:  # matplotlib is optional
         return directory
-    plots.write_plots(session, directory)
+    plots.write_plots(record, directory)
     return directory

@@ -7,6 +7,7 @@ an unread pipe; readiness = /health 200 while the process is alive, against a mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,9 +15,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,12 +27,8 @@ from pytest_dsr1.command import REDACTED, ServerCommand, redact
 PIDFILE_SUFFIX = ".pid.json"
 
 
-def _psutil():  # type: ignore[no-untyped-def]
-    # Imported when a server is managed, not when the plugin loads: an offline GPU machine may run the
-    # plugin from a checkout with only pytest/numpy/requests/PyYAML; vLLM itself depends on psutil.
-    import psutil
-
-    return psutil
+# psutil is imported inside the functions that manage a server, not when the plugin loads: an offline GPU machine
+# may run the plugin from a checkout with only pytest/numpy/requests/PyYAML; vLLM itself depends on psutil.
 
 
 class ServerStartError(RuntimeError):
@@ -40,7 +38,8 @@ class ServerStartError(RuntimeError):
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -67,7 +66,7 @@ def tail(path: Path, lines: int = 40, secrets: tuple[str, ...] = ()) -> str:
 SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")
 
 
-def redact_env_secrets(text: str, environ: dict | None = None) -> str:
+def redact_env_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace the values of secret-looking environment variables (tokens, keys) with ***."""
     environ = os.environ if environ is None else environ
     for name, value in environ.items():
@@ -84,7 +83,7 @@ class VllmServer:
     port: int
     log_path: Path
     python: str
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after_s: float | None = None
     exit_code: int | None = None
@@ -152,8 +151,8 @@ class VllmServer:
             if self.proc.poll() is not None:
                 self.exit_code = self.proc.returncode
                 raise ServerStartError(
-                    f"server {self.name} exited with code {self.exit_code} after {now - self.started_at:.1f}s during start-up "
-                    f"(log: {self.log_path})\n--- log tail ---\n{self.log_tail()}"
+                    f"server {self.name} exited with code {self.exit_code} after {now - self.started_at:.1f}s "
+                    f"during start-up (log: {self.log_path})\n--- log tail ---\n{self.log_tail()}"
                 )
             self._remember_children()
             try:
@@ -201,44 +200,36 @@ class VllmServer:
 
     def _remember_children(self) -> None:
         # Engine processes may leave the group (DP ranks, multiprocessing); remember them to stop them too.
-        psutil = _psutil()
+        import psutil
+
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(psutil.Error):
             self._children.update(p.pid for p in psutil.Process(self.proc.pid).children(recursive=True))
-        except psutil.Error:
-            pass
 
     def stop(self, grace_s: float = 30.0) -> None:
         """TERM the process group, wait, then KILL it and any remembered child that escaped the group."""
-        psutil = _psutil()
+        import psutil
+
         if self.proc is None:
             return
         self._remember_children()
         pgid = self.proc.pid
         if self.proc.poll() is None:
             _signal_group(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         # The API server may be gone while engine processes linger in the group: always sweep.
         _signal_group(pgid, signal.SIGKILL)
         for pid in self._children:
-            try:
+            with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         _wait_gone(self._children | {pgid}, timeout=15)
         self.exit_code = self.proc.returncode
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def describe_exit(code: int | None) -> str:
@@ -254,32 +245,30 @@ def describe_exit(code: int | None) -> str:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait_gone(pids: set[int], timeout: float) -> None:
-    psutil = _psutil()
+    import psutil
+
     procs = []
     for pid in pids:
-        try:
+        with contextlib.suppress(psutil.Error):
             procs.append(psutil.Process(pid))
-        except psutil.Error:
-            pass
     psutil.wait_procs(procs, timeout=timeout)
 
 
 def _create_time(pid: int) -> float | None:
-    psutil = _psutil()
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
 
 
-def _owner_alive(info: dict) -> bool:
+def _owner_alive(info: dict[str, Any]) -> bool:
     owner = info.get("owner_pid")
     if owner is None:
         return False
@@ -290,7 +279,7 @@ def _owner_alive(info: dict) -> bool:
     )
 
 
-def stale_servers(run_root: Path) -> list[dict]:
+def stale_servers(run_root: Path) -> list[dict[str, Any]]:
     """Servers recorded in pidfiles under run_root whose owner (a pytest process) is gone: a crashed earlier
     run. A server owned by a pytest run that is still going is never touched."""
     found = []
@@ -318,7 +307,8 @@ def group_alive(pgid: int) -> bool:
 
 def _looks_like_vllm(pgid: int) -> bool:
     # Guard against pid reuse: only a process group that runs vLLM counts as our leftover.
-    psutil = _psutil()
+    import psutil
+
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
             if os.getpgid(p.pid) == pgid and "vllm" in " ".join(p.info["cmdline"] or []):
@@ -328,12 +318,10 @@ def _looks_like_vllm(pgid: int) -> bool:
     return False
 
 
-def clean_stale(info: dict) -> None:
+def clean_stale(info: dict[str, Any]) -> None:
     if info.get("alive"):
         _signal_group(int(info["pgid"]), signal.SIGTERM)
         time.sleep(2)
         _signal_group(int(info["pgid"]), signal.SIGKILL)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         Path(info["pidfile"]).unlink()
-    except FileNotFoundError:
-        pass

@@ -2,7 +2,7 @@
 
     python -m pytest_dsr1.tiny [DIR]     # writes it to DIR, or to the cache, and prints the path
 
-Nothing is downloaded. The shapes follow what was measured (docs/FACTS in the design notes):
+Nothing is downloaded. The shapes are what vLLM was found to need when serving it:
 - kv_lora_rank 512 + qk_rope_head_dim 64 = head size 576, the only one the CPU MLA backend takes;
 - qk_nope_head_dim 128 and v_head_dim 128 as in the real model, because Hopper's FlashAttention rejects
   64/64 at the first prefill: one model proves both the CPU and the H200 path;
@@ -10,7 +10,7 @@ Nothing is downloaded. The shapes follow what was measured (docs/FACTS in the de
 - topk_method noaux_tc with sigmoid scoring and an e_score_correction_bias per MoE layer, without which
   vLLM's loader fails; no MTP layers.
 The output is deterministic: the same generator version gives byte-identical files, cached under
-~/.cache/pytest-dsr1/tiny-<hash of the spec> (DSR1_CACHE_DIR or XDG_CACHE_HOME move it).
+~/.cache/pytest-dsr1/tiny-dsv3-<hash of the spec> (DSR1_CACHE_DIR or XDG_CACHE_HOME move it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 GENERATOR_VERSION = 2
 SEED = 1234
@@ -29,9 +30,10 @@ SPECIAL_TOKENS = ("<|bos|>", "<|eos|>")
 # One token per printable ASCII character (and newline): every token decodes to valid text on its own,
 # so the server streams each token as it is made. Byte-level tokens of random weights form broken UTF-8
 # that the detokenizer holds back, which distorts TTFT and ITL.
-CHARACTERS = tuple(chr(c) for c in range(32, 127)) + ("\n",)
+CHARACTERS = (*(chr(c) for c in range(32, 127)), "\n")
 
-CONFIG = {
+# The Hugging Face config.json, as written.
+CONFIG: dict[str, Any] = {
     "architectures": ["DeepseekV3ForCausalLM"],
     "model_type": "deepseek_v3",
     "vocab_size": len(SPECIAL_TOKENS) + len(CHARACTERS),

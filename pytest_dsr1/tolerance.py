@@ -29,6 +29,17 @@ class Tolerance:
         return f"{s}:{self.abs:g}" if self.abs else s
 
 
+# The lowest layer of every matrix: the headline numbers of `vllm bench serve`'s printout, with the recipe's
+# tolerances. P99s are recorded and shown but too noisy on short runs to gate on; a matrix may add them.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "output_throughput": Tolerance(0.10),
+    "total_token_throughput": Tolerance(0.10),
+    "mean_ttft_ms": Tolerance(0.15, 5.0),
+    "mean_tpot_ms": Tolerance(0.10, 0.5),
+    "mean_itl_ms": Tolerance(0.10, 0.5),
+}
+
+
 def parse_tolerance(expr: str) -> Tolerance:
     m = _EXPR.match(expr)
     if not m:

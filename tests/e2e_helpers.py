@@ -41,8 +41,8 @@ def wait_no_vllm(timeout: float = 20.0) -> list[str]:
 
 
 def run_suite(
-    args: list[str], run_dir: Path, timeout: float = 1200, env: dict | None = None
-) -> subprocess.CompletedProcess:
+    args: list[str], run_dir: Path, timeout: float = 1200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", "--dsr1-run-dir", str(run_dir), *args]
     result = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}

@@ -235,33 +235,20 @@ def _umount(path) -> None:
 
 
 def _session_record(directory):
-    """Record one entry the way a --dsr1-record run does (Dsr1Session.record), without a server."""
+    """Record one entry the way a --dsr1-record run does (the baseline check in record mode), without a server.
+    Returns the check's Decision."""
     from conftest import MATRIX
+    from pytest_dsr1.check import BaselineCheck
     from pytest_dsr1.matrix import load_matrix
     from pytest_dsr1.options import Options
-    from pytest_dsr1.runner import Dsr1Session, Measurement
+    from pytest_dsr1.record import Measurement, RunMetadata, RunRecord
+    from pytest_dsr1.runner import Runner
 
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
-    opts = Options(
-        model=None,
-        record=True,
-        baselines=directory,
-        matrix=None,
-        local_baselines=None,
-        dry_run=False,
-        repeat=None,
-        confirm=0,
-        alpha=0.05,
-        missing_baseline="skip",
-        startup_timeout=None,
-        host="127.0.0.1",
-        api_key=None,
-        run_dir=directory / "runs",
-        report=None,
-        python=None,
-    )
-    session = Dsr1Session(matrix, opts, lambda line: None)
+    opts = Options(record=True, baselines=directory, confirm=0, run_dir=directory / "runs")
+    record = RunRecord(matrix, directory / "runs", RunMetadata("0", None, "py", "pytest", None, "now", "host"))
+    check = BaselineCheck(Runner(matrix, opts, record, lambda line: None), bl.BaselineStore(directory, None))
     wl = matrix.workloads_for(config)[0]
     m = Measurement(
         config,
@@ -272,7 +259,9 @@ def _session_record(directory):
         dict(FP),
         runs=[{"output_throughput": 1.0, "mean_ttft_ms": 2.0, "completed": 1, "failed": 0, "duration": 1.0}],
     )
-    session.record(m)
+    decision = check.check(m)
+    assert record.results[m.key].outcome == decision.outcome
+    return decision
 
 
 @pytest.mark.reliability(kind="fault", case="record into a full baselines directory (a 64 KiB tmpfs, filled)")
@@ -292,13 +281,13 @@ def test_record_into_a_full_disk(tmp_path, observed):
             pass
         finally:
             os.close(fd)
-        with pytest.raises(bl.BaselineError) as exc:
-            _session_record(mnt)
-        assert "No space left on device" in str(exc.value) and "the file on disk is unchanged" in str(exc.value)
+        decision = _session_record(mnt)
+        assert decision.outcome == "failed"
+        assert "No space left on device" in decision.message and "the file on disk is unchanged" in decision.message
         assert path.read_bytes() == before
         assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.json"]  # no partial temporary file
         assert json.loads(path.read_text())["entries"]["a[w-bs1]"]
-        observed(str(exc.value).replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
+        observed(decision.message.replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
     finally:
         _umount(mnt)
 
@@ -314,11 +303,10 @@ def test_record_into_a_read_only_mount(tmp_path, observed):
     _mount(["--bind", str(src), str(mnt)])
     try:
         _mount(["-o", "remount,ro,bind", str(mnt)])
-        with pytest.raises(bl.BaselineError) as exc:
-            _session_record(mnt)
-        assert "Read-only file system" in str(exc.value)
+        decision = _session_record(mnt)
+        assert decision.outcome == "failed" and "Read-only file system" in decision.message
         assert path.read_bytes() == before
-        observed(str(exc.value).replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
+        observed(decision.message.replace(str(tmp_path), "<dir>") + " (bytes lost: 0)")
     finally:
         _umount(mnt)
 

@@ -1,16 +1,18 @@
 """The generated commands equal the recipe's, token for token, plus only the flags the suite adds on purpose."""
 
+from __future__ import annotations
+
 import shlex
 
 import pytest
 
 from conftest import MATRIX
-from pytest_dsr1.command import SUITE_SERVER_FLAGS, VLLM_CLI, bench_command, server_command
+from pytest_dsr1.command import VLLM_CLI, bench_command, server_command
 from pytest_dsr1.matrix import load_matrix
 
 MATRIX_ = load_matrix(MATRIX)
 
-# Copied from shared/seed/deepseek-r1-vllm-recipe.md (backslash continuations joined).
+# Copied from the vLLM recipe for DeepSeek-R1/V3 (backslash continuations joined).
 RECIPE_SERVER = {
     "h200-fp8-tp8ep": (
         {},
@@ -53,9 +55,11 @@ RECIPE_SERVER = {
         "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel",
     ),
 }
-# The suite's deliberate additions: the recipe's own benchmarking advice, and the address it owns.
+# The flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the prefix cache (the
+# recipe says so), and the harness owns the address.
+SUITE_SERVER_FLAGS = ("--no-enable-prefix-caching", "--host", "--port")
 ADDED = ["--no-enable-prefix-caching", "--host", "127.0.0.1", "--port", "8000"]
-assert SUITE_SERVER_FLAGS == ("--no-enable-prefix-caching", "--host", "--port")
+assert [t for t in ADDED if t.startswith("--")] == list(SUITE_SERVER_FLAGS)
 
 
 @pytest.mark.parametrize("config_id", sorted(RECIPE_SERVER))
@@ -65,6 +69,15 @@ def test_server_command_is_the_recipes(config_id):
     cmd = server_command(config, config.model.hf_id, "127.0.0.1", 8000)
     assert cmd.display_argv == shlex.split(line) + ADDED
     assert dict(cmd.env) == env
+
+
+@pytest.mark.parametrize("config", MATRIX_.configs, ids=lambda c: c.id)
+def test_every_config_gets_only_the_suite_flags_last(config):
+    """Every config, not only the recipe's: the command ends with the suite's flags and their values, and no
+    other flag of theirs appears before them."""
+    argv = server_command(config, config.model.hf_id, "127.0.0.1", 8000).display_argv
+    assert argv[-len(ADDED) :] == ADDED
+    assert not set(SUITE_SERVER_FLAGS) & set(argv[: -len(ADDED)])
 
 
 @pytest.mark.parametrize("config", MATRIX_.configs, ids=lambda c: c.id)

@@ -44,6 +44,7 @@ def test_dp_server_stops_with_every_rank(tmp_path, observed):
     assert "--data-parallel-size" in cmd.display_argv
     server = VllmServer(config.id, cmd, "127.0.0.1", port, tmp_path / "dp2.log", sys.executable)
     server.start()
+    assert server.proc is not None
     try:
         server.wait_ready(600)
         # What runs is what is printed: the started argv is the logged `vllm serve` line behind the CLI prefix,

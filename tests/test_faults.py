@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -97,12 +98,13 @@ def suite_cmd(matrix: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def pidfile_info(run_dir: Path, config_id: str, timeout: float = 120) -> dict:
+def pidfile_info(run_dir: Path, config_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in run_dir.glob(f"*/{config_id}.pid.json"):
             try:
-                return json.loads(p.read_text())
+                info: dict[str, Any] = json.loads(p.read_text())
+                return info
             except (OSError, ValueError):
                 pass
         time.sleep(0.2)
@@ -229,7 +231,8 @@ def test_startup_deadline(tmp_path, observed):
     assert time.monotonic() - t0 < 120
     assert wait_no_vllm() == []
     observed(
-        "item FAILED: 'not ready after 8.xs (deadline 8s; raise it with --dsr1-startup-timeout)' + log tail; server stopped"
+        "item FAILED: 'not ready after 8.xs (deadline 8s; raise it with --dsr1-startup-timeout)' + log tail; "
+        "server stopped"
     )
 
 
@@ -305,7 +308,8 @@ def test_interrupted_pytest_leaves_nothing_behind(tmp_path, when, sig, observed)
     assert left == [], left
     assert "keep[x-bs1]" in json.loads(baseline.read_text())["entries"]  # the baseline file is intact
     observed(
-        f"pytest exit {int(rc)} (interrupted); vLLM processes left in the process table: {len(left)}; baseline file intact"
+        f"pytest exit {int(rc)} (interrupted); vLLM processes left in the process table: {len(left)}; "
+        "baseline file intact"
     )
 
 

@@ -67,13 +67,16 @@ def test_without_a_dsr1_option_the_project_runs_only_its_own_tests(project):
 def test_repo_root_recipe_command_and_project_tests():
     """At this repo's root: the recipe command collects the matrix (not testpaths = tests), and `pytest tests`
     collects the project's tests and no serving item."""
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", *a],
-        cwd=REPO,  # noqa: E731
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", *a],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     recipe = run("-m", "h200", "--dsr1-model", "fp8")
     assert recipe.returncode == 0, recipe.stdout[-2000:] + recipe.stderr[-2000:]
     assert sum(SUITE_ITEM in line for line in recipe.stdout.splitlines()) == 126
@@ -145,7 +148,7 @@ def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
 
 def _has_xdist() -> bool:
     try:
-        import xdist  # noqa: F401
+        import xdist  # type: ignore[import-untyped]  # noqa: F401  # pytest-xdist ships no type information
     except ImportError:
         return False
     return True
@@ -159,14 +162,17 @@ def test_p_no_dsr1_turns_the_plugin_off(autoload):
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
     if not autoload:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "pytest", *a],
-        cwd=REPO,
-        env=env,  # noqa: E731
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", *a],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     on = run("--help")
     assert "--dsr1-model" in on.stdout
     off = run("-p", "no:dsr1", "--help")
@@ -216,7 +222,8 @@ def test_xdist_is_refused_at_start(suite, args, observed):
     assert "does not run under pytest-xdist yet" in text, text[-3000:]
     assert not list(run_dir.glob("**/*.log")) and not list(run_dir.glob("**/*.pid.json"))  # no server was started
     observed(
-        f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; no server started"
+        f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; "
+        "no server started"
     )
 
 
@@ -260,13 +267,16 @@ def test_path_values_are_relative_to_where_they_are_written(suite):
     """A command-line value is relative to the invocation directory, an ini value to the ini file. (In a
     subprocess: writing the reports imports matplotlib, which an in-process run would unload again.)"""
     sub = suite.mkdir("sub")
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", *a],  # noqa: E731
-        cwd=sub,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", *a],
+            cwd=sub,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     result = run("--dsr1-report", "cli-report")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (sub / "cli-report" / "results.json").is_file()

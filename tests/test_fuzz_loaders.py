@@ -2,8 +2,8 @@
 suite's own error, naming the file and the field. Never another exception, never a silent pass.
 
 What they found is pinned with @example and as plain tests at the end; Hypothesis' local example database
-(tests/hypothesis-examples/, not committed) replays a new failure first on the next run. The budget is bounded: 300 examples
-per test (DSR1_FUZZ_EXAMPLES for a deeper run), no deadline (a shared 2-core machine stalls now and then).
+(tests/hypothesis-examples/, not committed) replays a new failure first on the next run. The budget is bounded: 300
+examples per test (DSR1_FUZZ_EXAMPLES for a deeper run), no deadline (a shared 2-core machine stalls now and then).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ good_values = {
 
 def section(kind: str) -> st.SearchStrategy:
     keys = KEYS[kind]
-    return st.dictionaries(st.sampled_from(keys + ["bogus"]), st.deferred(lambda: values), max_size=5).flatmap(
+    return st.dictionaries(st.sampled_from([*keys, "bogus"]), st.deferred(lambda: values), max_size=5).flatmap(
         lambda d: st.fixed_dictionaries({k: good_values.get(k, values) for k in d})
     )
 

@@ -1,5 +1,7 @@
 """GPU detection from nvidia-smi output, and the skip reasons of hardware gating."""
 
+from __future__ import annotations
+
 import stat
 
 from conftest import MATRIX
@@ -8,6 +10,7 @@ from pytest_dsr1.hardware import (
     Host,
     detect,
     fingerprint,
+    gpu_memory_used,
     parse_cuda_version,
     parse_nvidia_smi,
     same_hardware,
@@ -45,12 +48,23 @@ def test_detect_reads_nvidia_smi(tmp_path):
     """A stand-in nvidia-smi script (no GPU here) prints what the real one printed on an H200."""
     exe = tmp_path / "nvidia-smi"
     exe.write_text(
-        f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n"
+        f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; "
+        "else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n"
     )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     host = detect(str(exe))
     assert host.gpus == (Gpu("NVIDIA H200", 143771, "580.159.04"),) and host.cuda == "13.0"
     assert host.cpu_count >= 1 and host.cpu_model
+
+
+def test_gpu_memory_used_runs_the_nvidia_smi_that_detect_runs(tmp_path, monkeypatch):
+    """Both read DSR1_NVIDIA_SMI (here a stand-in script), and an explicit path wins over it."""
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\nprintf '1024, 143771\\n2048, 143771\\n'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("DSR1_NVIDIA_SMI", str(exe))
+    assert gpu_memory_used() == [(1024, 143771), (2048, 143771)]
+    assert gpu_memory_used(str(tmp_path / "missing")) is None
 
 
 def test_detect_without_nvidia_smi(tmp_path):
@@ -68,6 +82,6 @@ def test_fingerprints_compare_hardware_not_versions():
         and fp["cuda"] == "13.0"
     )
     assert same_hardware(dict(fp, vllm="0.1", driver="1"), fp) is None
-    assert "gpu_count=4" in same_hardware(dict(fp, gpu_count=4), fp)
+    assert "gpu_count=4" in (same_hardware(dict(fp, gpu_count=4), fp) or "")
     cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2), "c", "generated:tiny")
-    assert "cpu_model='EPYC'" in same_hardware(dict(cpu, cpu_model="EPYC"), cpu)
+    assert "cpu_model='EPYC'" in (same_hardware(dict(cpu, cpu_model="EPYC"), cpu) or "")

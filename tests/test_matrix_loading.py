@@ -198,7 +198,8 @@ tolerances: {output_throughput: "10%", mean_ttft_ms: "15%:5", mean_tpot_ms: "10%
 """
             ).replace(
                 "c1: {hardware: cpu, model: m}",
-                'c1: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: off, mean_tpot_ms: "off", median_ttft_ms: "20%"}}',
+                "c1: {hardware: cpu, model: m, tolerances: "
+                '{mean_ttft_ms: off, mean_tpot_ms: "off", median_ttft_ms: "20%"}}',
             ),
         )
     )
@@ -246,7 +247,7 @@ def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
     assert [w.id for w in m.workloads_for(m.config("c3"))] == ["long-bs1", "long-bs4"]
     assert [w.name for w in m.workloads_for(m.config("c4"))] == ["w", "w", "long", "long"]
     assert m.ignored == (str(over / "ci.yaml"),)
-    with pytest.raises(MatrixError, match="ci.yaml: language: unknown key"):
+    with pytest.raises(MatrixError, match=r"ci\.yaml: language: unknown key"):
         load_matrix(base, over)  # named explicitly (--dsr1-matrix), every YAML file must be a matrix file
 
 

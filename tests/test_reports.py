@@ -1,6 +1,9 @@
-"""Reports from a synthetic session (no server): markdown rows, results.json schema, PNG plots."""
+"""Reports from a synthetic run record (no server): markdown rows, results.json schema, PNG plots, metadata."""
+
+from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,97 +11,112 @@ from conftest import MATRIX, REPO
 from pytest_dsr1 import report
 from pytest_dsr1.compare import compare
 from pytest_dsr1.matrix import load_matrix
-from pytest_dsr1.options import Options
-from pytest_dsr1.runner import ConfigStats, Dsr1Session, ItemResult, Measurement
+from pytest_dsr1.plots import throughput_label
+from pytest_dsr1.record import ConfigStats, ItemResult, Measurement, RunRecord, run_metadata
 from pytest_dsr1.tolerance import Tolerance
 
+SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
 
-@pytest.fixture
-def session(tmp_path):
+
+def make_record(tmp_path: Path, config_id: str = "h200-fp8-tp8ep") -> RunRecord:
     matrix = load_matrix(MATRIX)
-    opts = Options(
-        model=None,
-        record=False,
-        baselines=tmp_path,
-        matrix=None,
-        local_baselines=None,
-        dry_run=False,
-        repeat=None,
-        confirm=0,
-        alpha=0.05,
-        missing_baseline="skip",
-        startup_timeout=None,
-        host="127.0.0.1",
-        api_key=None,
-        run_dir=tmp_path / "runs",
-        report=None,
-        python=None,
-    )
-    s = Dsr1Session(matrix, opts, lambda line: None)
-    config = matrix.config("h200-fp8-tp8ep")
-    s.configs_run.append(config.id)
-    s.server_starts = 1
-    s.stats[config.id] = ConfigStats(
+    meta = run_metadata(["-m", "h200", "--dsr1-api-key", "sk-secret-1"], REPO, "0.24.0", "test host", ("sk-secret-1",))
+    record = RunRecord(matrix, tmp_path / "runs", meta)
+    config = matrix.config(config_id)
+    record.configs_run.append(config.id)
+    record.server_starts = 1
+    record.stats[config.id] = ConfigStats(
         startup_s=600, ready_s=600, bench_s=100, measured_s=80, stop_s=10, wall_s=720, items=2
     )
     tol = {k: Tolerance(0.1) for k in ("output_throughput", "mean_tpot_ms", "mean_ttft_ms")}
-    for wl, tput in zip(matrix.workloads_for(config)[:2], (60.0, 800.0)):
-        run = {
-            "output_throughput": tput,
-            "mean_tpot_ms": 16.0,
-            "mean_ttft_ms": 500.0,
-            "completed": wl.batch_size,
-            "failed": 0,
-            "duration": 10.0,
-        }
-        m = Measurement(
-            config,
-            wl,
-            f"{config.id}[{wl.id}]",
-            "vllm serve x",
-            "vllm bench serve x",
-            {"hardware": "h200", "vllm": None, "model": "m", "server_command": "x"},
-            runs=[run],
-        )
-        base = {"output_throughput": [tput * 1.3], "mean_tpot_ms": [15.0], "mean_ttft_ms": [500.0]}
-        v = compare(base, m.samples, tol, tuple(tol))
-        s.results[m.key] = ItemResult(
-            m.key,
-            config.id,
-            wl,
-            "REGRESSED" if any(x.failed for x in v) else "passed",
-            "",
-            v,
-            m,
-            {k: x[0] for k, x in base.items()},
-        )
-    return s
+    # Item 1: throughput -23% on 1 sample a side (tolerance only: REGRESSED). Item 2: -40% on 3 samples that
+    # overlap (Mann-Whitney says noise), TTFT +120% likewise.
+    cases = (
+        ([60.0], [78.0], [500.0], [500.0]),
+        ([480.0, 900.0, 500.0], [800.0, 810.0, 450.0], [1100.0, 400.0, 1200.0], [500.0, 1000.0, 450.0]),
+    )
+    for wl, (tput, base_tput, ttft, base_ttft) in zip(matrix.workloads_for(config)[:2], cases, strict=True):
+        runs = [
+            {"output_throughput": t, "mean_tpot_ms": 16.0, "mean_ttft_ms": f, "completed": 1, "failed": 0, "duration": 1}
+            for t, f in zip(tput, ttft, strict=True)
+        ]
+        fp = {"hardware": "h200", "vllm": None, "model": "m", "server_command": "x"}
+        m = Measurement(config, wl, f"{config.id}[{wl.id}]", "vllm serve x", "vllm bench serve x", fp, runs=runs)
+        base = {"output_throughput": base_tput, "mean_tpot_ms": [15.0] * len(base_tput), "mean_ttft_ms": base_ttft}
+        v = compare(base, m.samples, tol)
+        outcome = "REGRESSED" if any(x.failed for x in v) else "passed"
+        medians = {k: sorted(x)[len(x) // 2] for k, x in base.items()}
+        record.results[m.key] = ItemResult(m.key, config.id, wl, outcome, "", v, m, medians)
+    return record
 
 
-def test_markdown_has_a_row_per_item_metric_regressions_first(session):
-    md = report.summary_markdown(session)
-    rows = [line for line in md.splitlines() if line.startswith("| h200-fp8-tp8ep[")]
+@pytest.fixture
+def record(tmp_path: Path) -> RunRecord:
+    return make_record(tmp_path)
+
+
+def test_markdown_has_a_row_per_item_metric_regressions_first(record):
+    md = report.summary_markdown(record)
+    every = md.split("### Every gated metric")[1]
+    rows = [line for line in every.splitlines() if line.startswith("| h200-fp8-tp8ep[")]
     assert len(rows) == 6
     assert "REGRESSED" in rows[0] and "-23.1%" in rows[0]
     assert "1 server start(s) for 1 configuration(s) run." in md
+    assert md.startswith("## pytest-dsr1: 2 item(s): 1 passed, 1 REGRESSED")
 
 
-def test_results_json_validates_against_the_shipped_schema(session):
+def test_markdown_lists_every_change_beyond_tolerance_with_its_p_value(record):
+    """A change judged noise is still a change a reviewer must see, with the test's p-value."""
+    md = report.summary_markdown(record)
+    assert "3 gated change(s) beyond tolerance, 2 of them judged noise by the Mann-Whitney test." in md
+    beyond = md.split("### Changes beyond tolerance")[1].split("###")[0]
+    rows = [line for line in beyond.splitlines() if line.startswith("| h200-fp8-tp8ep[")]
+    assert len(rows) == 3
+    noise = [r for r in rows if "| noise |" in r]
+    assert {r.split(" | ")[1] for r in noise} == {"output_throughput (tok/s)", "mean_ttft_ms (ms)"}
+    assert all(r.split(" | ")[-2] not in ("", "-") for r in noise)  # the p-value is shown
+    assert "| REGRESSED | - |" in rows[0]  # tolerance only: no test, no p-value
+
+
+def test_run_metadata_in_both_reports_with_secrets_redacted(record):
+    data = report.results_json(record)
+    meta = data["metadata"]
+    assert meta["plugin_version"] and meta["vllm"] == "0.24.0" and meta["host"] == "test host"
+    assert meta["command_line"] == "pytest -m h200 --dsr1-api-key ***"
+    assert meta["git_commit"] is None or len(meta["git_commit"].split("+")[0]) == 40
+    md = report.summary_markdown(record)
+    assert "`pytest -m h200 --dsr1-api-key ***`" in md and "sk-secret-1" not in md + json.dumps(data)
+
+
+def test_results_json_validates_against_the_shipped_schema(record):
     import jsonschema
 
-    schema = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
-    data = json.loads(json.dumps(report.results_json(session), default=str))
-    jsonschema.validate(data, schema)
+    data = json.loads(json.dumps(report.results_json(record), default=str))
+    jsonschema.validate(data, SCHEMA)
     data["items"][0]["outcome"] = "fine"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(data, schema)
+        jsonschema.validate(data, SCHEMA)
 
 
-def test_plots_are_readable_pngs(session, tmp_path):
+@pytest.mark.parametrize("path", sorted((REPO / "docs" / "runs").rglob("results.json")), ids=lambda p: p.parent.name)
+def test_committed_reports_validate_against_the_schema(path):
+    import jsonschema
+
+    jsonschema.validate(json.loads(path.read_text()), SCHEMA)
+
+
+def test_plots_are_readable_pngs(record, tmp_path):
     from PIL import Image
 
-    report.write_reports(session, tmp_path / "r")
+    report.write_reports(record, tmp_path / "r")
     pngs = {p.name: p for p in (tmp_path / "r").glob("*.png")}
     assert set(pngs) == {"h200-fp8-tp8ep-throughput-interactivity.png", "h200-fp8-tp8ep-latency.png"}
     with Image.open(pngs["h200-fp8-tp8ep-latency.png"]) as im:
         assert im.format == "PNG" and im.size == (1200, 500)
+
+
+def test_throughput_axis_fits_the_hardware():
+    assert throughput_label(0) == "output throughput (tok/s, whole server on the CPU)"
+    assert "GPU" not in throughput_label(0)
+    assert throughput_label(1) == "output throughput per GPU (tok/s/GPU, 1 GPU)"
+    assert throughput_label(8).endswith("8 GPUs)")

@@ -1,0 +1,225 @@
+"""The verdict on one item: record it as the baseline, or find its baseline and judge the measurement.
+
+No pytest here: `BaselineCheck.check` returns a Decision, and the plugin turns that into a pass, a skip or a
+failure (as pytest-benchmark keeps its regression rule apart from the hook that raises).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_dsr1.baseline import BaselineError, BaselineStore, Entry, not_comparable
+from pytest_dsr1.compare import STALE, MetricVerdict, compare, median_or_none, regressed
+from pytest_dsr1.options import MissingBaseline
+from pytest_dsr1.record import (
+    FAILED,
+    PASSED,
+    RECORDED,
+    REGRESSED,
+    SKIPPED,
+    ItemResult,
+    Measurement,
+    Outcome,
+    RecordedChange,
+)
+from pytest_dsr1.report import brief, verdict_table
+from pytest_dsr1.runner import ItemFailed, Runner
+from pytest_dsr1.tolerance import Tolerance
+
+# Fingerprint fields that may differ from the baseline's without stopping the comparison, but are worth a note.
+NOTED_FINGERPRINT_CHANGES = ("host_cpu", "driver", "cuda")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What becomes of an item: its outcome and what its report says."""
+
+    outcome: Outcome
+    message: str = ""  # what the test's report says (the failure or skip reason, or a note on a pass)
+    summary: str | None = None  # what the run's reports keep, when shorter than the message
+
+    @property
+    def fails(self) -> bool:
+        return self.outcome in (FAILED, REGRESSED)
+
+
+def missing_baseline(problem: str, mode: MissingBaseline, measured: str) -> Decision:
+    """The one rule for an item with nothing comparable to judge it against: a skip by default; under
+    --dsr1-missing-baseline=fail (nightly CI), a failure, because a nightly must not stay green while comparing
+    nothing (a baseline of other hardware is no baseline for this machine either)."""
+    message = f"not compared: {problem} (measured: {measured})"
+    return Decision(FAILED if mode == "fail" else SKIPPED, message)
+
+
+def entry_of(m: Measurement) -> Entry:
+    """A measurement as a baseline entry: every sample, the fingerprint and the load it was measured under."""
+    return Entry(
+        metrics=m.samples,
+        provenance="recorded",
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        fingerprint=m.fingerprint,
+        extra={
+            "workload": {
+                "input_len": m.workload.input_len,
+                "output_len": m.workload.output_len,
+                "batch_size": m.workload.batch_size,
+            },
+            "bench_command": m.bench_command,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The baseline entry an item is judged against, and where it came from."""
+
+    entry: Entry
+    source: Path
+    note: str = ""
+
+
+class BaselineCheck:
+    def __init__(self, runner: Runner, store: BaselineStore) -> None:
+        self.runner = runner
+        self.record = runner.record
+        self.options = runner.options
+        self.store = store
+
+    def check(self, m: Measurement) -> Decision:
+        """Record the measurement as the baseline (--dsr1-record), or compare it with its baseline."""
+        result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
+        try:
+            decision = self._record(m) if self.options.record else self._compare(m, result)
+        except ItemFailed as exc:  # a confirmation run, or the fresh server, failed
+            decision = Decision(FAILED, str(exc))
+        except BaselineError as exc:
+            decision = Decision(FAILED, f"{m.key}: {exc}")
+        result.outcome = decision.outcome
+        result.message = decision.message if decision.summary is None else decision.summary
+        self.record.results[m.key] = result
+        return decision
+
+    def _record(self, m: Measurement) -> Decision:
+        hw, model = m.config.hardware.name, m.config.model.name
+        path = self.store.path(hw, model)
+        try:
+            old, new = self.store.write(path, hw, model, m.key, entry_of(m))
+        except BaselineError as exc:
+            return Decision(FAILED, str(exc))
+        for metric, samples in sorted(new.metrics.items()):
+            before = median_or_none(old.metrics.get(metric)) if old else None
+            self.record.records.append(RecordedChange(str(path), m.key, metric, before, median_or_none(samples) or 0.0))
+        return Decision(RECORDED)
+
+    def _reference(self, m: Measurement) -> Reference | Decision:
+        """The committed baseline entry; else this machine's own; else the missing-baseline rule."""
+        baseline = self.store.file(m.config.hardware.name, m.config.model.name)
+        entry = baseline.entries.get(m.key)
+        problem = not_comparable(entry, m.key, m.fingerprint, m.bench_command, baseline.path)
+        if problem is None:
+            assert entry is not None
+            return Reference(entry, baseline.path)
+        if self.options.missing_baseline == "skip" and self.store.local_directory is not None:
+            # No committed baseline fits this machine: use (or start) this machine's own, so that a new machine
+            # gets verdicts from its second run on. Nightly CI (--dsr1-missing-baseline=fail) never does this.
+            return self._local_reference(m, problem)
+        return missing_baseline(problem, self.options.missing_baseline, brief(m.samples))
+
+    def _local_reference(self, m: Measurement, problem: str) -> Reference | Decision:
+        hw, model = m.config.hardware.name, m.config.model.name
+        local = self.store.local_file(m.fingerprint, hw, model)
+        entry = local.entries.get(m.key)
+        uses = self.record.local_baseline_uses.setdefault(str(local.path), [])
+        if entry is not None and not_comparable(entry, m.key, m.fingerprint, m.bench_command, local.path) is None:
+            uses.append((m.key, "compared"))
+            return Reference(entry, local.path, f"compared with this machine's own baseline ({local.path}): {problem}")
+        try:
+            self.store.write(local.path, hw, model, m.key, entry_of(m))
+            uses.append((m.key, "recorded"))
+            kept = f"This run is now this machine's own baseline ({local.path}); the next run compares against it"
+        except BaselineError as exc:
+            kept = (
+                f"This machine's own baseline could not be kept ({exc}); point --dsr1-local-baselines at a "
+                "writable directory, or set it to off"
+            )
+        return Decision(SKIPPED, f"not compared: {problem}. {kept} (measured: {brief(m.samples)})")
+
+    def _compare(self, m: Measurement, result: ItemResult) -> Decision:
+        reference = self._reference(m)
+        if isinstance(reference, Decision):
+            return reference
+        entry = reference.entry
+        result.baseline_medians = {k: v for k, xs in entry.metrics.items() if (v := median_or_none(xs)) is not None}
+        tolerances = self.runner.matrix.tolerances_for(m.config, self.options.tolerances)
+        if not tolerances:
+            return Decision(
+                SKIPPED,
+                f"not compared: every metric's tolerance is off for {m.config.id} (measured: {brief(m.samples)}); "
+                "give a metric a tolerance in the matrix or with --dsr1-tolerance",
+            )
+        verdicts, confirmations = self._confirmed(entry.metrics, m, tolerances)
+        if regressed(verdicts) and m.fresh is not None and self.runner.can_restart(m.config):
+            # Shared machines shift a whole server's speed between starts: a regression must hold on a
+            # freshly started server too, and only the fresh server's samples decide.
+            result.first_server_verdicts = verdicts
+            m = m.fresh()
+            result.measurement = m
+            verdicts, confirmations = self._confirmed(entry.metrics, m, tolerances)
+        result.verdicts = verdicts
+        note = self._notes(entry, m, confirmations, result.first_server_verdicts, verdicts)
+        if regressed(verdicts):
+            table = verdict_table(verdicts) + note
+            return Decision(
+                REGRESSED,
+                f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({reference.source}):\n"
+                f"{table}\nserver: {m.server_command}\nbenchmark: {m.bench_command}",
+                summary=table,
+            )
+        stale = [f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE]
+        if stale:
+            return Decision(PASSED, "; ".join(stale))
+        return Decision(PASSED, note.strip() if result.first_server_verdicts else reference.note)
+
+    def _confirmed(
+        self, baseline: Mapping[str, list[float]], m: Measurement, tolerances: Mapping[str, Tolerance]
+    ) -> tuple[list[MetricVerdict], int]:
+        """The verdicts, after up to K extra runs on the same server while it looks regressed (--dsr1-confirm K)."""
+        alpha = self.options.alpha
+        verdicts = compare(baseline, m.samples, tolerances, alpha)
+        confirmations = 0
+        while regressed(verdicts) and confirmations < self.runner.confirm_for(m.config) and m.more is not None:
+            confirmations += 1
+            m.more(1)
+            verdicts = compare(baseline, m.samples, tolerances, alpha)
+        return verdicts, confirmations
+
+    def _notes(
+        self,
+        entry: Entry,
+        m: Measurement,
+        confirmations: int,
+        first_server: list[MetricVerdict],
+        verdicts: list[MetricVerdict],
+    ) -> str:
+        """What a reader of the verdict should know: version and machine changes, confirmations, restarts."""
+        note = ""
+        versions = (entry.fingerprint.get("vllm"), m.fingerprint.get("vllm"))
+        if versions[0] != versions[1]:
+            self.record.version_changes[versions] = self.record.version_changes.get(versions, 0) + 1
+            note = f"\n(vLLM {versions[0]} in the baseline, {versions[1]} now)"
+        for key in NOTED_FINGERPRINT_CHANGES:
+            before, now = entry.fingerprint.get(key), m.fingerprint.get(key)
+            if before and now and before != now:
+                note += f"\n({key} differs: {before!r} in the baseline, {now!r} now)"
+        if confirmations:
+            note += f"\n(confirmation: {confirmations} extra run(s); every sample is shown)"
+        if first_server:
+            held = "and it held there" if regressed(verdicts) else "and it did not hold there: not a regression"
+            note += (
+                "\n(it looked regressed on the config's first server, so it was measured again on a freshly started "
+                f"one, {held}; the first server's verdicts:\n{verdict_table(first_server)})"
+            )
+        return note

@@ -1,0 +1,171 @@
+"""The record of a run: what was started, measured, judged and recorded. Reports read it; nothing here runs
+anything (the processes are runner.py's)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+from pytest_dsr1 import __version__
+from pytest_dsr1.command import redact
+from pytest_dsr1.compare import MetricVerdict
+from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
+from pytest_dsr1.metrics import extract
+
+Outcome = Literal["passed", "REGRESSED", "failed", "skipped", "recorded"]
+PASSED: Final = "passed"
+REGRESSED: Final = "REGRESSED"
+FAILED: Final = "failed"
+SKIPPED: Final = "skipped"
+RECORDED: Final = "recorded"
+
+
+def item_key(config_id: str, workload_id: str) -> str:
+    """The id of an item in baselines and reports, as the recipe reads: h200-fp8-tp8ep[prompt_heavy-bs16]."""
+    return f"{config_id}[{workload_id}]"
+
+
+@dataclass
+class ConfigStats:
+    startup_s: float = 0.0
+    ready_s: float | None = None
+    bench_s: float = 0.0  # inside the benchmark worker's calls (warm-up, tokenizer, dataset, measurement)
+    measured_s: float = 0.0  # the benchmark's own measured duration, summed
+    stop_s: float = 0.0
+    wall_s: float = 0.0
+    items: int = 0
+    start_failed: bool = False
+    gpu_memory_after_stop: list[tuple[int, int]] | None = None  # (used, total) MiB per GPU
+
+
+def samples_of(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Benchmark results -> metric -> one sample per run."""
+    out: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in extract(run).items():
+            out.setdefault(name, []).append(value)
+    return out
+
+
+@dataclass
+class Measurement:
+    config: ServerConfig
+    workload: Workload
+    key: str
+    server_command: str
+    bench_command: str
+    fingerprint: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    # Adds n runs on the same server (confirmation); set by the runner, absent in a measurement built by hand.
+    more: Callable[[int], None] | None = None
+    # Measures the workload again on a freshly started server of the same config (confirmation).
+    fresh: Callable[[], Measurement] | None = None
+    earlier_runs: list[dict[str, Any]] = field(default_factory=list)  # runs on a server that was since replaced
+
+    @property
+    def samples(self) -> dict[str, list[float]]:
+        return samples_of(self.runs)
+
+    @property
+    def earlier_samples(self) -> dict[str, list[float]]:
+        return samples_of(self.earlier_runs)
+
+
+@dataclass
+class ItemResult:
+    key: str
+    config_id: str
+    workload: Workload
+    outcome: Outcome
+    message: str = ""
+    verdicts: list[MetricVerdict] = field(default_factory=list)
+    measurement: Measurement | None = None
+    baseline_medians: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None  # the item's call phase: benchmarks, comparisons and harness
+    # The verdicts on the config's first server, when a fresh server was started to confirm a regression.
+    first_server_verdicts: list[MetricVerdict] = field(default_factory=list)
+
+
+class RecordedChange(NamedTuple):
+    """One metric written into a baseline file by --dsr1-record: old and new median."""
+
+    path: str
+    item: str
+    metric: str
+    old: float | None
+    new: float
+
+
+@dataclass(frozen=True)
+class RunMetadata:
+    """What a reader of a report needs to reproduce it."""
+
+    plugin_version: str
+    vllm: str | None
+    python: str
+    command_line: str
+    git_commit: str | None
+    started_at: str  # UTC, ISO 8601
+    host: str  # CPU model and GPUs
+
+
+def git_commit(directory: Path) -> str | None:
+    """The checked-out commit of `directory` (with '+dirty' when it has local changes), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def run_metadata(
+    args: list[str], rootdir: Path, vllm: str | None, host: str, secrets: tuple[str, ...] = ()
+) -> RunMetadata:
+    return RunMetadata(
+        plugin_version=__version__,
+        vllm=vllm,
+        python=f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        command_line=redact(" ".join(["pytest", *args]), secrets),
+        git_commit=git_commit(rootdir),
+        started_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        host=host,
+    )
+
+
+@dataclass
+class RunRecord:
+    """Everything the reports show. The runner and the baseline check write it; nobody else."""
+
+    matrix: Matrix
+    run_dir: Path
+    metadata: RunMetadata
+    server_starts: int = 0
+    restarts: dict[str, int] = field(default_factory=dict)  # config id -> fresh servers to confirm a regression
+    configs_run: list[str] = field(default_factory=list)
+    stats: dict[str, ConfigStats] = field(default_factory=dict)
+    results: dict[str, ItemResult] = field(default_factory=dict)
+    records: list[RecordedChange] = field(default_factory=list)
+    dry_run: dict[str, list[str]] = field(default_factory=dict)  # config id -> the commands its items would run
+    stale_cleaned: list[dict[str, Any]] = field(default_factory=list)  # leftover servers of earlier runs, stopped
+    version_changes: dict[tuple[str | None, str | None], int] = field(default_factory=dict)  # (baseline, now) -> n
+    # Machine-local baselines used: file -> [(item, "compared" | "recorded")]
+    local_baseline_uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def stats_for(self, config_id: str) -> ConfigStats:
+        return self.stats.setdefault(config_id, ConfigStats())
