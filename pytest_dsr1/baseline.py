@@ -7,6 +7,7 @@ and renames it over the old one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -101,7 +102,8 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
         if data.get(key) != want:
             named = isinstance(data.get("hardware"), str) and isinstance(data.get("model"), str)
             fix = (
-                f"move the file to {baseline_path(path.parent.parent, data['hardware'], data['model'])} or point --dsr1-baselines elsewhere"
+                f"move the file to {baseline_path(path.parent.parent, data['hardware'], data['model'])} "
+                "or point --dsr1-baselines elsewhere"
                 if named
                 else f'set "{key}": "{want}" if the file is for {hardware}/{model}; otherwise {_fix(path)}'
             )
@@ -118,7 +120,10 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
 def _fix(path: Path) -> str:
     # A record run refuses to overwrite a file it cannot read (it would drop the other entries), so the fix that
     # works is to restore the file, or to move it aside first.
-    return f"restore it (git checkout -- {path}), or move it aside (mv {path} {path}.broken) and record anew with --dsr1-record"
+    return (
+        f"restore it (git checkout -- {path}), or move it aside (mv {path} {path}.broken) "
+        "and record anew with --dsr1-record"
+    )
 
 
 def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
@@ -188,10 +193,8 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)

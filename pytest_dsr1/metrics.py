@@ -31,10 +31,6 @@ _M = [
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 
-# Compared by default: the headline numbers of `vllm bench serve`'s printout. P99s are recorded
-# and shown but too noisy on short runs to gate on; a matrix may add tolerances for them.
-KEY_METRICS = ("output_throughput", "total_token_throughput", "mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms")
-
 
 def extract(result: dict[str, Any]) -> dict[str, float]:
     """The known metrics present in a benchmark result JSON, as floats."""

@@ -117,7 +117,8 @@ OPTIONS: list[OptionSpec] = [
         str,
         None,
         "DIR|off",
-        "where a machine with no comparable baseline keeps its own, per machine fingerprint, so that its next run compares "
+        "where a machine with no comparable baseline keeps its own, per machine fingerprint, "
+        "so that its next run compares "
         "(default: $DSR1_LOCAL_BASELINES or ~/.cache/pytest-dsr1/baselines; off: never)",
     ),
     OptionSpec(
@@ -151,7 +152,8 @@ OPTIONS: list[OptionSpec] = [
         parse_non_negative_int,
         None,
         "K",
-        "when an item looks regressed, re-run it up to K more times before failing (default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)",
+        "when an item looks regressed, re-run it up to K more times before failing "
+        "(default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)",
     ),
     OptionSpec(
         "--dsr1-alpha",
@@ -212,7 +214,8 @@ LIST_OPTIONS: list[ListOptionSpec] = [
         "dsr1_tolerance",
         parse_tolerance_override,
         "METRIC=TOL",
-        "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); '*=10%' for all metrics",
+        "override a tolerance for every config: mean_ttft_ms=15%:5 (relative %, then absolute floor); "
+        "'*=10%' for all metrics",
     ),
     ListOptionSpec(
         "--dsr1-set",

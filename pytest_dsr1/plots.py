@@ -1,8 +1,8 @@
 """PNG plots of a run, current against baseline (matplotlib, headless).
 
 Per configuration:
-- `<config>-throughput-interactivity.png`: output throughput per GPU (per server on the CPU) against per-user interactivity
-  (tok/s/user = 1000 / mean TPOT) across batch sizes, one line per workload: the chart the field uses to
+- `<config>-throughput-interactivity.png`: output throughput per GPU (per server on the CPU) against per-user
+  interactivity (tok/s/user = 1000 / mean TPOT) across batch sizes, one line per workload: the chart the field uses to
   compare serving setups (up and to the right is better);
 - `<config>-latency.png`: mean TTFT and mean TPOT against batch size.
 The current run is drawn solid with filled markers, the baseline dashed with hollow markers.
@@ -17,9 +17,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless: before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from pytest_dsr1.record import ItemResult, RunRecord  # noqa: E402
+from pytest_dsr1.record import ItemResult, RunRecord
 
 FIGSIZE = (8, 5)
 DPI = 100
@@ -51,7 +51,7 @@ def write_plots(record: RunRecord, directory: Path) -> list[Path]:
     written = []
     for config_id, workloads in _by_config(record).items():
         gpus = record.matrix.config(config_id).gpus  # 0 on the CPU
-        colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+        colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
         written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors))
         written.append(_latency(directory, config_id, workloads, colors))
     return written
@@ -78,7 +78,7 @@ def _throughput_interactivity(
             x = [1000.0 / tpot[b] if tpot[b] else 0.0 for b in bss]
             y = [tput[b] / max(1, gpus) for b in bss]
             ax.plot(x, y, style, color=colors[name], marker="o", markerfacecolor=face, label=f"{name} ({which})")
-            for xi, yi, b in zip(x, y, bss):
+            for xi, yi, b in zip(x, y, bss, strict=True):
                 ax.annotate(
                     f"bs{b}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[name]
                 )

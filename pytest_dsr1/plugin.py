@@ -8,6 +8,7 @@ suite live on an object registered as a plugin when pytest configures, so no hoo
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import statistics
 from collections.abc import Callable, Iterator
@@ -324,10 +325,8 @@ class Suite:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.runner.close()
         if self.previous_sigterm is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self.previous_sigterm)
-            except ValueError:
-                pass
             self.previous_sigterm = None
 
 

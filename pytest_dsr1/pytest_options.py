@@ -88,7 +88,8 @@ def _ini_source(config: pytest.Config, ini: str) -> str:
 
 
 def read_options(config: pytest.Config) -> Options:
-    vals = {ini: _value(config, ini, parse, default) for _, ini, parse, default, _, _ in OPTIONS}
+    # Path options are read by _path_value: their base directory depends on where the value came from.
+    vals = {o.ini: _value(config, o.ini, o.parse, o.default) for o in OPTIONS if o.flag not in PATH_OPTIONS}
     lists: dict[str, list[Any]] = {}
     for _, ini, parse, _, _ in LIST_OPTIONS:
         cli = getattr(config.option, ini, None)

@@ -111,7 +111,7 @@ def timing_rows(record: RunRecord) -> list[list[str]]:
         ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
         vals = (s.startup_s, s.bench_s, s.measured_s, s.stop_s, overhead, s.wall_s)
         rows.append([cid, ready, *(f"{x:.1f}s" for x in vals), str(s.items)])
-        tot = [a + b for a, b in zip(tot, vals)]
+        tot = [a + b for a, b in zip(tot, vals, strict=True)]
     if rows:
         rows.append(
             [

@@ -348,7 +348,10 @@ class Runner:
             state = "died"
         else:
             health = "200" if healthy else "an error"
-            state = f"lost its engine ({engine or 'no engine answers'}; /health answers {health}, the API server is still up)"
+            state = (
+                f"lost its engine ({engine or 'no engine answers'}; /health answers {health}, "
+                "the API server is still up)"
+            )
         raise self._server_gone(handle, f"server {handle.config.id} {state} under load during {m.key}\n{msg}")
 
 

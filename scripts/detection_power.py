@@ -89,10 +89,12 @@ class Throttle:
                 pgid = int(info["pgid"])
                 if pgid in seen or not group_alive(pgid):
                     continue
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=1) as r:
-                        if r.status == 200:
-                            return pgid
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=1) as r,
+                ):
+                    if r.status == 200:
+                        return pgid
         return None
 
     def _loop(self) -> None:
@@ -244,8 +246,8 @@ def projection(cvs=(0.01, 0.02, 0.05), ns=(1, 3, 5, 10), trials: int = 4000, see
         for n in ns:
             # The smallest tolerance with <= 1% false alarms, then the smallest drop caught >= 95% of the time
             # (both rates are monotonic, so bisection to 0.05 percentage points).
-            tol = _bisect(lambda t: _regress_rate(cv, n, 0.0, t, trials, rng) <= 0.01, 0.0, 0.5)
-            drop = _bisect(lambda d: _regress_rate(cv, n, d, tol, trials, rng) >= 0.95, 0.0, 0.6)
+            tol = _bisect(lambda t, cv=cv, n=n: _regress_rate(cv, n, 0.0, t, trials, rng) <= 0.01, 0.0, 0.5)
+            drop = _bisect(lambda d, cv=cv, n=n, tol=tol: _regress_rate(cv, n, d, tol, trials, rng) >= 0.95, 0.0, 0.6)
             rows.append({"cv": cv, "n": n, "tolerance": tol, "min_drop": drop})
     return rows
 
@@ -281,7 +283,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             "",
             "| sessions | failed sessions | items compared | failed items | session wall time (median) |",
             "|---|---|---|---|---|",
-            f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} | {statistics.median(s['wall_s'] for s in clean):.0f} s |",
+            f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} "
+            f"| {statistics.median(s['wall_s'] for s in clean):.0f} s |",
             "",
         ]
         if bad_items:
@@ -290,7 +293,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             "Spread of the clean sessions: per item, the coefficient of variation of the session medians, and the",
             "largest change of a session median against the baseline median.",
             "",
-            "| item | output throughput CV | worst throughput change | median TPOT CV | worst TPOT change | median TTFT CV | worst TTFT change |",
+            "| item | output throughput CV | worst throughput change | median TPOT CV | worst TPOT change "
+            "| median TTFT CV | worst TTFT change |",
             "|---|---|---|---|---|---|---|",
         ]
         ids = list(dict.fromkeys(i["id"] for s in clean for i in s["items"]))
@@ -317,7 +321,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             f"Sessions of {selection}, with the server's process group stopped for the given share of every 10 ms.",
             "An item is detected when the suite fails it; a session is detected when pytest fails.",
             "",
-            "| throttle | servers stopped (measured) | settings | sessions | measured throughput drop (median) | items detected | sessions detected |",
+            "| throttle | servers stopped (measured) | settings | sessions | measured throughput drop (median) "
+            "| items detected | sessions detected |",
             "|---|---|---|---|---|---|---|",
         ]
         keys = list(dict.fromkeys((s["level"], s["settings"]) for s in detect))
@@ -330,7 +335,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             drop = f"{statistics.median(drops):.1%}" if drops else "-"
             applied = statistics.median(s["applied"] for s in rows)
             out.append(
-                f"| {level:.0%} | {applied:.1%} | {settings} | {len(rows)} | {drop} | {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |"
+                f"| {level:.0%} | {applied:.1%} | {settings} | {len(rows)} | {drop} "
+                f"| {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |"
             )
         out += ["", "Missed items (throttled, yet passed):", ""]
         for s in detect:

@@ -1,7 +1,6 @@
 import os
 import re
 import shutil
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,19 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 MATRIX = REPO / "test_matrix"
-_AUTOLOADED = any(ep.value == "pytest_dsr1.plugin" for ep in entry_points(group="pytest11")) and not os.environ.get(
-    "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
-)
+
+
+def activate_plugin(pytester: pytest.Pytester) -> None:
+    """Make the plugin active in a pytester project the way this repo does: its root conftest.py registers the
+    plugin where the pytest11 entry point has not (a checkout without an install, PYTEST_DISABLE_PLUGIN_AUTOLOAD)."""
+    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
 
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester project holding a copy of this repo's matrix and suite, with the plugin active."""
     shutil.copytree(MATRIX, pytester.path / "test_matrix", ignore=shutil.ignore_patterns("__pycache__"))
-    pytester.makeconftest("" if _AUTOLOADED else "pytest_plugins = ['pytest_dsr1.plugin']\n")
+    activate_plugin(pytester)
     pytester.makeini("[pytest]\naddopts = --strict-markers\n")
     return pytester
 
@@ -36,7 +38,7 @@ def _own_machine_local_baselines(tmp_path_factory):
 # Tests marked `reliability(kind=..., case=...)` are rows of docs/reliability.md: every fault tried and every
 # bad input refused, with what was observed. Regenerate with:
 #     DSR1_RELIABILITY_DOC=docs/reliability.md .venv/bin/pytest tests -m reliability
-_ROWS: list[dict] = []
+_ROWS: list[dict[str, str]] = []
 
 
 def pytest_configure(config):
@@ -108,7 +110,8 @@ def pytest_sessionfinish(session):
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {esc(r['case'])} | {esc(r['caught'])} | {esc(r['observed'])} | `{r['test'].split('::')[-1]}` | {r['outcome']} |"
+        f"| {esc(r['case'])} | {esc(r['caught'])} | {esc(r['observed'])} "
+        f"| `{r['test'].split('::')[-1]}` | {r['outcome']} |"
         for r in inputs
     ]
     path = Path(target)

@@ -31,7 +31,9 @@ def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
     bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
     bl.record(path, "cpu", "tiny", "b[w-bs1]", entry(50.0, 3))
     old, new = bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(120.0))
-    assert old.metrics["output_throughput"] == [100.0] and new.metrics["output_throughput"] == [120.0]
+    assert (
+        old is not None and old.metrics["output_throughput"] == [100.0] and new.metrics["output_throughput"] == [120.0]
+    )
     loaded = bl.load(path, "cpu", "tiny")
     assert set(loaded.entries) == {"a[w-bs1]", "b[w-bs1]"}
     assert loaded.entries["b[w-bs1]"].metrics["output_throughput"] == [50.0, 50.0, 50.0]
@@ -77,7 +79,8 @@ def _good(tmp_path):
     kind="input",
     case="baseline file",
     per_param=True,
-    caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too",
+    caught="when collection ends: a usage error (exit 4) before any server starts; "
+    "--collect-only, the dry run and --dsr1-record too",
 )
 @pytest.mark.parametrize(
     "corrupt, field, fix",
@@ -316,7 +319,8 @@ def test_a_baseline_measured_under_another_load_is_not_compared():
 
     old = (
         "vllm bench serve --model /a/m --dataset-name random --random-input-len 31 --random-output-len 31 "
-        "--request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 16 --port PORT"
+        "--request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 16 "
+        "--port PORT"
     )
     # Another model path, warm-up count or port is the same load.
     same = old.replace("/a/m", "/b/m").replace("--num-warmups 16", "--num-warmups 4")
@@ -326,4 +330,4 @@ def test_a_baseline_measured_under_another_load_is_not_compared():
     assert load_mismatch(old, new) == (
         "--num-prompts 16 in the baseline, 32 now; --max-concurrency (absent) in the baseline, 16 now"
     )
-    assert "--ignore-eos on in the baseline, (absent) now" in load_mismatch(old, old.replace(" --ignore-eos", ""))
+    assert "--ignore-eos on in the baseline, (absent) now" in str(load_mismatch(old, old.replace(" --ignore-eos", "")))

@@ -127,7 +127,7 @@ def test_replies_leave_out_per_request_lists_and_sample_the_errors():
 
 # ---------------------------------------------------------------- the worker process, on a stand-in vLLM
 
-_FAKE_SERVE = """
+_FAKE_SERVE = f"""
 import os
 
 
@@ -140,8 +140,9 @@ def main(args):
     print("benchmark output that must not reach the replies")
     if args.fail:
         raise RuntimeError("engine died")
-    return {"output_throughput": 10.0 * args.num_prompts, "ttfts": [0.1], "env": os.environ.get(%r), "pid": os.getpid()}
-""" % VAR
+    env = os.environ.get({VAR!r})
+    return {{"output_throughput": 10.0 * args.num_prompts, "ttfts": [0.1], "env": env, "pid": os.getpid()}}
+"""
 
 
 @pytest.fixture
@@ -152,7 +153,9 @@ def fake_vllm(tmp_path: Path) -> Path:
         (root / package).mkdir(parents=True)
         (root / package / "__init__.py").write_text("")
     (root / "vllm/benchmarks/serve.py").write_text(textwrap.dedent(_FAKE_SERVE))
-    (root / "vllm/utils/argparse_utils.py").write_text("from argparse import ArgumentParser as FlexibleArgumentParser\n")
+    (root / "vllm/utils/argparse_utils.py").write_text(
+        "from argparse import ArgumentParser as FlexibleArgumentParser\n"
+    )
     return root
 
 

@@ -102,7 +102,7 @@ def test_reports_have_every_item(compared):
 
     from conftest import REPO
 
-    result, out = compared
+    _result, out = compared
     report = out / "report"
     data = json.loads((report / "results.json").read_text())
     schema = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
@@ -138,8 +138,8 @@ def test_junit_carries_metrics_and_verdicts(compared):
     props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
     p = props["test_serving[cpu-tiny-tp2-decode_heavy-bs16]"]
     assert p["dsr1_outcome"] == "passed" and p["dsr1_output_throughput_verdict"] in ("ok", "improved", "noise", "stale")
-    assert float(p["dsr1_output_throughput"].replace(",", "")) > 0
-    assert p["dsr1_bench_command"].startswith("vllm bench serve")
+    assert float(str(p["dsr1_output_throughput"]).replace(",", "")) > 0
+    assert str(p["dsr1_bench_command"]).startswith("vllm bench serve")
 
 
 def test_pytest_benchmark_carries_each_run(compared):
@@ -169,8 +169,8 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     # The first regressed item was measured again on a freshly started server, and the regression held there.
     assert "so it was measured again on a freshly started one, and it held there" in out, out[-8000:]
     assert (
-        "dsr1: 3 server start(s) for 2 configuration(s) run (1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)"
-        in out
+        "dsr1: 3 server start(s) for 2 configuration(s) run "
+        "(1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
     )
     passed = re.findall(r"test_serving\[(cpu-tiny-tp2-[^\]]+)\] PASSED", out)
     assert len(passed) == 6, out[-8000:]  # the unchanged configuration still passes
@@ -221,6 +221,7 @@ def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
     assert re.search(r"cpu-tiny-tp1\[balanced-bs1\]\s+output_throughput", second.stdout), second.stdout[-4000:]
     assert wait_no_vllm() == []
     observed(
-        f"first run: 1 skipped, 'not compared: ... This run is now this machine's own baseline ({Path(*own.parts[-4:])})'; "
+        "first run: 1 skipped, 'not compared: ... "
+        f"This run is now this machine's own baseline ({Path(*own.parts[-4:])})'; "
         "second run: compared against it, 1 passed; the committed file untouched"
     )

@@ -148,7 +148,7 @@ def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
 
 def _has_xdist() -> bool:
     try:
-        import xdist  # type: ignore[import-untyped]  # noqa: F401  # pytest-xdist ships no type information
+        import xdist  # noqa: F401
     except ImportError:
         return False
     return True

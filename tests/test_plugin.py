@@ -214,13 +214,13 @@ def test_dry_run_prints_the_recipe_commands(suite):
         [
             "*dsr1 dry run*",
             "# h200-fp8-tp8ep: h200, deepseek-ai/DeepSeek-R1-0528, 8 GPU(s)",
-            "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel "
-            "--no-enable-prefix-caching --host 127.0.0.1 --port 8000",
-            "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random --random-input-len 8000 "
-            "--random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos --random-range-ratio 0.0 --seed 0 --num-warmups 4 "
-            "--host 127.0.0.1 --port 8000 *",
-            "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code "
-            "--data-parallel-size 8 --enable-expert-parallel *",
+            "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 "
+            "--enable-expert-parallel --no-enable-prefix-caching --host 127.0.0.1 --port 8000",
+            "  [[]prompt_heavy-bs16] vllm bench serve --model deepseek-ai/DeepSeek-R1-0528 --dataset-name random "
+            "--random-input-len 8000 --random-output-len 1000 --request-rate 10000 --num-prompts 16 --ignore-eos "
+            "--random-range-ratio 0.0 --seed 0 --num-warmups 4 --host 127.0.0.1 --port 8000 *",
+            "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 "
+            "--trust-remote-code --data-parallel-size 8 --enable-expert-parallel *",
         ]
     )
 
@@ -256,9 +256,9 @@ def test_tunables_override_from_the_command_line(suite):
 
 def test_quiet_in_a_project_without_a_matrix(pytester):
     """Installed in another project, the plugin does nothing unless asked."""
-    from conftest import _AUTOLOADED
+    from conftest import activate_plugin
 
-    pytester.makeconftest("" if _AUTOLOADED else "pytest_plugins = ['pytest_dsr1.plugin']\n")
+    activate_plugin(pytester)
     pytester.makepyfile("def test_ok():\n    pass\n")
     pytester.runpytest().assert_outcomes(passed=1)
 
@@ -267,7 +267,8 @@ def test_quiet_in_a_project_without_a_matrix(pytester):
     kind="input",
     case="a broken baseline file, found before any server starts",
     per_param=True,
-    caught="when collection ends: a usage error (exit 4) before any server starts; --collect-only, the dry run and --dsr1-record too",
+    caught="when collection ends: a usage error (exit 4) before any server starts; "
+    "--collect-only, the dry run and --dsr1-record too",
 )
 @pytest.mark.parametrize(
     "mode",
@@ -294,7 +295,8 @@ def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode
     assert result.ret == pytest.ExitCode.OK
     observed(
         "exit 4 when collection ends, before any server starts "
-        f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... Fix: restore it (git checkout -- <file>), "
+        f"({' '.join(mode) or 'comparing run'}): '<file>: (json): corrupt or truncated JSON ... "
+        "Fix: restore it (git checkout -- <file>), "
         "or move it aside (mv <file> <file>.broken) and record anew with --dsr1-record'"
     )
 
@@ -303,3 +305,24 @@ def test_an_override_is_blamed_on_the_override_not_the_ini_file(suite):
     result = suite.runpytest("-o", "dsr1_repeat=abc", "-m", "cpu", "--dsr1-model", "tiny", "--collect-only")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini key dsr1_repeat (from -o/--override-ini): 'abc' is not an integer*"])
+
+
+def test_sigterm_handler_is_put_back_when_the_run_ends(suite):
+    """SIGTERM unwinds like Ctrl-C while servers may run; after the run, the process's handler is as before."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert before in (signal.SIG_DFL, None)
+    suite.makepyfile(
+        test_sig="""
+        import signal
+        from pytest_dsr1.plugin import SUITE_KEY
+
+        def test_handler_installed(request):
+            request.config.stash[SUITE_KEY].install_sigterm_handler()  # what dsr1_server does before a start
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        """
+    )
+    result = suite.runpytest_inprocess("test_sig.py")
+    result.assert_outcomes(passed=1)
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -12,7 +12,7 @@ from pytest_dsr1 import report
 from pytest_dsr1.compare import compare
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.plots import throughput_label
-from pytest_dsr1.record import ConfigStats, ItemResult, Measurement, RunRecord, run_metadata
+from pytest_dsr1.record import ConfigStats, ItemResult, Measurement, Outcome, RunRecord, run_metadata
 from pytest_dsr1.tolerance import Tolerance
 
 SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
@@ -37,14 +37,21 @@ def make_record(tmp_path: Path, config_id: str = "h200-fp8-tp8ep") -> RunRecord:
     )
     for wl, (tput, base_tput, ttft, base_ttft) in zip(matrix.workloads_for(config)[:2], cases, strict=True):
         runs = [
-            {"output_throughput": t, "mean_tpot_ms": 16.0, "mean_ttft_ms": f, "completed": 1, "failed": 0, "duration": 1}
+            {
+                "output_throughput": t,
+                "mean_tpot_ms": 16.0,
+                "mean_ttft_ms": f,
+                "completed": 1,
+                "failed": 0,
+                "duration": 1,
+            }
             for t, f in zip(tput, ttft, strict=True)
         ]
         fp = {"hardware": "h200", "vllm": None, "model": "m", "server_command": "x"}
         m = Measurement(config, wl, f"{config.id}[{wl.id}]", "vllm serve x", "vllm bench serve x", fp, runs=runs)
         base = {"output_throughput": base_tput, "mean_tpot_ms": [15.0] * len(base_tput), "mean_ttft_ms": base_ttft}
         v = compare(base, m.samples, tol)
-        outcome = "REGRESSED" if any(x.failed for x in v) else "passed"
+        outcome: Outcome = "REGRESSED" if any(x.failed for x in v) else "passed"
         medians = {k: sorted(x)[len(x) // 2] for k, x in base.items()}
         record.results[m.key] = ItemResult(m.key, config.id, wl, outcome, "", v, m, medians)
     return record

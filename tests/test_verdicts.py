@@ -72,11 +72,10 @@ def test_significant_regression_reports_p_value():
     assert v.change_pct == pytest.approx(20.0)
 
 
-def test_compare_covers_requested_metrics():
+def test_compare_covers_every_metric_with_a_tolerance_in_metric_order():
     out = compare(
-        {"output_throughput": [1.0], "mean_ttft_ms": [1.0]},
-        {"output_throughput": [1.0]},
-        {"output_throughput": T10, "mean_ttft_ms": T10},
-        ("output_throughput", "mean_ttft_ms"),
+        {"output_throughput": [1.0], "mean_ttft_ms": [1.0], "mean_tpot_ms": [1.0]},
+        {"output_throughput": [1.0], "mean_tpot_ms": [1.0]},
+        {"mean_ttft_ms": T10, "output_throughput": T10},
     )
-    assert [v.verdict for v in out] == [OK, NOT_COMPARED]
+    assert [(v.metric, v.verdict) for v in out] == [("output_throughput", OK), ("mean_ttft_ms", NOT_COMPARED)]
