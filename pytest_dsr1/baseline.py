@@ -20,7 +20,9 @@ from typing import Any
 
 from pytest_dsr1.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each entry holds `sessions`, a history; 1 (one session per entry) still loads
+READABLE_VERSIONS = (1, 2)
+DEFAULT_KEEP_SESSIONS = 10  # sessions kept per entry and machine kind (--dsr1-keep-sessions)
 PROVENANCES = ("recorded", "published")
 
 
@@ -36,22 +38,61 @@ def summarize(samples: list[float]) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Entry:
-    metrics: dict[str, list[float]]  # metric -> samples
-    provenance: str
+@dataclass(frozen=True)
+class Session:
+    """One recorded session of an item: when, on what, and every sample per metric."""
+
     date: str
     fingerprint: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)  # note, source, workload: kept as they are
+    metrics: dict[str, list[float]]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "provenance": self.provenance,
             "date": self.date,
-            **self.extra,
             "fingerprint": self.fingerprint,
             "metrics": {k: summarize(v) for k, v in sorted(self.metrics.items())},
         }
+
+
+@dataclass
+class Entry:
+    """An item's baseline: its newest session (metrics, date, fingerprint) and the earlier ones (`history`)."""
+
+    metrics: dict[str, list[float]]  # metric -> samples, of the newest session
+    provenance: str
+    date: str
+    fingerprint: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # note, source, workload, bench_command: kept as they are
+    history: list[Session] = field(default_factory=list)  # earlier sessions, oldest first
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every recorded session, oldest first."""
+        return [*self.history, Session(self.date, self.fingerprint, self.metrics)]
+
+    def sessions_like(self, fingerprint: dict[str, Any]) -> list[Session]:
+        """The sessions recorded on machines of the same kind as `fingerprint` (same GPU model and count, or same
+        CPU model and core count): they pool into one history, whichever machine of that kind recorded them."""
+        from pytest_dsr1.hardware import same_hardware
+
+        return [s for s in self.sessions if same_hardware(s.fingerprint, fingerprint) is None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"provenance": self.provenance, **self.extra, "sessions": [s.to_json() for s in self.sessions]}
+
+
+def with_session(old: Entry | None, new: Entry, keep: int = DEFAULT_KEEP_SESSIONS, fresh: bool = False) -> Entry:
+    """`new` (one session) appended to `old`'s history. The history restarts when asked (`fresh`: after an
+    intended change), or when the load changed (numbers of another load are no history of this one). At most
+    `keep` sessions are kept per machine kind, the newest."""
+    if old is None or fresh or load_mismatch(old.extra.get("bench_command"), str(new.extra.get("bench_command", ""))):
+        return new
+    from pytest_dsr1.hardware import machine_key
+
+    sessions = [*old.sessions, *new.sessions]
+    kinds = [machine_key(s.fingerprint) for s in sessions]
+    kept = [s for i, s in enumerate(sessions) if kinds[i + 1 :].count(kinds[i]) < keep]
+    return Entry(new.metrics, new.provenance, new.date, new.fingerprint, new.extra, kept[:-1])
 
 
 @dataclass
@@ -91,11 +132,11 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     if not isinstance(data, dict):
         raise BaselineError(path, "(top level)", "expected a JSON object", fix_restore)
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BaselineError(
             path,
             "schema_version",
-            f"unknown schema version {version!r} (this pytest-dsr1 reads {SCHEMA_VERSION})",
+            f"unknown schema version {version!r} (this pytest-dsr1 reads {', '.join(map(str, READABLE_VERSIONS))})",
             "upgrade pytest-dsr1, or re-record the file with --dsr1-record",
         )
     for key, want in (("hardware", hardware), ("model", model)):
@@ -135,6 +176,21 @@ def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
         raise BaselineError(
             path, f"{where}.provenance", f"unknown provenance {prov!r}", f"use one of: {', '.join(PROVENANCES)}"
         )
+    extra = {k: v for k, v in raw.items() if k not in ("provenance", "date", "fingerprint", "metrics", "sessions")}
+    if "sessions" not in raw:  # schema 1: the entry is its one session
+        newest = _session(path, where, raw, hardware)
+        return Entry(newest.metrics, prov, newest.date, newest.fingerprint, extra)
+    sessions = raw["sessions"]
+    if not isinstance(sessions, list) or not sessions:
+        raise BaselineError(path, f"{where}.sessions", "missing, empty or not a list", _fix(path))
+    parsed = [_session(path, f"{where}.sessions[{i}]", s, hardware) for i, s in enumerate(sessions)]
+    newest = parsed[-1]
+    return Entry(newest.metrics, prov, newest.date, newest.fingerprint, extra, parsed[:-1])
+
+
+def _session(path: Path, where: str, raw: Any, hardware: str) -> Session:
+    if not isinstance(raw, dict):
+        raise BaselineError(path, where, "expected an object", _fix(path))
     fp = raw.get("fingerprint")
     if not isinstance(fp, dict):
         raise BaselineError(path, f"{where}.fingerprint", "missing or not an object", _fix(path))
@@ -173,8 +229,7 @@ def _entry(path: Path, item_id: str, raw: Any, hardware: str) -> Entry:
                 f"{bad[0]!r} is not a finite positive number, so nothing could be compared against it",
                 _fix(path),
             )
-    extra = {k: v for k, v in raw.items() if k not in ("provenance", "date", "fingerprint", "metrics")}
-    return Entry(metrics, prov, str(raw.get("date", "")), fp, extra)
+    return Session(str(raw.get("date", "")), fp, metrics)
 
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -206,13 +261,23 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
         pass
 
 
-def record(path: Path, hardware: str, model: str, item_id: str, entry: Entry) -> tuple[Entry | None, Entry]:
-    """Merge one entry into the file (other entries kept) and write it atomically. Returns (old, new).
+def record(
+    path: Path,
+    hardware: str,
+    model: str,
+    item_id: str,
+    entry: Entry,
+    keep: int = DEFAULT_KEEP_SESSIONS,
+    fresh: bool = False,
+) -> tuple[Entry | None, Entry]:
+    """Append one session (`entry`) to the item's history in the file (other entries kept) and write it
+    atomically. Returns (old, new).
 
     The file is re-read each time so that a record run never drops what another entry wrote meanwhile.
     """
     current = load(path, hardware, model)
     old = current.entries.get(item_id)
+    entry = with_session(old, entry, keep, fresh)
     current.entries[item_id] = entry
     write_atomic(path, current.to_json())
     return old, entry
@@ -251,7 +316,7 @@ def not_comparable(
 
     if entry is None:
         return f"no baseline for {item_id} in {path}: run --dsr1-record to create it"
-    mismatch = same_hardware(entry.fingerprint, fingerprint)
+    mismatch = None if entry.sessions_like(fingerprint) else same_hardware(entry.fingerprint, fingerprint)
     if mismatch:
         return f"{mismatch} ({path})"
     load_changed = load_mismatch(entry.extra.get("bench_command"), bench_command)
@@ -282,9 +347,17 @@ class BaselineStore:
     """The baseline files a run reads and writes: the committed ones (--dsr1-baselines) and this machine's own
     (--dsr1-local-baselines). Committed files are read once per run; a broken one stays broken for the run."""
 
-    def __init__(self, directory: Path, local_directory: Path | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        local_directory: Path | None,
+        keep: int = DEFAULT_KEEP_SESSIONS,
+        fresh: bool = False,
+    ) -> None:
         self.directory = directory
         self.local_directory = local_directory  # None: machine-local baselines are off
+        self.keep = keep  # sessions kept per entry and machine kind
+        self.fresh = fresh  # a record starts each entry's history anew (--dsr1-fresh-history)
         self._files: dict[Path, BaselineFile | BaselineError] = {}
 
     def path(self, hardware: str, model: str) -> Path:
@@ -323,7 +396,7 @@ class BaselineStore:
     def write(self, path: Path, hardware: str, model: str, item_id: str, entry: Entry) -> tuple[Entry | None, Entry]:
         """Record one entry into `path` (a committed or a machine-local file). Returns (old, new)."""
         try:
-            old_new = record(path, hardware, model, item_id, entry)
+            old_new = record(path, hardware, model, item_id, entry, self.keep, self.fresh)
         except OSError as exc:
             local = self.local_directory is not None and self.local_directory in path.parents
             option = "--dsr1-local-baselines" if local else "--dsr1-baselines"

@@ -10,12 +10,26 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_dsr1.baseline import BaselineError, BaselineStore, Entry, not_comparable
-from pytest_dsr1.compare import STALE, MetricVerdict, compare, median_or_none, regressed
+from pytest_dsr1.compare import (
+    NOT_COMPARED,
+    STALE,
+    ConfigVerdict,
+    MetricVerdict,
+    compare,
+    inconclusive,
+    judge_config,
+    median_or_none,
+    regressed,
+)
+from pytest_dsr1.matrix import Matrix
+from pytest_dsr1.metrics import METRICS
 from pytest_dsr1.options import MissingBaseline
 from pytest_dsr1.record import (
     FAILED,
+    INCONCLUSIVE,
     PASSED,
     RECORDED,
     REGRESSED,
@@ -24,6 +38,7 @@ from pytest_dsr1.record import (
     Measurement,
     Outcome,
     RecordedChange,
+    RunRecord,
 )
 from pytest_dsr1.report import brief, verdict_table
 from pytest_dsr1.runner import ItemFailed, Runner
@@ -40,10 +55,11 @@ class Decision:
     outcome: Outcome
     message: str = ""  # what the test's report says (the failure or skip reason, or a note on a pass)
     summary: str | None = None  # what the run's reports keep, when shorter than the message
+    strict: bool = False  # an inconclusive item fails (--dsr1-inconclusive=fail)
 
     @property
     def fails(self) -> bool:
-        return self.outcome in (FAILED, REGRESSED)
+        return self.outcome in (FAILED, REGRESSED) or (self.outcome == INCONCLUSIVE and self.strict)
 
 
 def missing_baseline(problem: str, mode: MissingBaseline, measured: str) -> Decision:
@@ -70,6 +86,62 @@ def entry_of(m: Measurement) -> Entry:
             "bench_command": m.bench_command,
         },
     )
+
+
+def newest_like(entry: Entry, fingerprint: dict[str, Any]) -> dict[str, list[float]]:
+    """The samples of the newest session recorded on a machine of this kind (the noise test's baseline)."""
+    sessions = entry.sessions_like(fingerprint)
+    return sessions[-1].metrics if sessions else entry.metrics
+
+
+def histories_of(entry: Entry, fingerprint: dict[str, Any]) -> dict[str, tuple[float, ...]]:
+    """Per metric, the median of every session recorded on a machine of this kind, oldest first."""
+    out: dict[str, list[float]] = {}
+    for session in entry.sessions_like(fingerprint):
+        for name, samples in session.metrics.items():
+            value = median_or_none(samples)
+            if value is not None:
+                out.setdefault(name, []).append(value)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
+    """A verdict per config and gated metric, over every item of the config that was compared.
+
+    An item's ratio is its measured median over its reference (the history's center, or the newest session's
+    median). With 3 or more sessions on every item, each earlier session gets the same geometric mean against
+    the items' centers, and their spread gives the config's band; the sessions are aligned from the newest.
+    """
+    by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
+    for result in record.results.values():
+        for v in result.verdicts:
+            if v.verdict != NOT_COMPARED and v.baseline and v.measured:
+                by_config.setdefault(result.config_id, []).append((v, result.histories.get(v.metric, ())))
+    out = []
+    for config_id, pairs in by_config.items():
+        tolerances = matrix.tolerances_for(matrix.config(config_id), overrides)
+        for metric in METRICS:
+            items = [(v, h) for v, h in pairs if v.metric == metric]
+            if not items or metric not in tolerances:
+                continue
+            ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
+            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, _session_ratios(items)))
+    return out
+
+
+def _session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
+    """The geometric mean over the items of (session median / the item's history center), per earlier session."""
+    import math
+    import statistics
+
+    depth = min(len(h) for _, h in items)
+    if depth < 3:
+        return []
+    ratios = []
+    for back in range(depth, 0, -1):
+        logs = [math.log(h[-back] / statistics.median(h)) for _, h in items if h[-back] > 0]
+        ratios.append(math.exp(statistics.fmean(logs)))
+    return ratios
 
 
 @dataclass(frozen=True)
@@ -153,6 +225,7 @@ class BaselineCheck:
             return reference
         entry = reference.entry
         result.baseline_medians = {k: v for k, xs in entry.metrics.items() if (v := median_or_none(xs)) is not None}
+        result.histories = histories_of(entry, m.fingerprint)
         tolerances = self.runner.matrix.tolerances_for(m.config, self.options.tolerances)
         if not tolerances:
             return Decision(
@@ -160,14 +233,15 @@ class BaselineCheck:
                 f"not compared: every metric's tolerance is off for {m.config.id} (measured: {brief(m.samples)}); "
                 "give a metric a tolerance in the matrix or with --dsr1-tolerance",
             )
-        verdicts, confirmations = self._confirmed(entry.metrics, m, tolerances)
+        baseline = newest_like(entry, m.fingerprint)
+        verdicts, confirmations = self._confirmed(baseline, m, tolerances, result.histories)
         if regressed(verdicts) and m.fresh is not None and self.runner.can_restart(m.config):
             # Shared machines shift a whole server's speed between starts: a regression must hold on a
             # freshly started server too, and only the fresh server's samples decide.
             result.first_server_verdicts = verdicts
             m = m.fresh()
             result.measurement = m
-            verdicts, confirmations = self._confirmed(entry.metrics, m, tolerances)
+            verdicts, confirmations = self._confirmed(baseline, m, tolerances, result.histories)
         result.verdicts = verdicts
         note = self._notes(entry, m, confirmations, result.first_server_verdicts, verdicts)
         if regressed(verdicts):
@@ -178,22 +252,40 @@ class BaselineCheck:
                 f"{table}\nserver: {m.server_command}\nbenchmark: {m.bench_command}",
                 summary=table,
             )
+        unsure = inconclusive(verdicts)
+        if unsure:
+            table = verdict_table(verdicts) + note
+            how = (
+                "fails under --dsr1-inconclusive=fail"
+                if self.options.inconclusive == "fail"
+                else "neither passes nor fails"
+            )
+            return Decision(
+                INCONCLUSIVE,
+                f"{m.key} inconclusive ({how}): " + "; ".join(f"{v.metric}: {v.reason}" for v in unsure) + f"\n{table}",
+                summary=table,
+                strict=self.options.inconclusive == "fail",
+            )
         stale = [f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE]
         if stale:
             return Decision(PASSED, "; ".join(stale))
         return Decision(PASSED, note.strip() if result.first_server_verdicts else reference.note)
 
     def _confirmed(
-        self, baseline: Mapping[str, list[float]], m: Measurement, tolerances: Mapping[str, Tolerance]
+        self,
+        baseline: Mapping[str, list[float]],
+        m: Measurement,
+        tolerances: Mapping[str, Tolerance],
+        histories: Mapping[str, tuple[float, ...]],
     ) -> tuple[list[MetricVerdict], int]:
         """The verdicts, after up to K extra runs on the same server while it looks regressed (--dsr1-confirm K)."""
         alpha = self.options.alpha
-        verdicts = compare(baseline, m.samples, tolerances, alpha)
+        verdicts = compare(baseline, m.samples, tolerances, alpha, histories)
         confirmations = 0
         while regressed(verdicts) and confirmations < self.runner.confirm_for(m.config) and m.more is not None:
             confirmations += 1
             m.more(1)
-            verdicts = compare(baseline, m.samples, tolerances, alpha)
+            verdicts = compare(baseline, m.samples, tolerances, alpha, histories)
         return verdicts, confirmations
 
     def _notes(

@@ -1,12 +1,21 @@
-"""Measured samples vs baseline samples + tolerance -> a verdict per metric, with its reason.
+"""Measured samples vs a baseline + tolerance -> a verdict per metric, with its reason; and per config.
 
-A metric regresses when its median moved the wrong way by more than the tolerance allows AND, with enough
-samples on both sides, a one-sided Mann-Whitney U test says the shift is unlikely to be noise. With too few
-samples the tolerance alone decides, and the verdict says so.
+With a history of at least 3 sessions, the reference is the median of the session medians, and the allowed
+change is the larger of the tolerance and a band from the measured spread of those medians (3 robust standard
+deviations, from the MAD): the between-session noise, measured instead of guessed. A session median outside
+it is a regression; no test on one session's samples can see that noise, so none is asked.
+
+With fewer sessions, a metric regresses when its median moved the wrong way by more than the tolerance allows
+AND a one-sided Mann-Whitney U test on the samples says the shift is unlikely to be noise. When the sample
+sizes cannot reach p <= alpha at all (3 against 3 reach 0.05 at best), the verdict is `inconclusive`.
+
+A config's verdict pools its items: the geometric mean of their measured/reference ratios, with a 95%
+interval over the items, against the config's tolerance or the spread of the same mean in earlier sessions.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,17 +24,69 @@ from typing import Final, Literal
 from pytest_dsr1.metrics import METRICS
 from pytest_dsr1.tolerance import Tolerance
 
-Verdict = Literal["ok", "REGRESSED", "noise", "improved", "stale", "not compared"]
+Verdict = Literal["ok", "REGRESSED", "noise", "improved", "stale", "not compared", "inconclusive"]
 OK: Final = "ok"
 REGRESSED: Final = "REGRESSED"
 NOISE: Final = "noise"
 IMPROVED: Final = "improved"
 STALE: Final = "stale"
 NOT_COMPARED: Final = "not compared"
+INCONCLUSIVE: Final = "inconclusive"
 # Changes beyond tolerance, whatever the noise test said: what a reader of a report must see.
-BEYOND_TOLERANCE: tuple[Verdict, ...] = (REGRESSED, NOISE, STALE, IMPROVED)
-MIN_SAMPLES_FOR_TEST = 3  # below this on either side, Mann-Whitney cannot reach p <= 0.05
+BEYOND_TOLERANCE: tuple[Verdict, ...] = (REGRESSED, INCONCLUSIVE, NOISE, STALE, IMPROVED)
 STALE_FACTOR = 3.0  # an improvement beyond 3x the tolerance suggests re-recording
+MIN_SESSIONS_FOR_BAND = 3  # below this, the spread of session medians says nothing: the tolerance decides
+BAND_Z = 3.0  # robust standard deviations: a clean session falls outside about 0.3% of the time (normal)
+MAD_TO_SIGMA = 1.4826  # the MAD of a normal sample, scaled to its standard deviation
+
+
+def smallest_p(n_baseline: int, n_measured: int) -> float:
+    """The smallest one-sided exact Mann-Whitney p these sample sizes can give (complete separation)."""
+    return 1.0 / math.comb(n_baseline + n_measured, n_baseline)
+
+
+@dataclass(frozen=True)
+class History:
+    """One value per recorded session (a metric's session medians, or a config's ratio), oldest first."""
+
+    values: tuple[float, ...]
+
+    @property
+    def center(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def spread(self) -> float:
+        """A robust standard deviation: 1.4826 x the median absolute deviation."""
+        center = self.center
+        return MAD_TO_SIGMA * statistics.median(abs(v - center) for v in self.values)
+
+    def band(self) -> float | None:
+        """The change a clean session stays within (absolute, in the values' unit); None below 3 sessions.
+        The sqrt(1 + 1/n) widens it for the uncertainty of the center itself on short histories."""
+        n = len(self.values)
+        if n < MIN_SESSIONS_FOR_BAND:
+            return None
+        return BAND_Z * self.spread * math.sqrt(1 + 1 / n)
+
+    def describe(self, current: float) -> str:
+        values = sorted(self.values)
+        below = sum(v < current for v in values)
+        where = (
+            "below all of them"
+            if below == 0
+            else "above all of them"
+            if below == len(values)
+            else f"above {below} of {len(values)}"
+        )
+        return (
+            f"{len(values)} sessions: min {_fmt(values[0])}, median {_fmt(self.center)}, max {_fmt(values[-1])}; "
+            f"this session {_fmt(current)}, {where}"
+        )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.2f}" if abs(x) < 1e5 else f"{x:,.0f}"
 
 
 def median_or_none(xs: Sequence[float] | None) -> float | None:
@@ -44,6 +105,7 @@ class MetricVerdict:
     p_value: float | None = None
     baseline_samples: tuple[float, ...] = ()
     measured_samples: tuple[float, ...] = ()
+    history: tuple[float, ...] = ()  # the session medians the band came from, when there were 3 or more
 
     @property
     def change_pct(self) -> float | None:
@@ -57,36 +119,58 @@ class MetricVerdict:
 
 
 def compare_metric(
-    metric: str, baseline: Sequence[float], measured: Sequence[float], tol: Tolerance, alpha: float = 0.05
+    metric: str,
+    baseline: Sequence[float],
+    measured: Sequence[float],
+    tol: Tolerance,
+    alpha: float = 0.05,
+    history: Sequence[float] = (),
 ) -> MetricVerdict:
+    """`baseline`: the newest comparable session's samples; `history`: every comparable session's median."""
     info = METRICS[metric]
-    samples = {"baseline_samples": tuple(baseline), "measured_samples": tuple(measured)}
+    past = History(tuple(history))
+    band = past.band() if baseline and measured else None
+    center = past.center if band is not None else median_or_none(baseline)
+    allowed: float | None = None
 
     def verdict(verdict: Verdict, reason: str, p: float | None = None) -> MetricVerdict:
         return MetricVerdict(
-            metric, median_or_none(baseline), median_or_none(measured), allowed, str(tol), verdict, reason, p, **samples
+            metric,
+            center,
+            median_or_none(measured),
+            allowed,
+            str(tol),
+            verdict,
+            reason,
+            p,
+            tuple(baseline),
+            tuple(measured),
+            past.values if band is not None else (),
         )
 
-    if not baseline or not measured:
-        allowed = None
+    if not baseline or not measured or center is None:
         return verdict(NOT_COMPARED, f"no {metric} in {'baseline' if not baseline else 'this run'}")
-    b, m = statistics.median(baseline), statistics.median(measured)
-    allowed = tol.allowed(b)
-    delta = m - b
+    m = statistics.median(measured)
+    allowed = max(tol.allowed(center), band or 0.0)
+    delta = m - center
     worse = delta < 0 if info.higher_is_better else delta > 0
+    within = "within the history band" if band is not None and band > tol.allowed(center) else "within tolerance"
     if abs(delta) <= allowed:
-        return verdict(OK, "within tolerance")
+        return verdict(OK, within)
     if not worse:
         if abs(delta) > STALE_FACTOR * allowed:
-            pct = abs(delta) / b * 100 if b else float("inf")
+            pct = abs(delta) / center * 100 if center else float("inf")
             better = "faster" if info.higher_is_better or metric.endswith("_ms") else "better"
             return verdict(STALE, f"{better} than baseline by {pct:.0f}%: re-record?")
         return verdict(IMPROVED, "better than baseline beyond tolerance")
-    if min(len(baseline), len(measured)) < MIN_SAMPLES_FOR_TEST:
+    if band is not None:
+        return verdict(REGRESSED, f"outside the history band ({past.describe(m)})")
+    floor = smallest_p(len(baseline), len(measured))
+    if floor > alpha:
         return verdict(
-            REGRESSED,
-            f"beyond tolerance; tolerance only (n={len(baseline)} baseline vs {len(measured)} measured: "
-            "too few samples for a noise test)",
+            INCONCLUSIVE,
+            f"beyond tolerance, but {len(baseline)} baseline vs {len(measured)} measured samples cannot reach "
+            f"p <= {alpha} (the smallest possible Mann-Whitney p is {floor:.3f}): record more samples or sessions",
         )
     p = _mann_whitney_p(baseline, measured, info.higher_is_better)
     if p <= alpha:
@@ -107,10 +191,14 @@ def compare(
     measured: Mapping[str, Sequence[float]],
     tolerances: Mapping[str, Tolerance],
     alpha: float = 0.05,
+    histories: Mapping[str, Sequence[float]] | None = None,
 ) -> list[MetricVerdict]:
     """A verdict for each gated metric (each metric with a tolerance), in the order of METRICS."""
+    histories = histories or {}
     return [
-        compare_metric(name, baseline.get(name, ()), measured.get(name, ()), tolerances[name], alpha)
+        compare_metric(
+            name, baseline.get(name, ()), measured.get(name, ()), tolerances[name], alpha, histories.get(name, ())
+        )
         for name in METRICS
         if name in tolerances
     ]
@@ -118,3 +206,84 @@ def compare(
 
 def regressed(verdicts: Iterable[MetricVerdict]) -> list[MetricVerdict]:
     return [v for v in verdicts if v.failed]
+
+
+def inconclusive(verdicts: Iterable[MetricVerdict]) -> list[MetricVerdict]:
+    return [v for v in verdicts if v.verdict == INCONCLUSIVE]
+
+
+# ---------------------------------------------------------------- per config
+
+
+@dataclass(frozen=True)
+class ConfigVerdict:
+    """All of a config's items on one metric: the geometric mean of measured/reference, with a 95% interval."""
+
+    config_id: str
+    metric: str
+    items: int
+    change_pct: float
+    low_pct: float
+    high_pct: float
+    allowed_pct: float
+    verdict: Verdict
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == REGRESSED
+
+    def line(self) -> str:
+        return (
+            f"{self.config_id}: {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] over "
+            f"{self.items} items ({self.metric}, allowed ±{self.allowed_pct:.1f}%): {self.verdict}"
+        )
+
+
+def _t95(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def judge_config(
+    config_id: str,
+    metric: str,
+    ratios: Sequence[float],
+    tolerance_rel: float,
+    session_ratios: Sequence[float] = (),
+) -> ConfigVerdict:
+    """`ratios`: each item's measured median / its reference, for one metric. `session_ratios`: the same
+    geometric mean for each earlier session against the history, from which a band is measured (3 or more).
+
+    A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
+    interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
+    """
+    higher_is_better = METRICS[metric].higher_is_better
+    logs = [math.log(r) for r in ratios if r > 0]
+    n = len(logs)
+    allowed = tolerance_rel
+    past = History(tuple(session_ratios))
+    band = past.band()
+    if band is not None:
+        allowed = max(allowed, band)
+    if n < 2:
+        change = (math.exp(logs[0]) - 1) * 100 if logs else 0.0
+        return ConfigVerdict(
+            config_id, metric, n, change, change, change, allowed * 100, INCONCLUSIVE, "fewer than 2 items compared"
+        )
+    mean = statistics.fmean(logs)
+    half = _t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
+    worse = change < -allowed * 100 if higher_is_better else change > allowed * 100
+    significant = high < 0 if higher_is_better else low > 0
+    if worse and significant:
+        verdict: Verdict = REGRESSED
+        reason = "all items moved the wrong way together beyond the allowed change"
+    elif worse:
+        verdict, reason = NOISE, "beyond the allowed change, but the items disagree (the interval crosses 0)"
+    else:
+        verdict, reason = OK, "within the allowed change"
+    if band is not None:
+        reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
+    return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason)

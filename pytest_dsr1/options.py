@@ -172,6 +172,32 @@ OPTIONS: list[OptionSpec] = [
         "what an item with no baseline does (default: skip, with 'run --dsr1-record'); nightly CI should use fail",
     ),
     OptionSpec(
+        "--dsr1-inconclusive",
+        "dsr1_inconclusive",
+        parse_missing_baseline,
+        "skip",
+        "skip|fail",
+        "what an item does whose change is beyond tolerance but whose samples cannot reach --dsr1-alpha "
+        "(default: skip, reported as inconclusive); fail: a nightly that wants it to fail",
+    ),
+    OptionSpec(
+        "--dsr1-keep-sessions",
+        "dsr1_keep_sessions",
+        parse_positive_int,
+        10,
+        "N",
+        "sessions a baseline entry keeps per machine kind when --dsr1-record appends one (default: 10)",
+    ),
+    OptionSpec(
+        "--dsr1-fresh-history",
+        "dsr1_fresh_history",
+        None,
+        False,
+        "",
+        "with --dsr1-record: start each recorded entry's history anew (after an intended change), "
+        "instead of appending a session",
+    ),
+    OptionSpec(
         "--dsr1-startup-timeout",
         "dsr1_startup_timeout",
         parse_seconds,
@@ -241,6 +267,9 @@ class Options:
     confirm: int | None = None
     alpha: float = 0.05
     missing_baseline: MissingBaseline = "skip"
+    inconclusive: MissingBaseline = "skip"  # skip | fail, like a missing baseline
+    keep_sessions: int = 10
+    fresh_history: bool = False
     startup_timeout: float | None = None
     host: str = "127.0.0.1"
     api_key: str | None = None

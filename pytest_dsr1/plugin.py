@@ -21,7 +21,7 @@ import pytest
 
 from pytest_dsr1 import report
 from pytest_dsr1.baseline import BaselineError, BaselineStore
-from pytest_dsr1.check import BaselineCheck, Decision
+from pytest_dsr1.check import BaselineCheck, Decision, config_verdicts
 from pytest_dsr1.hardware import skip_reason
 from pytest_dsr1.matrix import (
     Matrix,
@@ -35,7 +35,7 @@ from pytest_dsr1.matrix import (
 )
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
-from pytest_dsr1.record import SKIPPED, Measurement, RunRecord, item_key, run_metadata
+from pytest_dsr1.record import INCONCLUSIVE, SKIPPED, Measurement, RunRecord, item_key, run_metadata
 from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle, run_dir_name
 
 SUITE_KEY = pytest.StashKey["Suite"]()
@@ -146,7 +146,7 @@ def _enact(decision: Decision) -> None:
     """A Decision in pytest's terms: a failure or a skip (raised), or nothing for a pass or a record."""
     if decision.fails:
         pytest.fail(decision.message, pytrace=False)
-    if decision.outcome == SKIPPED:
+    if decision.outcome in (SKIPPED, INCONCLUSIVE):
         pytest.skip(decision.message)
 
 
@@ -171,7 +171,9 @@ class Suite:
         )
         self.record = RunRecord(matrix, options.run_dir / run_dir_name(), metadata)
         self.runner = Runner(matrix, options, self.record, _terminal_writer(config))
-        self.store = BaselineStore(options.baselines, options.local_baselines)
+        self.store = BaselineStore(
+            options.baselines, options.local_baselines, options.keep_sessions, options.fresh_history
+        )
         self.previous_sigterm: Any = None
 
     def selected_configs(self) -> list[ServerConfig]:
@@ -311,6 +313,14 @@ class Suite:
             pass
 
     # ------------------------------------------------------------ reporting
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
+        fails the run (exit code 1) even where no single item crossed its own band."""
+        self.record.config_verdicts = config_verdicts(self.record, self.matrix, self.options.tolerances)
+        if any(v.failed for v in self.record.config_verdicts) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         if self.record.configs_run:  # the hardware was detected for this run: say what it was

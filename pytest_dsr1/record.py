@@ -14,16 +14,17 @@ from typing import Any, Final, Literal, NamedTuple
 
 from pytest_dsr1 import __version__
 from pytest_dsr1.command import redact
-from pytest_dsr1.compare import MetricVerdict
+from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics import extract
 
-Outcome = Literal["passed", "REGRESSED", "failed", "skipped", "recorded"]
+Outcome = Literal["passed", "REGRESSED", "failed", "skipped", "recorded", "inconclusive"]
 PASSED: Final = "passed"
 REGRESSED: Final = "REGRESSED"
 FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
 RECORDED: Final = "recorded"
+INCONCLUSIVE: Final = "inconclusive"  # beyond tolerance, but the samples cannot say whether it is noise
 
 
 def item_key(config_id: str, workload_id: str) -> str:
@@ -90,6 +91,8 @@ class ItemResult:
     wall_s: float | None = None  # the item's call phase: benchmarks, comparisons and harness
     # The verdicts on the config's first server, when a fresh server was started to confirm a regression.
     first_server_verdicts: list[MetricVerdict] = field(default_factory=list)
+    # Per metric, the median of each comparable recorded session, oldest first (the config verdict's band).
+    histories: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 class RecordedChange(NamedTuple):
@@ -166,6 +169,7 @@ class RunRecord:
     version_changes: dict[tuple[str | None, str | None], int] = field(default_factory=dict)  # (baseline, now) -> n
     # Machine-local baselines used: file -> [(item, "compared" | "recorded")]
     local_baseline_uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    config_verdicts: list[ConfigVerdict] = field(default_factory=list)  # at the end of the run
 
     def stats_for(self, config_id: str) -> ConfigStats:
         return self.stats.setdefault(config_id, ConfigStats())

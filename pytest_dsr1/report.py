@@ -10,9 +10,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pytest_dsr1.compare import BEYOND_TOLERANCE, IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, MetricVerdict
+from pytest_dsr1.compare import (
+    BEYOND_TOLERANCE,
+    IMPROVED,
+    INCONCLUSIVE,
+    NOISE,
+    NOT_COMPARED,
+    OK,
+    REGRESSED,
+    STALE,
+    ConfigVerdict,
+    MetricVerdict,
+)
 from pytest_dsr1.metrics import METRICS
-from pytest_dsr1.record import RECORDED, ItemResult, RunRecord
+from pytest_dsr1.record import RECORDED, ItemResult, Outcome, RunRecord
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -89,7 +100,7 @@ def junit_properties(result: ItemResult) -> list[tuple[str, str]]:
 
 
 def _severity(v: MetricVerdict) -> tuple[int, float]:
-    order = {REGRESSED: 0, NOISE: 1, STALE: 3, IMPROVED: 4, OK: 2, NOT_COMPARED: 5}
+    order = {REGRESSED: 0, INCONCLUSIVE: 1, NOISE: 1, STALE: 3, IMPROVED: 4, OK: 2, NOT_COMPARED: 5}
     worse = 0.0
     if v.change_pct is not None:
         worse = -v.change_pct if METRICS[v.metric].higher_is_better else v.change_pct
@@ -150,6 +161,8 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
                 else ({"yellow": True} if f" {STALE}" in line else {})
             )
             tr.write_line(line, **markup)
+    for cv in record.config_verdicts:
+        tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     other = [r for r in record.results.values() if not r.verdicts]
     for r in other:
         if r.outcome == RECORDED:
@@ -277,16 +290,34 @@ def results_json(record: RunRecord) -> dict[str, Any]:
         "metadata": vars(record.metadata),
         "server_starts": record.server_starts,
         "confirm_restarts": record.restarts,
+        "config_verdicts": [vars(v) for v in record.config_verdicts],
         "configs_run": record.configs_run,
         "timing": {cid: vars(record.stats[cid]) for cid in dict.fromkeys(record.configs_run)},
         "items": [_item_json(r) for r in record.results.values()],
     }
 
 
+def config_rows(record: RunRecord) -> list[list[str]]:
+    def row(v: ConfigVerdict) -> list[str]:
+        interval = f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]"
+        return [
+            v.config_id,
+            v.metric,
+            f"{v.change_pct:+.1f}%",
+            interval,
+            str(v.items),
+            f"±{v.allowed_pct:.1f}%",
+            f"{v.verdict}: {v.reason}",
+        ]
+
+    return [row(v) for v in sorted(record.config_verdicts, key=lambda v: (not v.failed, v.config_id))]
+
+
 def outcome_counts(record: RunRecord) -> str:
     """'12 item(s): 10 passed, 1 REGRESSED, 1 skipped', in a fixed order."""
     counts = Counter(r.outcome for r in record.results.values())
-    parts = [f"{counts[o]} {o}" for o in ("passed", "REGRESSED", "failed", "skipped", "recorded") if counts[o]]
+    outcomes: tuple[Outcome, ...] = ("passed", "REGRESSED", "failed", "inconclusive", "skipped", "recorded")
+    parts = [f"{counts[o]} {o}" for o in outcomes if counts[o]]
     return f"{len(record.results)} item(s)" + (": " + ", ".join(parts) if parts else "")
 
 
@@ -344,6 +375,12 @@ def summary_markdown(record: RunRecord) -> str:
         ]
         header = ["item", "metric", "baseline", "measured", "change", "allowed", "verdict", "p", "server"]
         out += _md_table(header, rows)
+        out.append("")
+    if record.config_verdicts:
+        out += ["### Per configuration (all its items together)", ""]
+        out += _md_table(
+            ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(record)
+        )
         out.append("")
     rows = summary_rows(record)
     if rows:

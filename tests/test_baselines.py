@@ -38,7 +38,8 @@ def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
     assert set(loaded.entries) == {"a[w-bs1]", "b[w-bs1]"}
     assert loaded.entries["b[w-bs1]"].metrics["output_throughput"] == [50.0, 50.0, 50.0]
     raw = json.loads(path.read_text())
-    assert raw["entries"]["b[w-bs1]"]["metrics"]["output_throughput"] == {
+    assert raw["schema_version"] == 2 and len(raw["entries"]["a[w-bs1]"]["sessions"]) == 2  # a history: 100, then 120
+    assert raw["entries"]["b[w-bs1]"]["sessions"][-1]["metrics"]["output_throughput"] == {
         "samples": [50.0, 50.0, 50.0],
         "median": 50.0,
         "mean": 50.0,
@@ -87,7 +88,7 @@ def _good(tmp_path):
     [
         (lambda t: t[: len(t) // 2], "(json)", "git checkout --"),
         (lambda t: "", "(json)", "move it aside"),
-        (lambda t: t.replace('"schema_version": 1', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
+        (lambda t: t.replace('"schema_version": 2', '"schema_version": 99'), "schema_version", "upgrade pytest-dsr1"),
         (
             lambda t: t.replace('"hardware": "cpu",\n  "model"', '"hardware": "h200",\n  "model"'),
             "hardware",
@@ -99,34 +100,36 @@ def _good(tmp_path):
             "recorded, published",
         ),
         (
-            lambda t: t.replace('"hardware": "cpu",\n        "cpu_model"', '"hardware": "b200",\n        "cpu_model"'),
-            "entries.a[w-bs1].fingerprint.hardware",
+            lambda t: t.replace(
+                '"hardware": "cpu",\n            "cpu_model"', '"hardware": "b200",\n            "cpu_model"'
+            ),
+            "entries.a[w-bs1].sessions[0].fingerprint.hardware",
             "move the entry",
         ),
         (
             lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1),
-            "entries.a[w-bs1].metrics.output_throughput",
+            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
             "move it aside",
         ),
         # Values that would switch the gate off: every comparison against them passes.
         (
             lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [NaN]', t, count=1),
-            "entries.a[w-bs1].metrics.output_throughput",
+            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
             "git checkout --",
         ),
         (
             lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [Infinity]', t, count=1),
-            "entries.a[w-bs1].metrics.output_throughput",
+            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
             "move it aside",
         ),
         (
             lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [-100.0]', t, count=1),
-            "entries.a[w-bs1].metrics.output_throughput",
+            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
             "move it aside",
         ),
         (
             lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [0]', t, count=1),
-            "entries.a[w-bs1].metrics.output_throughput",
+            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
             "move it aside",
         ),
     ],

@@ -148,7 +148,8 @@ def test_a_vllm_version_change_is_counted_and_noted(tmp_path):
     assert check.check(m).outcome == "passed"
     assert record.version_changes == {("0.32.0", "0.33.0"): 1}
     saved = json.loads(bl.baseline_path(tmp_path / "bl", "cpu", "tiny").read_text())
-    assert saved["entries"][m.key]["fingerprint"]["vllm"] == "0.32.0"  # comparing never writes
+    sessions = saved["entries"][m.key]["sessions"]
+    assert [s["fingerprint"]["vllm"] for s in sessions] == ["0.32.0"]  # comparing never writes
 
 
 @pytest.mark.parametrize("fresh_holds", [True, False])

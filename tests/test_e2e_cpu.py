@@ -47,9 +47,10 @@ def test_record_writes_every_item_with_its_samples(recorded, baselines):
     assert len(data["entries"]) == ITEMS
     entry = data["entries"]["cpu-tiny-tp1[prompt_heavy-bs16]"]
     assert entry["provenance"] == "recorded"
-    assert len(entry["metrics"]["output_throughput"]["samples"]) == 3  # the CPU hardware's repeat
-    assert entry["fingerprint"]["hardware"] == "cpu" and entry["fingerprint"]["cpu_count"] >= 1
-    assert "--port PORT" in entry["fingerprint"]["server_command"]
+    assert len(entry["sessions"][-1]["metrics"]["output_throughput"]["samples"]) == 3  # the CPU hardware's repeat
+    fingerprint = entry["sessions"][-1]["fingerprint"]
+    assert fingerprint["hardware"] == "cpu" and fingerprint["cpu_count"] >= 1
+    assert "--port PORT" in fingerprint["server_command"]
     assert "recorded baselines into" in recorded.stdout and "output_throughput - -> " in recorded.stdout
 
 
@@ -189,7 +190,8 @@ def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
 
     committed = json.loads((REPO / "baselines" / "cpu" / "tiny.json").read_text())
     for entry in committed["entries"].values():
-        entry["fingerprint"]["cpu_model"] = "Another CPU"
+        for session in entry.get("sessions", [entry]):  # schema 2 holds a history, schema 1 one session
+            session["fingerprint"]["cpu_model"] = "Another CPU"
     baselines = tmp_path / "baselines"
     (baselines / "cpu").mkdir(parents=True)
     (baselines / "cpu" / "tiny.json").write_text(json.dumps(committed))

@@ -231,8 +231,9 @@ def test_baseline_loader_loads_or_names_file_and_field(tmp_path_factory, data, c
     except bl.BaselineError as exc:
         assert str(path) in str(exc) and "Fix:" in str(exc)
         return
-    for entry in loaded.entries.values():  # what loads can gate: finite positive samples only
-        assert all(math.isfinite(s) and s > 0 for samples in entry.metrics.values() for s in samples)
+    for entry in loaded.entries.values():  # what loads can gate: finite positive samples only, in every session
+        for session in entry.sessions:
+            assert all(math.isfinite(s) and s > 0 for samples in session.metrics.values() for s in samples)
 
 
 @FUZZ

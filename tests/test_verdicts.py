@@ -4,7 +4,17 @@ import argparse
 
 import pytest
 
-from pytest_dsr1.compare import IMPROVED, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, compare, compare_metric
+from pytest_dsr1.compare import (
+    IMPROVED,
+    INCONCLUSIVE,
+    NOISE,
+    NOT_COMPARED,
+    OK,
+    REGRESSED,
+    STALE,
+    compare,
+    compare_metric,
+)
 from pytest_dsr1.tolerance import Tolerance, ToleranceError, parse_tolerance, parse_tolerance_override
 
 
@@ -43,10 +53,10 @@ T10 = Tolerance(0.10)
     "metric, base, meas, verdict",
     [
         ("output_throughput", [100.0], [95.0], OK),  # -5% within 10%
-        ("output_throughput", [100.0], [85.0], REGRESSED),  # -15%, one sample: tolerance only
+        ("output_throughput", [100.0], [85.0], INCONCLUSIVE),  # -15%, one sample: no test can tell
         ("output_throughput", [100.0], [115.0], IMPROVED),  # +15%: better, under 3x tolerance
         ("output_throughput", [100.0], [150.0], STALE),  # +50%: re-record?
-        ("mean_ttft_ms", [100.0], [115.0], REGRESSED),  # latency up
+        ("mean_ttft_ms", [100.0, 101, 99], [115.0, 116, 114], REGRESSED),  # latency up, separated
         ("mean_ttft_ms", [100.0], [80.0], IMPROVED),  # latency down
         ("mean_ttft_ms", [100.0], [50.0], STALE),
         ("output_throughput", [], [100.0], NOT_COMPARED),  # metric absent from the baseline
@@ -61,9 +71,10 @@ def test_verdict_cases(metric, base, meas, verdict):
     assert v.failed == (verdict == REGRESSED)
 
 
-def test_too_few_samples_says_so():
+def test_too_few_samples_says_inconclusive_not_regressed():
     v = compare_metric("output_throughput", [100.0, 100.0], [50.0, 50.0], T10)
-    assert v.verdict == REGRESSED and "too few samples for a noise test" in v.reason
+    assert v.verdict == INCONCLUSIVE and not v.failed
+    assert "cannot reach p <= 0.05 (the smallest possible Mann-Whitney p is 0.167)" in v.reason
 
 
 def test_significant_regression_reports_p_value():
