@@ -155,8 +155,12 @@ def test_pytest_benchmark_carries_each_run(compared):
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):
     """--max-num-seqs 1 serializes the 16 requests of batch 16 on the TP1 server: a real, large slowdown."""
     assert recorded.returncode == 0
+    # Batch 16 only: the cap shows there, and each regressed item costs confirmation runs and a fresh server
+    # start; the whole matrix ran past 20 minutes on the AVX2 machines.
     result = run_suite(
-        [*CPU, "--dsr1-baselines", str(baselines), "--dsr1-set", "cpu-tiny-tp1:max_num_seqs=1"], tmp_path / "runs"
+        [*CPU, "-k", "bs16", "--dsr1-baselines", str(baselines), "--dsr1-set", "cpu-tiny-tp1:max_num_seqs=1"],
+        tmp_path / "runs",
+        timeout=1800,
     )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
@@ -174,7 +178,7 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
         "(1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
     )
     passed = re.findall(r"test_serving\[(cpu-tiny-tp2-[^\]]+)\] PASSED", out)
-    assert len(passed) == 6, out[-8000:]  # the unchanged configuration still passes
+    assert len(passed) == 3, out[-8000:]  # the unchanged configuration still passes
     assert wait_no_vllm() == []
 
 
