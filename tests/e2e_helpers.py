@@ -32,12 +32,21 @@ def wait_no_vllm(timeout: float = 20.0) -> list[str]:
     """The descriptions of vLLM processes still alive after `timeout` seconds (empty: none left)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [
-            f"{p.pid} {' '.join(p.cmdline()[:4]) if p.is_running() else ''}" for p in vllm_processes() if p.is_running()
-        ]
+        left = [d for p in vllm_processes() if (d := _describe_alive(p))]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
+
+
+def _describe_alive(p: psutil.Process) -> str | None:
+    """'PID cmdline' of a live process; None for one that is gone or a zombie (it holds nothing but its pid
+    until its parent, perhaps a container's init, reaps it)."""
+    try:
+        if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return f"{p.pid} {' '.join(p.cmdline()[:4])}"
+    except psutil.Error:  # gone, or a zombie, between the scan and now
+        return None
 
 
 def run_suite(
