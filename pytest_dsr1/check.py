@@ -7,6 +7,8 @@ failure (as pytest-benchmark keeps its regression rule apart from the hook that 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pytest_dsr1.compare import (
     NOT_COMPARED,
     STALE,
     ConfigVerdict,
+    History,
     MetricVerdict,
     compare,
     inconclusive,
@@ -119,27 +122,30 @@ def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, T
                 by_config.setdefault(result.config_id, []).append((v, result.histories.get(v.metric, ())))
     out = []
     for config_id, pairs in by_config.items():
-        tolerances = matrix.tolerances_for(matrix.config(config_id), overrides)
+        config = matrix.config(config_id)
+        tolerances = matrix.tolerances_for(config, overrides)
         for metric in METRICS:
             items = [(v, h) for v, h in pairs if v.metric == metric]
             if not items or metric not in tolerances:
                 continue
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
-            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, _session_ratios(items)))
+            out.append(
+                judge_config(
+                    config_id, metric, ratios, tolerances[metric].rel, _session_ratios(items), config.config_tolerance
+                )
+            )
     return out
 
 
 def _session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
     """The geometric mean over the items of (session median / the item's history center), per earlier session."""
-    import math
-    import statistics
-
     depth = min(len(h) for _, h in items)
     if depth < 3:
         return []
+    histories = [(h, History(h).center) for _, h in items]
     ratios = []
     for back in range(depth, 0, -1):
-        logs = [math.log(h[-back] / statistics.median(h)) for _, h in items if h[-back] > 0]
+        logs = [math.log(h[-back] / center) for h, center in histories if h[-back] > 0 and center > 0]
         ratios.append(math.exp(statistics.fmean(logs)))
     return ratios
 

@@ -252,9 +252,12 @@ def judge_config(
     ratios: Sequence[float],
     tolerance_rel: float,
     session_ratios: Sequence[float] = (),
+    floor_rel: float | None = None,
 ) -> ConfigVerdict:
     """`ratios`: each item's measured median / its reference, for one metric. `session_ratios`: the same
     geometric mean for each earlier session against the history, from which a band is measured (3 or more).
+    `floor_rel`: the config-level floor once there is a band (the matrix's config_tolerance); without a band,
+    or without a floor, the item tolerance is the allowed change.
 
     A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
     interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
@@ -266,7 +269,7 @@ def judge_config(
     past = History(tuple(session_ratios))
     band = past.band()
     if band is not None:
-        allowed = max(allowed, band)
+        allowed = max(tolerance_rel if floor_rel is None else floor_rel, band)
     if n < 2:
         change = (math.exp(logs[0]) - 1) * 100 if logs else 0.0
         return ConfigVerdict(

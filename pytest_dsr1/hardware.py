@@ -16,6 +16,7 @@ from typing import Any
 from pytest_dsr1.matrix import Hardware, ServerConfig
 
 NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"]
+NVIDIA_SMI_UUIDS = ["--query-gpu=uuid", "--format=csv,noheader"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Host:
     cpu_model: str = ""
     cpu_count: int = 0
     notes: tuple[str, ...] = field(default=())  # why detection found nothing, when it failed
+    machine: str = ""  # which physical machine, hashed: tells a history's machines apart (see machine_id)
 
     @property
     def driver(self) -> str | None:
@@ -91,6 +93,7 @@ def detect(nvidia_smi: str | None = None) -> Host:
     exe = _nvidia_smi_exe(nvidia_smi)
     gpus: tuple[Gpu, ...] = ()
     cuda = None
+    uuids: list[str] = []
     notes: list[str] = []
     if not exe:
         notes.append("nvidia-smi not found")
@@ -101,6 +104,9 @@ def detect(nvidia_smi: str | None = None) -> Host:
                 gpus = parse_nvidia_smi(out.stdout)
                 head = subprocess.run([exe], capture_output=True, text=True, timeout=30)
                 cuda = parse_cuda_version(head.stdout)
+                ids = subprocess.run([exe, *NVIDIA_SMI_UUIDS], capture_output=True, text=True, timeout=30)
+                if ids.returncode == 0:
+                    uuids = [u.strip() for u in ids.stdout.splitlines() if u.strip().startswith("GPU-")]
             else:
                 notes.append(f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:200]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -109,7 +115,15 @@ def detect(nvidia_smi: str | None = None) -> Host:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 0
-    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes))
+    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes), machine_id(uuids, platform.node()))
+
+
+def machine_id(gpu_uuids: list[str], hostname: str) -> str:
+    """A short hash that tells one physical machine from another of the same kind: of the GPUs' UUIDs where
+    there are GPUs (a lent GPU machine keeps them, whatever its container is called), else of the host name.
+    Hashed, so a baseline names no host."""
+    ident = ",".join(sorted(gpu_uuids)) if gpu_uuids else f"host:{hostname}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
 def skip_reason(config: ServerConfig, host: Host) -> str | None:
@@ -155,6 +169,8 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
         )
     else:
         fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count)
+    if host.machine:  # recorded, never matched: machines of one kind pool into one history
+        fp["machine"] = host.machine
     return fp
 
 

@@ -66,6 +66,7 @@ class Hardware:
     tolerances: tuple[tuple[str, Tolerance | None], ...] = ()
     batches_per_sample: int = 1
     confirm_restarts: int = 0
+    config_tolerance: float | None = None  # see ServerConfig.config_tolerance
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class ServerConfig:
         None  # fresh servers a config may start to confirm a regression; None: the hardware's
     )
     warmup_at_concurrency: bool = False  # warm up with max(num_warmups, batch size) requests
+    # The config-level verdict's floor (relative), once a history of 3+ sessions gives it a band: the geometric
+    # mean over all items moves far less than one item, so it may sit below the item tolerance. None: the
+    # hardware's, else the item tolerance.
+    config_tolerance: float | None = None
     description: str = ""
     # Why this config is not run anywhere (a known crash in the serving stack): its items skip with this reason,
     # and the dry run still shows its commands.
@@ -231,6 +236,7 @@ _HW_KEYS = {
     "tolerances",
     "batches_per_sample",
     "confirm_restarts",
+    "config_tolerance",
 }
 _WL_KEYS = {"input_len", "output_len"}
 _CONFIG_KEYS = {
@@ -254,6 +260,7 @@ _CONFIG_KEYS = {
     "warmup_at_concurrency",
     "batches_per_sample",
     "confirm_restarts",
+    "config_tolerance",
     "skip",
 }
 _BENCH_KEYS = {f for f in BenchmarkSettings.__dataclass_fields__}
@@ -591,7 +598,18 @@ def _hardware(f: Path, name: str, spec: Any) -> Hardware:
         tolerances=_tolerances(f, f"{fn}.tolerances", spec.get("tolerances", {})),
         batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", 1)),
         confirm_restarts=_non_negative(f, f"{fn}.confirm_restarts", spec.get("confirm_restarts", 0)),
+        config_tolerance=_relative(f, f"{fn}.config_tolerance", spec.get("config_tolerance")),
     )
+
+
+def _relative(f: Path, fieldname: str, value: Any) -> float | None:
+    """A relative change like '10%' (None when absent)."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", str(value))
+    if not m or not 0 < float(m.group(1)) < 100:
+        raise MatrixError(f, fieldname, f"not a relative change: {value!r}", "write a percentage like '10%'")
+    return float(m.group(1)) / 100
 
 
 def _workload(f: Path, name: str, spec: Any) -> WorkloadDef:
@@ -721,6 +739,9 @@ def _config(
         batches_per_sample=_positive(
             f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", hw.batches_per_sample)
         ),
+        config_tolerance=_relative(f, f"{fn}.config_tolerance", spec.get("config_tolerance"))
+        if "config_tolerance" in spec
+        else hw.config_tolerance,
         description=str(spec.get("description", "")),
         skip=skip.strip(),
         source=str(f),

@@ -22,7 +22,7 @@ import pytest
 from pytest_dsr1 import report
 from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.check import BaselineCheck, Decision, config_verdicts
-from pytest_dsr1.hardware import skip_reason
+from pytest_dsr1.hardware import skip_reason, vllm_version
 from pytest_dsr1.matrix import (
     Matrix,
     MatrixError,
@@ -35,7 +35,7 @@ from pytest_dsr1.matrix import (
 )
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
-from pytest_dsr1.record import INCONCLUSIVE, SKIPPED, Measurement, RunRecord, item_key, run_metadata
+from pytest_dsr1.record import INCONCLUSIVE, SKIPPED, Measurement, RunRecord, git_commit, item_key, run_metadata
 from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle, run_dir_name
 
 SUITE_KEY = pytest.StashKey["Suite"]()
@@ -164,11 +164,9 @@ class Suite:
         self.matrix_error = matrix_error  # a broken matrix nobody asked for: an error only if its items are collected
         self.matrix_needed = False
         secrets = (options.api_key,) if options.api_key else ()
-        from pytest_dsr1.hardware import vllm_version
-
-        metadata = run_metadata(
-            [str(a) for a in config.invocation_params.args], Path(config.rootpath), vllm_version(), "", secrets
-        )
+        # No git here: every pytest start in a project with the plugin pays for this; the commit is looked up
+        # at report time, when there is something to report.
+        metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
         self.record = RunRecord(matrix, options.run_dir / run_dir_name(), metadata)
         self.runner = Runner(matrix, options, self.record, _terminal_writer(config))
         self.store = BaselineStore(
@@ -323,6 +321,8 @@ class Suite:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if self.record.configs_run or self.options.report is not None:
+            self.record.metadata = replace(self.record.metadata, git_commit=git_commit(Path(config.rootpath)))
         if self.record.configs_run:  # the hardware was detected for this run: say what it was
             host = self.runner.host
             described = f"{host.cpu_model} ({host.cpu_count} cores), {host.describe_gpus()}"

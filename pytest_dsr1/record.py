@@ -138,14 +138,15 @@ def git_commit(directory: Path) -> str | None:
 
 
 def run_metadata(
-    args: list[str], rootdir: Path, vllm: str | None, host: str, secrets: tuple[str, ...] = ()
+    args: list[str], rootdir: Path | None, vllm: str | None, host: str, secrets: tuple[str, ...] = ()
 ) -> RunMetadata:
+    """The run's metadata; the git commit of `rootdir`, or None when `rootdir` is None (looked up later)."""
     return RunMetadata(
         plugin_version=__version__,
         vllm=vllm,
         python=f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
         command_line=redact(" ".join(["pytest", *args]), secrets),
-        git_commit=git_commit(rootdir),
+        git_commit=git_commit(rootdir) if rootdir is not None else None,
         started_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         host=host,
     )
