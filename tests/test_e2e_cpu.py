@@ -18,6 +18,10 @@ pytestmark = pytest.mark.e2e
 
 CPU = ["-m", "cpu", "--dsr1-model", "tiny"]  # the README's main job, as written: no path
 ITEMS = 12  # 2 configs x 3 workloads x 2 batch sizes (cpu-tiny-tp2ep's 6 items are skipped on the CPU)
+# The compare run leaves out decode-heavy (250 output tokens per request: 45% of a session's time on the AVX2
+# machines); the record run above measured every item, and the compare still covers both configs.
+NOT_DECODE = ["-k", "not decode_heavy"]
+COMPARED = 8
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,7 @@ def compared(recorded, baselines, tmp_path_factory):
     result = run_suite(
         [
             *CPU,
+            *NOT_DECODE,
             "--dsr1-baselines",
             str(baselines),
             "--dsr1-report",
@@ -89,7 +94,7 @@ def compared(recorded, baselines, tmp_path_factory):
 def test_compare_against_the_recording_passes(compared):
     result, _ = compared
     assert result.returncode == 0, result.stdout[-8000:]
-    assert f"{ITEMS} passed" in result.stdout
+    assert f"{COMPARED} passed" in result.stdout
     assert "REGRESSED" not in result.stdout
     # One start per configuration, plus any fresh start that confirmed (here: refuted) a regression.
     assert re.search(r"dsr1: \d+ server start\(s\) for 2 configuration\(s\) run", result.stdout), result.stdout[-3000:]
@@ -108,7 +113,7 @@ def test_reports_have_every_item(compared):
     data = json.loads((report / "results.json").read_text())
     schema = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
     jsonschema.validate(data, schema)
-    assert len(data["items"]) == ITEMS and data["server_starts"] == 2 + sum(data["confirm_restarts"].values())
+    assert len(data["items"]) == COMPARED and data["server_starts"] == 2 + sum(data["confirm_restarts"].values())
     item = next(i for i in data["items"] if i["id"] == "cpu-tiny-tp1[prompt_heavy-bs16]")
     # Two batches of 16 per sample (the CPU matrix's batches_per_sample), at most 16 in flight.
     assert item["bench_command"].startswith("vllm bench serve --model ")
@@ -137,7 +142,7 @@ def test_junit_carries_metrics_and_verdicts(compared):
     _, out = compared
     cases = ET.parse(out / "junit.xml").getroot().iter("testcase")
     props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
-    p = props["test_serving[cpu-tiny-tp2-decode_heavy-bs16]"]
+    p = props["test_serving[cpu-tiny-tp2-balanced-bs16]"]
     assert p["dsr1_outcome"] == "passed" and p["dsr1_output_throughput_verdict"] in ("ok", "improved", "noise", "stale")
     assert float(str(p["dsr1_output_throughput"]).replace(",", "")) > 0
     assert str(p["dsr1_bench_command"]).startswith("vllm bench serve")
@@ -146,7 +151,7 @@ def test_junit_carries_metrics_and_verdicts(compared):
 def test_pytest_benchmark_carries_each_run(compared):
     _, out = compared
     data = json.loads((out / "benchmark.json").read_text())
-    assert len(data["benchmarks"]) == ITEMS
+    assert len(data["benchmarks"]) == COMPARED
     b = next(b for b in data["benchmarks"] if b["extra_info"]["dsr1_item"] == "cpu-tiny-tp1[balanced-bs16]")
     assert b["stats"]["rounds"] == 3 and b["group"] == "cpu-tiny-tp1"
     assert b["extra_info"]["output_throughput"] > 0 and b["extra_info"]["bench_command"].startswith("vllm bench serve")
@@ -155,10 +160,18 @@ def test_pytest_benchmark_carries_each_run(compared):
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):
     """--max-num-seqs 1 serializes the 16 requests of batch 16 on the TP1 server: a real, large slowdown."""
     assert recorded.returncode == 0
-    # Batch 16 only: the cap shows there, and each regressed item costs confirmation runs and a fresh server
-    # start; the whole matrix ran past 20 minutes on the AVX2 machines.
+    # Batch 16 only, where the cap shows, and no decode-heavy: each regressed item costs confirmation runs and a
+    # fresh server start, and 16 serialized 250-token decodes alone took minutes on the AVX2 machines.
     result = run_suite(
-        [*CPU, "-k", "bs16", "--dsr1-baselines", str(baselines), "--dsr1-set", "cpu-tiny-tp1:max_num_seqs=1"],
+        [
+            *CPU,
+            "-k",
+            "bs16 and not decode_heavy",
+            "--dsr1-baselines",
+            str(baselines),
+            "--dsr1-set",
+            "cpu-tiny-tp1:max_num_seqs=1",
+        ],
         tmp_path / "runs",
         timeout=1800,
     )
@@ -166,8 +179,8 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     assert result.returncode == 1, out[-8000:]
     failed = sorted(re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[([^\]]+)\]", out, re.M))
     assert failed and all(f.startswith("cpu-tiny-tp1-") and f.endswith("-bs16") for f in failed), failed
-    # Decode-heavy and balanced at batch 16 are the clear cases (16 sequential requests).
-    assert {"cpu-tiny-tp1-decode_heavy-bs16", "cpu-tiny-tp1-balanced-bs16"} <= set(failed), failed
+    # Balanced at batch 16 is the clear case (16 sequential requests, each decoding 31 tokens).
+    assert "cpu-tiny-tp1-balanced-bs16" in failed, failed
     assert "regressed against recorded baseline" in out
     assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+\s+[\d,.]+.*REGRESSED", out), out[-8000:]
     assert "--max-num-seqs 1" in out  # the failure shows the server command that ran
@@ -178,7 +191,7 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
         "(1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
     )
     passed = re.findall(r"test_serving\[(cpu-tiny-tp2-[^\]]+)\] PASSED", out)
-    assert len(passed) == 3, out[-8000:]  # the unchanged configuration still passes
+    assert len(passed) == 2, out[-8000:]  # the unchanged configuration still passes
     assert wait_no_vllm() == []
 
 

@@ -85,3 +85,14 @@ def test_fingerprints_compare_hardware_not_versions():
     assert "gpu_count=4" in (same_hardware(dict(fp, gpu_count=4), fp) or "")
     cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2), "c", "generated:tiny")
     assert "cpu_model='EPYC'" in (same_hardware(dict(cpu, cpu_model="EPYC"), cpu) or "")
+
+
+def test_the_machine_id_tells_machines_apart_without_naming_them():
+    from pytest_dsr1.hardware import machine_id
+
+    a = machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "host-1")
+    assert a == machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "another-container")  # the GPUs decide
+    assert a != machine_id(["GPU-d03bf94b-70eb-28f0-cd27-08f169917747"], "host-1")
+    assert machine_id([], "host-1") != machine_id([], "host-2") and len(a) == 12 and "bbdd" not in a
+    cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2, machine=a), "c", "generated:tiny")
+    assert cpu["machine"] == a and same_hardware(dict(cpu, machine="other"), cpu) is None  # recorded, not matched

@@ -231,3 +231,16 @@ def test_config_verdicts_pool_the_items_of_a_config(tmp_path: Path):
     by_metric = {v.metric: v for v in verdicts}
     assert by_metric["output_throughput"].items == 4
     assert by_metric["output_throughput"].change_pct == pytest.approx(-19.0, abs=1.0)
+
+
+def test_the_config_floor_applies_once_there_is_a_band_and_never_without_one():
+    ratios = [0.87, 0.88, 0.86, 0.89, 0.87, 0.88]  # -12.5% on every item
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02]  # earlier sessions within 2%: a band of about 4%
+    assert judge_config("c", "output_throughput", ratios, 0.30, steady).verdict == OK  # the item tolerance rules
+    floored = judge_config("c", "output_throughput", ratios, 0.30, steady, floor_rel=0.10)
+    assert floored.verdict == REGRESSED and floored.allowed_pct == pytest.approx(10.0)
+    # Without 3 earlier sessions there is no band, and the item tolerance stays the rule.
+    assert judge_config("c", "output_throughput", ratios, 0.30, steady[:2], floor_rel=0.10).allowed_pct == 30.0
+    # A band wider than the floor wins.
+    drifting = [1.0, 0.8, 1.2, 0.9, 1.1]
+    assert judge_config("c", "output_throughput", ratios, 0.30, drifting, floor_rel=0.10).allowed_pct > 10.0

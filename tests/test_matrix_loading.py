@@ -419,3 +419,20 @@ def test_off_still_switches_a_throughput_gate_off(tmp_path):
         )
     )
     assert "output_throughput" not in m.tolerances_for(m.config("c1"))
+
+
+def test_config_tolerance_is_a_percentage_that_a_config_inherits_or_overrides(tmp_path):
+    text = BASE.replace("{kind: cpu, batch_sizes: [1, 4]}", "{kind: cpu, batch_sizes: [1, 4], config_tolerance: '12%'}")
+    text += "  c2: {hardware: cpu, model: m, config_tolerance: 5%}\n"
+    m = load_matrix(write(tmp_path, text))
+    assert m.config("c1").config_tolerance == pytest.approx(0.12)
+    assert m.config("c2").config_tolerance == pytest.approx(0.05)
+    assert load_matrix(write(tmp_path, BASE, "plain.yaml")).config("c1").config_tolerance is None
+    with pytest.raises(MatrixError, match=r"configs\.c1\.config_tolerance: not a relative change: 'ten'.*'10%'"):
+        load_matrix(
+            write(
+                tmp_path,
+                BASE.replace("{hardware: cpu, model: m}", "{hardware: cpu, model: m, config_tolerance: ten}"),
+                "bad.yaml",
+            )
+        )
