@@ -131,13 +131,13 @@ def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, T
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
             out.append(
                 judge_config(
-                    config_id, metric, ratios, tolerances[metric].rel, _session_ratios(items), config.config_tolerance
+                    config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), config.config_tolerance
                 )
             )
     return out
 
 
-def _session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
+def session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
     """The geometric mean over the items of (session median / the item's history center), per earlier session."""
     depth = min(len(h) for _, h in items)
     if depth < 3:

@@ -1,0 +1,161 @@
+"""Judge stored measurements again with the suite's own pure verdict logic (pytest_dsr1.compare and .check), no server.
+
+    .venv/bin/python scripts/rejudge.py run RESULTS_JSON [--baselines DIR]
+    .venv/bin/python scripts/rejudge.py leave-one-out BASELINE_JSON
+
+`run`: a stored run (`--dsr1-report`'s results.json) against the baselines as they are now, with the matrix's
+tolerances as they are now: how a tolerance change or a longer history would have judged it.
+
+`leave-one-out`: every recorded session of a baseline file against the other sessions of its machine kind, as if
+it were the nightly after them: the false alarms that the history's own spread predicts.
+
+Both judge the samples as stored. The suite itself runs up to `confirm` extra samples, and a fresh server, before
+it fails an item; a replay has neither, so its item-level figures are an upper bound on the false alarms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_dsr1 import baseline as bl
+from pytest_dsr1.check import histories_of, newest_like, session_ratios
+from pytest_dsr1.compare import REGRESSED, ConfigVerdict, MetricVerdict, compare, judge_config
+from pytest_dsr1.hardware import machine_key
+from pytest_dsr1.matrix import Matrix, load_matrix, packaged_matrix_dir
+from pytest_dsr1.metrics import METRICS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config_of(item_id: str) -> str:
+    return item_id.split("[", 1)[0]
+
+
+def _config_verdicts(
+    matrix: Matrix, judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]]
+) -> list[ConfigVerdict]:
+    out = []
+    for config_id, pairs in sorted(judged.items()):
+        config = matrix.config(config_id)
+        tolerances = matrix.tolerances_for(config)
+        for metric in METRICS:
+            items = [(v, h) for v, h in pairs if v.metric == metric and v.baseline and v.measured]
+            if items and metric in tolerances:
+                ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
+                out.append(
+                    judge_config(
+                        config_id,
+                        metric,
+                        ratios,
+                        tolerances[metric].rel,
+                        session_ratios(items),
+                        config.config_tolerance,
+                    )
+                )
+    return out
+
+
+def rejudge_run(results: Path, baselines: Path, matrix: Matrix) -> dict[str, Any]:
+    data = json.loads(results.read_text())
+    items: dict[str, list[str]] = {}
+    judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = defaultdict(list)
+    for item in data["items"]:
+        config = matrix.config(item["config"])
+        hw, model = config.hardware.name, config.model.name
+        file = bl.load(bl.baseline_path(baselines, hw, model), hw, model)
+        key = item["id"]
+        entry = file.entries.get(key)
+        if entry is None or not item.get("samples"):
+            continue
+        fp = item["fingerprint"]
+        histories = histories_of(entry, fp)
+        verdicts = compare(newest_like(entry, fp), item["samples"], matrix.tolerances_for(config), 0.05, histories)
+        items[key] = [v.metric for v in verdicts if v.verdict == REGRESSED]
+        judged[config.id].extend((v, histories.get(v.metric, ())) for v in verdicts)
+    return {"items": items, "configs": _config_verdicts(matrix, judged)}
+
+
+def leave_one_out(path: Path, matrix: Matrix) -> list[dict[str, Any]]:
+    """One row per (machine kind, left-out session index): the items and configs that would have failed."""
+    data = json.loads(path.read_text())
+    file = bl.load(path, data["hardware"], data["model"])
+    kinds: dict[str, dict[str, list[bl.Session]]] = defaultdict(dict)
+    for key, entry in file.entries.items():
+        for s in entry.sessions:
+            kinds[machine_key(s.fingerprint)].setdefault(key, []).append(s)
+    rows = []
+    for kind, entries in sorted(kinds.items()):
+        depth = min(len(s) for s in entries.values())
+        for i in range(depth):
+            failed: list[str] = []
+            judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = defaultdict(list)
+            for key, sessions in entries.items():
+                config = matrix.config(_config_of(key))
+                left, others = sessions[i], sessions[:i] + sessions[i + 1 :]
+                entry = file.entries[key]
+                history = bl.Entry(
+                    others[-1].metrics, entry.provenance, others[-1].date, others[-1].fingerprint, entry.extra, others
+                )
+                histories = histories_of(history, left.fingerprint)
+                verdicts = compare(
+                    newest_like(history, left.fingerprint),
+                    left.metrics,
+                    matrix.tolerances_for(config),
+                    0.05,
+                    histories,
+                )
+                if any(v.verdict == REGRESSED for v in verdicts):
+                    failed.append(key)
+                judged[config.id].extend((v, histories.get(v.metric, ())) for v in verdicts)
+            configs = _config_verdicts(matrix, judged)
+            rows.append(
+                {
+                    "kind": kind,
+                    "left_out": i + 1,
+                    "sessions": depth,
+                    "items": len(entries),
+                    "failed_items": sorted(failed),
+                    "configs": configs,
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("results", type=Path)
+    run.add_argument("--baselines", type=Path, default=REPO / "baselines")
+    loo = sub.add_parser("leave-one-out")
+    loo.add_argument("baseline", type=Path)
+    a = ap.parse_args()
+    matrix = load_matrix(packaged_matrix_dir())
+    if a.mode == "run":
+        out = rejudge_run(a.results, a.baselines, matrix)
+        failed = {k: v for k, v in out["items"].items() if v}
+        print(f"items judged: {len(out['items'])}; failed: {len(failed)}")
+        for k, metrics in sorted(failed.items()):
+            print(f"  FAILED {k}: {', '.join(metrics)}")
+        for cv in out["configs"]:
+            print("  config " + cv.line())
+        return 1 if failed or any(cv.failed for cv in out["configs"]) else 0
+    for row in leave_one_out(a.baseline, matrix):
+        bad = [cv.line() for cv in row["configs"] if cv.failed]
+        print(
+            f"{row['kind']}: session {row['left_out']} of {row['sessions']} against the others: "
+            f"{len(row['failed_items'])}/{row['items']} items fail {row['failed_items'] or ''}; "
+            f"configs failing: {bad or 'none'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
