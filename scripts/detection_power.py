@@ -215,18 +215,45 @@ def throughput_drop(session: dict) -> float | None:
 
 # ---------------------------------------------------------------- GPU projection (simulation)
 
+BAND_Z, MAD_TO_SIGMA = 3.0, 1.4826  # as pytest_dsr1.compare: the band is 3 robust standard deviations
 
-def _regress_rate(cv: float, n: int, delta: float, tol: float, trials: int, rng: np.random.Generator) -> float:
-    """Share of trials in which a throughput drop of `delta` is called REGRESSED (tolerance + Mann-Whitney)."""
-    from scipy.stats import mannwhitneyu
 
-    base = rng.normal(1.0, cv, size=(trials, n))
-    cur = rng.normal(1.0 - delta, cv, size=(trials, n))
-    beyond = (np.median(base, axis=1) - np.median(cur, axis=1)) > tol * np.median(base, axis=1)
-    if n < 3:
-        return float(beyond.mean())
-    p = mannwhitneyu(cur, base, alternative="less", axis=1).pvalue
-    return float((beyond & (p <= 0.05)).mean())
+def _band(values: np.ndarray, n: int) -> np.ndarray:
+    """The suite's history band over the last axis (absolute, in the values' unit), as compare.History.band."""
+    center = np.median(values, axis=-1, keepdims=True)
+    mad = np.median(np.abs(values - center), axis=-1)
+    return BAND_Z * MAD_TO_SIGMA * mad * np.sqrt(1 + 1 / n)
+
+
+def _item_rate(cv: float, n: int, delta: float, floor: float, trials: int, rng: np.random.Generator) -> float:
+    """Share of trials in which one item whose session median dropped by `delta` is REGRESSED: outside
+    max(floor, band) of a history of `n` session medians with a between-session CV of `cv`."""
+    hist = np.exp(rng.normal(0.0, cv, size=(trials, n)))
+    center = np.median(hist, axis=1)
+    cur = (1 - delta) * np.exp(rng.normal(0.0, cv, size=trials))
+    return float(((center - cur) > np.maximum(floor * center, _band(hist, n))).mean())
+
+
+def _config_rate(
+    cv: float, n: int, k: int, shared: float, delta: float, floor: float, trials: int, rng: np.random.Generator
+) -> float:
+    """The same for the config-level verdict over `k` items: the geometric mean of current/center beyond
+    max(floor, band of the earlier sessions' geometric means), with its 95% t-interval over the items below 0.
+    A `shared` share of each session's variance moves all of a config's items together."""
+    from scipy.stats import t as student
+
+    def session(shape: tuple[int, ...]) -> np.ndarray:
+        common = rng.normal(0.0, cv * np.sqrt(shared), size=(*shape, 1))
+        own = rng.normal(0.0, cv * np.sqrt(1 - shared), size=(*shape, k))
+        return common + own  # log values
+
+    hist = session((trials, n))  # (trials, n, k)
+    centers = np.median(hist, axis=1)  # log of the items' centers (the median commutes with exp)
+    ratios = np.exp((hist - centers[:, None, :]).mean(axis=2))  # (trials, n)
+    logs = np.log(1 - delta) + session((trials,)) - centers  # (trials, k)
+    mean, sd = logs.mean(axis=1), logs.std(axis=1, ddof=1)
+    change, high = np.exp(mean) - 1, np.exp(mean + student.ppf(0.975, k - 1) * sd / np.sqrt(k)) - 1
+    return float(((change < -np.maximum(floor, _band(ratios, n))) & (high < 0)).mean())
 
 
 def _bisect(ok, lo: float, hi: float, step: float = 0.0005) -> float | None:
@@ -239,16 +266,24 @@ def _bisect(ok, lo: float, hi: float, step: float = 0.0005) -> float | None:
     return hi
 
 
-def projection(cvs=(0.01, 0.02, 0.05), ns=(1, 3, 5, 10), trials: int = 4000, seed: int = 0) -> list[dict]:
+def projection(
+    cvs=(0.01, 0.02, 0.05), ns=(3, 5, 10), items: int = 21, shared: float = 0.5, trials: int = 4000, seed: int = 0
+) -> list[dict]:
+    """For each between-session CV and history length: the smallest floor (tolerance, or config_tolerance) with
+    <= 1% false alarms, and the smallest drop then caught with >= 95% power, item-level and config-level
+    (both rates are monotonic in their argument, so bisection to 0.05 percentage points)."""
     rng = np.random.default_rng(seed)
     rows = []
     for cv in cvs:
         for n in ns:
-            # The smallest tolerance with <= 1% false alarms, then the smallest drop caught >= 95% of the time
-            # (both rates are monotonic, so bisection to 0.05 percentage points).
-            tol = _bisect(lambda t, cv=cv, n=n: _regress_rate(cv, n, 0.0, t, trials, rng) <= 0.01, 0.0, 0.5)
-            drop = _bisect(lambda d, cv=cv, n=n, tol=tol: _regress_rate(cv, n, d, tol, trials, rng) >= 0.95, 0.0, 0.6)
-            rows.append({"cv": cv, "n": n, "tolerance": tol, "min_drop": drop})
+            row: dict = {"cv": cv, "n": n}
+            item = lambda d, f, cv=cv, n=n: _item_rate(cv, n, d, f, trials, rng)  # noqa: E731
+            config = lambda d, f, cv=cv, n=n: _config_rate(cv, n, items, shared, d, f, trials, rng)  # noqa: E731
+            for name, rate in (("item", item), ("config", config)):
+                floor = _bisect(lambda f, rate=rate: rate(0.0, f) <= 0.01, 0.0, 0.5)
+                row[f"{name}_floor"] = floor
+                row[f"{name}_drop"] = _bisect(lambda d, rate=rate, f=floor: rate(d, f) >= 0.95, 0.0, 0.6)
+            rows.append(row)
     return rows
 
 
@@ -347,16 +382,24 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
     out += [
         "## Projection for GPU noise (simulation)",
         "",
-        "Normal run-to-run noise with the given coefficient of variation, N samples on each side, one metric; the",
-        "verdict is the suite's (median beyond tolerance, and one-sided Mann-Whitney p <= 0.05 when N >= 3). For each",
-        "(CV, N): the smallest tolerance with <= 1% false alarms, and the smallest drop then caught with >= 95% power.",
+        "The verdicts of a history, simulated: each session median varies from session to session with the given",
+        "coefficient of variation (CV), and the history holds N earlier sessions. Item level: the suite rule, outside",
+        "max(tolerance, 3 x 1.4826 x MAD x sqrt(1 + 1/N)) of the history's median. Config level: the geometric mean of",
+        "21 items' ratios (a recipe config: 3 workloads x 7 batch sizes) beyond max(config_tolerance, the band of the",
+        "earlier sessions' geometric means), with its 95% interval below 0; half of each session's variance moves all",
+        "of a config's items together, half is the item's own. For each (CV, N): the smallest floor with <= 1% false",
+        "alarms, then the smallest drop caught with >= 95% power. 4,000 trials per point.",
         "",
-        "| CV | N | tolerance for <= 1% false alarms | smallest drop detected with >= 95% power |",
-        "|---|---|---|---|",
+        "| between-session CV | sessions in the history | item: tolerance for <= 1% false alarms | item: smallest drop "
+        "caught (>= 95%) | config: config_tolerance for <= 1% false alarms | config: smallest drop caught (>= 95%) |",
+        "|---|---|---|---|---|---|",
     ]
     for p in proj:
-        drop = "> 60%" if p["min_drop"] is None else f"{p['min_drop']:.1%}"
-        out.append(f"| {p['cv']:.0%} | {p['n']} | {p['tolerance']:.2%} | {drop} |")
+        cells = [
+            "-" if p[key] is None else f"{p[key]:.1%}"
+            for key in ("item_floor", "item_drop", "config_floor", "config_drop")
+        ]
+        out.append(f"| {p['cv']:.0%} | {p['n']} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
