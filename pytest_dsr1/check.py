@@ -129,11 +129,9 @@ def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, T
             if not items or metric not in tolerances:
                 continue
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
-            out.append(
-                judge_config(
-                    config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), config.config_tolerance
-                )
-            )
+            # A --dsr1-tolerance for the metric is the user's word for both levels: no config floor under it.
+            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), floor))
     return out
 
 
@@ -146,7 +144,8 @@ def session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list
     ratios = []
     for back in range(depth, 0, -1):
         logs = [math.log(h[-back] / center) for h, center in histories if h[-back] > 0 and center > 0]
-        ratios.append(math.exp(statistics.fmean(logs)))
+        if logs:
+            ratios.append(math.exp(statistics.fmean(logs)))
     return ratios
 
 

@@ -104,9 +104,7 @@ def detect(nvidia_smi: str | None = None) -> Host:
                 gpus = parse_nvidia_smi(out.stdout)
                 head = subprocess.run([exe], capture_output=True, text=True, timeout=30)
                 cuda = parse_cuda_version(head.stdout)
-                ids = subprocess.run([exe, *NVIDIA_SMI_UUIDS], capture_output=True, text=True, timeout=30)
-                if ids.returncode == 0:
-                    uuids = [u.strip() for u in ids.stdout.splitlines() if u.strip().startswith("GPU-")]
+                uuids = _gpu_uuids(exe)
             else:
                 notes.append(f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:200]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -115,15 +113,36 @@ def detect(nvidia_smi: str | None = None) -> Host:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 0
-    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes), machine_id(uuids, platform.node()))
+    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes), machine_id(uuids, platform.node(), _os_machine_id()))
 
 
-def machine_id(gpu_uuids: list[str], hostname: str) -> str:
+def machine_id(gpu_uuids: list[str], hostname: str, os_machine_id: str = "") -> str:
     """A short hash that tells one physical machine from another of the same kind: of the GPUs' UUIDs where
-    there are GPUs (a lent GPU machine keeps them, whatever its container is called), else of the host name.
-    Hashed, so a baseline names no host."""
-    ident = ",".join(sorted(gpu_uuids)) if gpu_uuids else f"host:{hostname}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:12]
+    there are GPUs (a lent GPU machine keeps them, whatever its container is called), else of /etc/machine-id,
+    else of the host name (which a container may change at every start). Hashed with the plugin's own prefix,
+    so a baseline names no host and a guessed name cannot be checked against other tools' hashes."""
+    if gpu_uuids:
+        ident = "gpus:" + ",".join(sorted(gpu_uuids))
+    else:
+        ident = f"os:{os_machine_id}" if os_machine_id else f"host:{hostname}"
+    return hashlib.sha256(f"pytest-dsr1 machine|{ident}".encode()).hexdigest()[:12]
+
+
+def _gpu_uuids(exe: str) -> list[str]:
+    """The GPUs' UUIDs (GPU-...), or none where nvidia-smi cannot say: they only tell machines apart."""
+    try:
+        out = subprocess.run([exe, *NVIDIA_SMI_UUIDS], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [u.strip() for u in out.stdout.splitlines() if u.strip().startswith("GPU-")] if out.returncode == 0 else []
+
+
+def _os_machine_id() -> str:
+    try:
+        with open("/etc/machine-id", encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
 
 
 def skip_reason(config: ServerConfig, host: Host) -> str | None:

@@ -164,8 +164,8 @@ class Suite:
         self.matrix_error = matrix_error  # a broken matrix nobody asked for: an error only if its items are collected
         self.matrix_needed = False
         secrets = (options.api_key,) if options.api_key else ()
-        # No git here: every pytest start in a project with the plugin pays for this; the commit is looked up
-        # at report time, when there is something to report.
+        # No git here: every pytest start in a project with the plugin would pay for it; the commit is looked
+        # up once the suite's items are collected.
         metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
         self.record = RunRecord(matrix, options.run_dir / run_dir_name(), metadata)
         self.runner = Runner(matrix, options, self.record, _terminal_writer(config))
@@ -263,6 +263,11 @@ class Suite:
         """Every baseline file the selected items will read is read now: a broken one is a usage error before the
         first server starts (and in --collect-only and the dry run), not a failure after each item's benchmark."""
         pairs = {(p[0].hardware.name, p[0].model.name) for i in session.items if (p := i.stash.get(PARAMS_KEY, None))}
+        if pairs:
+            # The commit that runs, before a record writes the tracked baselines (which would make it '+dirty');
+            # not at start-up, where every pytest run of a project with the plugin would pay for it.
+            commit = git_commit(Path(session.config.rootpath))
+            self.record.metadata = replace(self.record.metadata, git_commit=commit)
         for hw, model in sorted(pairs):
             try:
                 self.store.file(hw, model)
@@ -321,8 +326,6 @@ class Suite:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-        if self.record.configs_run or self.options.report is not None:
-            self.record.metadata = replace(self.record.metadata, git_commit=git_commit(Path(config.rootpath)))
         if self.record.configs_run:  # the hardware was detected for this run: say what it was
             host = self.runner.host
             described = f"{host.cpu_model} ({host.cpu_count} cores), {host.describe_gpus()}"

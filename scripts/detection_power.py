@@ -284,7 +284,7 @@ def _config_rate(
         return common + own  # log values
 
     hist = session((trials, n))  # (trials, n, k)
-    centers = np.median(hist, axis=1)  # log of the items' centers (the median commutes with exp)
+    centers = np.log(np.median(np.exp(hist), axis=1))  # log of the items' centers, the median of the values
     ratios = np.exp((hist - centers[:, None, :]).mean(axis=2))  # (trials, n)
     logs = np.log(1 - delta) + session((trials,)) - centers  # (trials, k)
     mean, sd = logs.mean(axis=1), logs.std(axis=1, ddof=1)
@@ -318,7 +318,9 @@ def projection(
             for name, rate in (("item", item), ("config", config)):
                 floor = _bisect(lambda f, rate=rate: rate(0.0, f) <= 0.01, 0.0, 0.5)
                 row[f"{name}_floor"] = floor
-                row[f"{name}_drop"] = _bisect(lambda d, rate=rate, f=floor: rate(d, f) >= 0.95, 0.0, 0.6)
+                row[f"{name}_drop"] = (
+                    None if floor is None else _bisect(lambda d, rate=rate, f=floor: rate(d, f) >= 0.95, 0.0, 0.6)
+                )
             rows.append(row)
     return rows
 
@@ -327,7 +329,8 @@ def projection(
 
 
 def _not_passed(session: dict) -> list[dict]:
-    return [i for i in session["items"] if i["outcome"] not in ("passed", "recorded")]
+    """The items the suite failed (a skipped item, e.g. one with no history, is neither)."""
+    return [i for i in session["items"] if i["outcome"] not in ("passed", "recorded", "skipped")]
 
 
 def _why(item: dict) -> str:
@@ -350,7 +353,7 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
         n_items = sum(len(s["items"]) for s in clean)
         bad_items = [_why(i) for s in clean for i in _not_passed(s)]
         out += [
-            "## False alarms: clean sessions at default settings against a fresh baseline",
+            "## False alarms: clean sessions at default settings against the history",
             "",
             "| sessions | failed sessions | failed by an item | failed by a config verdict | items compared "
             "| failed items | session wall time (median, worst) |",

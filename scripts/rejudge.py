@@ -66,15 +66,21 @@ def rejudge_run(results: Path, baselines: Path, matrix: Matrix) -> dict[str, Any
     data = json.loads(results.read_text())
     items: dict[str, list[str]] = {}
     judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = defaultdict(list)
+    files: dict[tuple[str, str], bl.BaselineFile] = {}
     for item in data["items"]:
         config = matrix.config(item["config"])
         hw, model = config.hardware.name, config.model.name
-        file = bl.load(bl.baseline_path(baselines, hw, model), hw, model)
-        key = item["id"]
+        if (hw, model) not in files:
+            files[hw, model] = bl.load(bl.baseline_path(baselines, hw, model), hw, model)
+        file, key, fp = files[hw, model], item["id"], item["fingerprint"]
         entry = file.entries.get(key)
-        if entry is None or not item.get("samples"):
+        if not item.get("samples") or not fp:
             continue
-        fp = item["fingerprint"]
+        problem = bl.not_comparable(entry, key, fp, item["bench_command"], file.path)
+        if problem is not None:
+            print(f"  not compared: {problem}")
+            continue
+        assert entry is not None
         histories = histories_of(entry, fp)
         verdicts = compare(newest_like(entry, fp), item["samples"], matrix.tolerances_for(config), 0.05, histories)
         items[key] = [v.metric for v in verdicts if v.verdict == REGRESSED]
@@ -96,12 +102,14 @@ def leave_one_out(path: Path, matrix: Matrix) -> list[dict[str, Any]]:
         for i in range(depth if depth > 1 else 0):  # one session has no others to be judged against
             failed: list[str] = []
             judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = defaultdict(list)
-            for key, sessions in entries.items():
+            for key, all_sessions in entries.items():
+                sessions = all_sessions[-depth:]  # aligned from the newest, as the suite aligns them
                 config = matrix.config(_config_of(key))
                 left, others = sessions[i], sessions[:i] + sessions[i + 1 :]
                 entry = file.entries[key]
+                newest = others[-1]
                 history = bl.Entry(
-                    others[-1].metrics, entry.provenance, others[-1].date, others[-1].fingerprint, entry.extra, others
+                    newest.metrics, entry.provenance, newest.date, newest.fingerprint, entry.extra, others[:-1]
                 )
                 histories = histories_of(history, left.fingerprint)
                 verdicts = compare(

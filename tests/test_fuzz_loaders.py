@@ -76,6 +76,7 @@ KEYS = {
         "warmup_at_concurrency",
         "batches_per_sample",
         "confirm_restarts",
+        "config_tolerance",
         "skip",
         "description",
     ],
@@ -92,6 +93,7 @@ KEYS = {
         "tolerances",
         "batches_per_sample",
         "confirm_restarts",
+        "config_tolerance",
     ],
 }
 good_values = {
@@ -100,6 +102,7 @@ good_values = {
     "kind": st.sampled_from(["cpu", "gpu", "tpu"]),
     "precision": st.sampled_from(["fp8", "bf16", "fp16"]),
     "batch_sizes": st.lists(st.integers(-2, 64), max_size=4),
+    "config_tolerance": st.sampled_from(["15%", "0%", "100%", "x", "2.5%", 5, None]),
     "tolerances": st.dictionaries(
         st.sampled_from(["output_throughput", "mean_ttft_ms", "nosuch"]),
         st.one_of(st.sampled_from(["10%", "15%:5", "100%", "off", "x"]), st.booleans(), st.floats()),

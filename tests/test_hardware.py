@@ -11,6 +11,7 @@ from pytest_dsr1.hardware import (
     detect,
     fingerprint,
     gpu_memory_used,
+    machine_id,
     parse_cuda_version,
     parse_nvidia_smi,
     same_hardware,
@@ -48,12 +49,15 @@ def test_detect_reads_nvidia_smi(tmp_path):
     """A stand-in nvidia-smi script (no GPU here) prints what the real one printed on an H200."""
     exe = tmp_path / "nvidia-smi"
     exe.write_text(
-        f"#!/bin/sh\nif [ $# -gt 0 ]; then printf '{H200_CSV}'; "
+        "#!/bin/sh\n"
+        'if [ "$1" = "--query-gpu=uuid" ]; then echo GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061; '
+        f"elif [ $# -gt 0 ]; then printf '{H200_CSV}'; "
         "else echo '| Driver Version: 580.159.04   CUDA Version: 13.0 |'; fi\n"
     )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     host = detect(str(exe))
     assert host.gpus == (Gpu("NVIDIA H200", 143771, "580.159.04"),) and host.cuda == "13.0"
+    assert host.machine == machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "any host")
     assert host.cpu_count >= 1 and host.cpu_model
 
 
@@ -88,11 +92,10 @@ def test_fingerprints_compare_hardware_not_versions():
 
 
 def test_the_machine_id_tells_machines_apart_without_naming_them():
-    from pytest_dsr1.hardware import machine_id
-
     a = machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "host-1")
     assert a == machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "another-container")  # the GPUs decide
     assert a != machine_id(["GPU-d03bf94b-70eb-28f0-cd27-08f169917747"], "host-1")
     assert machine_id([], "host-1") != machine_id([], "host-2") and len(a) == 12 and "bbdd" not in a
+    assert machine_id([], "host-1", "0123abcd") == machine_id([], "host-2", "0123abcd")  # /etc/machine-id wins
     cpu = fingerprint(M.config("cpu-tiny-tp1"), Host(cpu_model="Xeon", cpu_count=2, machine=a), "c", "generated:tiny")
     assert cpu["machine"] == a and same_hardware(dict(cpu, machine="other"), cpu) is None  # recorded, not matched

@@ -244,3 +244,22 @@ def test_the_config_floor_applies_once_there_is_a_band_and_never_without_one():
     # A band wider than the floor wins.
     drifting = [1.0, 0.8, 1.2, 0.9, 1.1]
     assert judge_config("c", "output_throughput", ratios, 0.30, drifting, floor_rel=0.10).allowed_pct > 10.0
+
+
+def test_the_cpu_config_floor_catches_a_drop_inside_the_item_tolerance_and_a_cli_tolerance_overrides_it(
+    tmp_path: Path,
+):
+    from pytest_dsr1.check import config_verdicts
+
+    for center in (100.0, 102.0, 99.0, 101.0, 100.5):  # 5 steady sessions: a band far below the 15% floor
+        check, _ = _check(tmp_path, record=True)
+        for i in range(4):
+            check.check(_measure(check, center, center + 1, center - 1, index=i))
+    check, record = _check(tmp_path)
+    for i, drop in enumerate((0.79, 0.82, 0.80, 0.81)):  # -20%: every item passes its 30% tolerance
+        assert check.check(_measure(check, 100 * drop, 100 * drop + 1, 100 * drop - 1, index=i)).outcome == "passed"
+    by_metric = {v.metric: v for v in config_verdicts(record, check.runner.matrix, {})}
+    assert by_metric["output_throughput"].verdict == REGRESSED
+    assert by_metric["output_throughput"].allowed_pct == pytest.approx(15.0)
+    loose = {v.metric: v for v in config_verdicts(record, check.runner.matrix, {"output_throughput": Tolerance(0.3)})}
+    assert loose["output_throughput"].verdict == OK and loose["output_throughput"].allowed_pct == pytest.approx(30.0)
