@@ -119,8 +119,9 @@ def detect(nvidia_smi: str | None = None) -> Host:
 def machine_id(gpu_uuids: list[str], hostname: str, os_machine_id: str = "") -> str:
     """A short hash that tells one physical machine from another of the same kind: of the GPUs' UUIDs where
     there are GPUs (a lent GPU machine keeps them, whatever its container is called), else of /etc/machine-id,
-    else of the host name (which a container may change at every start). Hashed with the plugin's own prefix,
-    so a baseline names no host and a guessed name cannot be checked against other tools' hashes."""
+    else of the host name (which a container may change at every start). On CPU machines built from one image
+    both may be the same everywhere, and then the id tells the image, not the machine. Hashed with the plugin's
+    own prefix, so a baseline names no host and a guessed name cannot be checked against other tools' hashes."""
     if gpu_uuids:
         ident = "gpus:" + ",".join(sorted(gpu_uuids))
     else:
