@@ -257,6 +257,10 @@ def test_port_in_use_is_refused(tmp_path, observed):
     observed(str(exc.value))
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(tmp_path: Path, when: str, sig: int) -> tuple[int, str, Path]:
     matrix = write(tmp_path, "m.yaml", ONE_GOOD)
     baselines = tmp_path / "baselines" / "cpu"
@@ -284,6 +288,9 @@ def _interrupt(tmp_path: Path, when: str, sig: int) -> tuple[int, str, Path]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A test run started with `&` from a script inherits SIGINT ignored, and so would this pytest: give it
+        # the default back, as a terminal's Ctrl-C finds it.
+        preexec_fn=_sigint_default,
     )
     info = pidfile_info(run_dir, "cpu-tiny-one")
     if when == "start-up":
