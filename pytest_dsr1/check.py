@@ -109,19 +109,29 @@ def histories_of(entry: Entry, fingerprint: dict[str, Any]) -> dict[str, tuple[f
 
 
 def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
-    """A verdict per config and gated metric, over every item of the config that was compared.
+    """A verdict per config and gated metric, over every item of the config that was compared (see judge_configs)."""
+    by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
+    for result in record.results.values():
+        by_config.setdefault(result.config_id, []).extend(
+            (v, result.histories.get(v.metric, ())) for v in result.verdicts
+        )
+    return judge_configs(by_config, matrix, overrides)
+
+
+def judge_configs(
+    by_config: Mapping[str, list[tuple[MetricVerdict, tuple[float, ...]]]],
+    matrix: Matrix,
+    overrides: Mapping[str, Tolerance],
+) -> list[ConfigVerdict]:
+    """The config-level verdicts from each config's item verdicts, each with its metric's session medians.
 
     An item's ratio is its measured median over its reference (the history's center, or the newest session's
     median). With 3 or more sessions on every item, each earlier session gets the same geometric mean against
     the items' centers, and their spread gives the config's band; the sessions are aligned from the newest.
     """
-    by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
-    for result in record.results.values():
-        for v in result.verdicts:
-            if v.verdict != NOT_COMPARED and v.baseline and v.measured:
-                by_config.setdefault(result.config_id, []).append((v, result.histories.get(v.metric, ())))
     out = []
-    for config_id, pairs in by_config.items():
+    for config_id, all_pairs in by_config.items():
+        pairs = [(v, h) for v, h in all_pairs if v.verdict != NOT_COMPARED and v.baseline and v.measured]
         config = matrix.config(config_id)
         tolerances = matrix.tolerances_for(config, overrides)
         for metric in METRICS:

@@ -606,10 +606,13 @@ def _relative(f: Path, fieldname: str, value: Any) -> float | None:
     """A relative change like '10%' (None when absent)."""
     if value is None:
         return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", str(value))
-    if not m or not 0 < float(m.group(1)) < 100:
+    try:
+        tol = parse_tolerance(str(value))
+    except ToleranceError:
+        tol = None
+    if tol is None or tol.abs or not 0 < tol.rel < 1:  # a relative change only, above 0% and below 100%
         raise MatrixError(f, fieldname, f"not a relative change: {value!r}", "write a percentage like '10%'")
-    return float(m.group(1)) / 100
+    return tol.rel
 
 
 def _workload(f: Path, name: str, spec: Any) -> WorkloadDef:

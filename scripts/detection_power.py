@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pytest_dsr1.compare import BAND_Z, MAD_TO_SIGMA
 from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -250,8 +251,6 @@ def throughput_drop(session: dict) -> float | None:
 
 
 # ---------------------------------------------------------------- GPU projection (simulation)
-
-BAND_Z, MAD_TO_SIGMA = 3.0, 1.4826  # as pytest_dsr1.compare: the band is 3 robust standard deviations
 
 
 def _band(values: np.ndarray, n: int) -> np.ndarray:

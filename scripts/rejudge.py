@@ -25,41 +25,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_dsr1 import baseline as bl
-from pytest_dsr1.check import histories_of, newest_like, session_ratios
-from pytest_dsr1.compare import REGRESSED, ConfigVerdict, MetricVerdict, compare, judge_config
+from pytest_dsr1.check import histories_of, judge_configs, newest_like
+from pytest_dsr1.compare import REGRESSED, MetricVerdict, compare
 from pytest_dsr1.hardware import machine_key
 from pytest_dsr1.matrix import Matrix, load_matrix, packaged_matrix_dir
-from pytest_dsr1.metrics import METRICS
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _config_of(item_id: str) -> str:
     return item_id.split("[", 1)[0]
-
-
-def _config_verdicts(
-    matrix: Matrix, judged: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]]
-) -> list[ConfigVerdict]:
-    out = []
-    for config_id, pairs in sorted(judged.items()):
-        config = matrix.config(config_id)
-        tolerances = matrix.tolerances_for(config)
-        for metric in METRICS:
-            items = [(v, h) for v, h in pairs if v.metric == metric and v.baseline and v.measured]
-            if items and metric in tolerances:
-                ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
-                out.append(
-                    judge_config(
-                        config_id,
-                        metric,
-                        ratios,
-                        tolerances[metric].rel,
-                        session_ratios(items),
-                        config.config_tolerance,
-                    )
-                )
-    return out
 
 
 def rejudge_run(results: Path, baselines: Path, matrix: Matrix) -> dict[str, Any]:
@@ -85,7 +60,7 @@ def rejudge_run(results: Path, baselines: Path, matrix: Matrix) -> dict[str, Any
         verdicts = compare(newest_like(entry, fp), item["samples"], matrix.tolerances_for(config), 0.05, histories)
         items[key] = [v.metric for v in verdicts if v.verdict == REGRESSED]
         judged[config.id].extend((v, histories.get(v.metric, ())) for v in verdicts)
-    return {"items": items, "configs": _config_verdicts(matrix, judged)}
+    return {"items": items, "configs": judge_configs(judged, matrix, {})}
 
 
 def leave_one_out(path: Path, matrix: Matrix) -> list[dict[str, Any]]:
@@ -122,7 +97,7 @@ def leave_one_out(path: Path, matrix: Matrix) -> list[dict[str, Any]]:
                 if any(v.verdict == REGRESSED for v in verdicts):
                     failed.append(key)
                 judged[config.id].extend((v, histories.get(v.metric, ())) for v in verdicts)
-            configs = _config_verdicts(matrix, judged)
+            configs = judge_configs(judged, matrix, {})
             rows.append(
                 {
                     "kind": kind,
