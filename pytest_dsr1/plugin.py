@@ -20,8 +20,9 @@ from typing import Any, NoReturn
 import pytest
 
 from pytest_dsr1 import report
+from pytest_dsr1.ab import AbSpec, ab_spec
 from pytest_dsr1.baseline import BaselineError, BaselineStore
-from pytest_dsr1.check import BaselineCheck, Decision, config_verdicts
+from pytest_dsr1.check import AbCheck, BaselineCheck, Decision, ab_config_verdicts, config_verdicts
 from pytest_dsr1.hardware import skip_reason, vllm_version
 from pytest_dsr1.matrix import (
     Matrix,
@@ -35,7 +36,16 @@ from pytest_dsr1.matrix import (
 )
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
-from pytest_dsr1.record import INCONCLUSIVE, SKIPPED, Measurement, RunRecord, git_commit, item_key, run_metadata
+from pytest_dsr1.record import (
+    INCONCLUSIVE,
+    SKIPPED,
+    AbRecord,
+    Measurement,
+    RunRecord,
+    git_commit,
+    item_key,
+    run_metadata,
+)
 from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle, run_dir_name
 
 SUITE_KEY = pytest.StashKey["Suite"]()
@@ -89,6 +99,14 @@ def pytest_configure(config: pytest.Config) -> None:
     problem = selection_problem(options, matrix)
     if problem:
         raise pytest.UsageError(problem)
+    try:
+        spec = ab_spec(options.ab)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if spec is not None and options.record:
+        raise pytest.UsageError(
+            "--dsr1-ab compares B against A on this machine and writes no baseline: leave out --dsr1-record"
+        )
     if options.settings:
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
     if requested:
@@ -103,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
             # The folder, not the file: a module given as a path outside the rootdir gets an empty node id.
             config.args[:] = [str(packaged_matrix_dir())]
             config.args_source = pytest.Config.ArgsSource.ARGS
-    suite = Suite(config, matrix, options, matrix_error)
+    suite = Suite(config, matrix, options, matrix_error, spec)
     config.stash[SUITE_KEY] = suite
     config.pluginmanager.register(suite, "dsr1-suite")
 
@@ -157,8 +175,16 @@ def _fail(exc: ItemFailed) -> NoReturn:
 class Suite:
     """The run's hooks, registered as the plugin `dsr1-suite` once the matrix is loaded."""
 
-    def __init__(self, config: pytest.Config, matrix: Matrix, options: Options, matrix_error: str | None) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        matrix: Matrix,
+        options: Options,
+        matrix_error: str | None,
+        ab: AbSpec | None = None,
+    ) -> None:
         self.config = config
+        self.ab = ab  # --dsr1-ab: what B changes; None: compare against baselines
         self.matrix = matrix
         self.options = options
         self.matrix_error = matrix_error  # a broken matrix nobody asked for: an error only if its items are collected
@@ -173,6 +199,33 @@ class Suite:
             options.baselines, options.local_baselines, options.keep_sessions, options.fresh_history
         )
         self.previous_sigterm: Any = None
+        self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
+
+    def ab_record(self) -> AbRecord:
+        """The A/B part of the run's record, made at the first A/B start."""
+        assert self.ab is not None
+        if self.record.ab is None:
+            a_label, b_label = self.runner.ab_labels(self.ab)
+            self.record.ab = AbRecord(a_label, b_label, self.options.ab_rounds)
+        return self.record.ab
+
+    def ab_measurement(self, config: ServerConfig, workload: Workload) -> Measurement:
+        """The item's A/B measurement: A's runs over every A start (the item's own record); the check judges
+        B against A from the starts themselves."""
+        key = item_key(config.id, workload.id)
+        starts = self.ab_record().starts_of(config.id)
+        a_starts = [s for s in starts if s.side == "A"]
+        fingerprint = self.runner.fingerprint_for(config)
+        m = Measurement(
+            config,
+            workload,
+            key,
+            fingerprint["server_command"],
+            self.runner.bench_shell_line(self.runner.bench_command_for(config, workload, port="PORT")),
+            fingerprint,
+        )
+        m.runs = [run for s in a_starts for run in s.runs.get(key, [])]
+        return m
 
     def selected_configs(self) -> list[ServerConfig]:
         return [c for c in self.matrix.configs if self.options.model in (None, c.model.name)]
@@ -263,6 +316,10 @@ class Suite:
         """Every baseline file the selected items will read is read now: a broken one is a usage error before the
         first server starts (and in --collect-only and the dry run), not a failure after each item's benchmark."""
         pairs = {(p[0].hardware.name, p[0].model.name) for i in session.items if (p := i.stash.get(PARAMS_KEY, None))}
+        for item in session.items:  # after -k/-m and every other deselection: what each server start runs in A/B
+            params = item.stash.get(PARAMS_KEY, None)
+            if params:
+                self.ab_workloads.setdefault(params[0].id, []).append(params[1])
         if pairs:
             # The commit that runs, before a record writes the tracked baselines (which would make it '+dirty');
             # not at start-up, where every pytest run of a project with the plugin would pay for it.
@@ -322,7 +379,12 @@ class Suite:
         """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
         fails the run (exit code 1) even where no single item crossed its own band."""
         self.record.config_verdicts = config_verdicts(self.record, self.matrix, self.options.tolerances)
-        if any(v.failed for v in self.record.config_verdicts) and session.exitstatus == pytest.ExitCode.OK:
+        failed = any(v.failed for v in self.record.config_verdicts)
+        if self.record.ab is not None:
+            ab = self.record.ab
+            ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances)
+            failed = failed or any(v.failed for v in ab.config_verdicts)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -369,6 +431,14 @@ def dsr1_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None]
         yield None
         return
     suite.install_sigterm_handler()
+    if suite.ab is not None:
+        # A/B: every start of this config (ABBA, fresh servers) runs its selected items now; the items then judge.
+        ab = suite.ab_record()
+        ab.starts += suite.runner.run_ab(
+            config, suite.ab_workloads.get(config.id, []), suite.ab, suite.options.ab_rounds
+        )
+        yield None
+        return
     handle = suite.runner.start_server(config)
     yield handle
     suite.runner.stop_server(handle)
@@ -394,6 +464,8 @@ def dsr1_benchmark(request: pytest.FixtureRequest) -> Callable[[ServerHandle | N
         if suite.options.dry_run:
             runner.dry_run(config, workload)
             pytest.skip("dry-run: not run")
+        if suite.ab is not None:
+            return suite.ab_measurement(config, workload)
         assert handle is not None
         bm = _pytest_benchmark(request)
         try:
@@ -436,7 +508,7 @@ class Dsr1Baseline:
     """The `dsr1_baseline` fixture's value: `check(measurement)` records or compares, and passes, skips or fails
     the test as the pure BaselineCheck decides."""
 
-    def __init__(self, check: BaselineCheck) -> None:
+    def __init__(self, check: BaselineCheck | AbCheck) -> None:
         self._check = check
 
     def check(self, m: Measurement) -> Decision:
@@ -449,4 +521,6 @@ class Dsr1Baseline:
 def dsr1_baseline(request: pytest.FixtureRequest) -> Dsr1Baseline:
     """Compare a measurement with the stored baseline (or record it with --dsr1-record)."""
     suite = _suite(request)
+    if suite.ab is not None:
+        return Dsr1Baseline(AbCheck(suite.runner, suite.ab_record()))
     return Dsr1Baseline(BaselineCheck(suite.runner, suite.store))

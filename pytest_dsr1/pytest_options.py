@@ -126,7 +126,18 @@ def read_options(config: pytest.Config) -> Options:
         python=None if python is None else (python[0] if os.sep not in python[0] else str(resolve_path(python, None))),
         tolerances=dict(lists["dsr1_tolerance"]),
         settings=list(lists["dsr1_set"]),
+        ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],
+        ab_rounds=vals["dsr1_ab_rounds"],
     )
+
+
+def _ab_part(part: tuple[str, Any], config: pytest.Config) -> tuple[str, Any]:
+    """A python=PATH part is a path: relative to where pytest was started, as --dsr1-python; a bare name is
+    looked up on PATH."""
+    kind, value = part
+    if kind == "python" and os.sep in value:
+        return kind, str(Path(config.invocation_params.dir) / os.path.expanduser(value))
+    return part
 
 
 # addopts flags that pytest applies before plugins load; an ini file that sets them cannot be put back afterwards.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
 from pytest_dsr1 import __version__
+from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
 from pytest_dsr1.command import redact
 from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
@@ -153,6 +155,42 @@ def run_metadata(
 
 
 @dataclass
+class AbStart:
+    """One fresh server start of an A/B comparison, and what each of the config's items measured on it."""
+
+    config_id: str
+    side: str  # "A" or "B"
+    index: int  # its place in the config's ABBA order, from 1
+    ready_s: float | None = None
+    wall_s: float = 0.0  # start, every item's benchmarks, stop
+    error: str | None = None  # the server did not start, or died: every item not measured on it fails
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # item key -> benchmark results
+    item_errors: dict[str, str] = field(default_factory=dict)  # item key -> why it was not measured
+
+    def medians(self, key: str) -> dict[str, float]:
+        """The item's median per metric on this start: one observation of the comparison."""
+        return {k: statistics.median(v) for k, v in samples_of(self.runs.get(key, [])).items() if v}
+
+
+@dataclass
+class AbRecord:
+    """An A/B run (--dsr1-ab): what A and B are, every start, and the verdicts."""
+
+    a_label: str
+    b_label: str
+    rounds: int
+    starts: list[AbStart] = field(default_factory=list)
+    verdicts: dict[str, list[AbVerdict]] = field(default_factory=dict)  # item key -> one per gated metric
+    config_verdicts: list[AbConfigVerdict] = field(default_factory=list)
+
+    def starts_of(self, config_id: str) -> list[AbStart]:
+        return [s for s in self.starts if s.config_id == config_id]
+
+    def wall_s(self, side: str) -> float:
+        return sum(s.wall_s for s in self.starts if s.side == side)
+
+
+@dataclass
 class RunRecord:
     """Everything the reports show. The runner and the baseline check write it; nobody else."""
 
@@ -171,6 +209,7 @@ class RunRecord:
     # Machine-local baselines used: file -> [(item, "compared" | "recorded")]
     local_baseline_uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     config_verdicts: list[ConfigVerdict] = field(default_factory=list)  # at the end of the run
+    ab: AbRecord | None = None  # an A/B run (--dsr1-ab); its items are judged against A, not baselines
 
     def stats_for(self, config_id: str) -> ConfigStats:
         return self.stats.setdefault(config_id, ConfigStats())

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1.ab import AbConfigVerdict, AbVerdict, geometric_mean_ratio
 from pytest_dsr1.compare import (
     BEYOND_TOLERANCE,
     IMPROVED,
@@ -23,7 +24,7 @@ from pytest_dsr1.compare import (
     MetricVerdict,
 )
 from pytest_dsr1.metrics import METRICS
-from pytest_dsr1.record import RECORDED, ItemResult, Outcome, RunRecord
+from pytest_dsr1.record import RECORDED, AbRecord, ItemResult, Outcome, RunRecord
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -78,6 +79,51 @@ VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "verdic
 
 def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
     return format_table(VERDICT_HEADER, verdict_rows(verdicts))
+
+
+AB_HEADER = ["metric", "A (per start)", "B (per start)", "B vs A", "95% interval", "p (B worse)", "margin", "verdict"]
+
+
+def _starts(values: tuple[float, ...]) -> str:
+    if not values:
+        return "-"
+    mid = statistics.median(values)
+    return f"{_num(mid)} [" + ", ".join(_num(x) for x in values) + "]"
+
+
+def ab_rows(verdicts: Iterable[AbVerdict]) -> list[list[str]]:
+    rows = []
+    for v in verdicts:
+        interval = "-" if v.low_pct is None or v.high_pct is None else f"[{v.low_pct:+.1f}, {v.high_pct:+.1f}]"
+        rows.append(
+            [
+                f"{v.metric} ({METRICS[v.metric].unit})",
+                _starts(v.a_starts),
+                _starts(v.b_starts),
+                _pct(v.change_pct),
+                interval,
+                "-" if v.p_worse is None else f"{v.p_worse:.3f}",
+                f"±{v.margin_pct:.1f}%",
+                v.verdict + (f": {v.reason}" if v.verdict != "no difference" else ""),
+            ]
+        )
+    return rows
+
+
+def ab_table(verdicts: Iterable[AbVerdict]) -> str:
+    """An item's A/B verdicts: each side's start medians (their median first), B's change and the verdict."""
+    return format_table(AB_HEADER, ab_rows(verdicts))
+
+
+def ab_cost_line(ab: AbRecord) -> str:
+    """What the comparison cost, so that a user can weigh rounds against time."""
+    a, b = ab.wall_s("A"), ab.wall_s("B")
+    n_a = sum(s.side == "A" for s in ab.starts)
+    n_b = len(ab.starts) - n_a
+    return (
+        f"A/B cost: {len(ab.starts)} server starts ({n_a} A, {n_b} B; {ab.rounds} ABBA round(s) per config), "
+        f"{(a + b) / 60:.1f} min wall: A {a / 60:.1f} min, B {b / 60:.1f} min"
+    )
 
 
 def brief(samples: dict[str, list[float]]) -> str:
@@ -163,7 +209,10 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
             tr.write_line(line, **markup)
     for cv in record.config_verdicts:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
-    other = [r for r in record.results.values() if not r.verdicts]
+    if record.ab is not None:
+        _ab_terminal(record.ab, tr)
+    ab_items = record.ab.verdicts if record.ab is not None else {}
+    other = [r for r in record.results.values() if not r.verdicts and r.key not in ab_items]
     for r in other:
         if r.outcome == RECORDED:
             continue
@@ -223,10 +272,27 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
         )
 
 
+def _ab_terminal(ab: AbRecord, tr: Any) -> None:
+    tr.write_line(f"dsr1 A/B: {ab.b_label}, against {ab.a_label}")
+    rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
+    if rows:
+        for line in format_table(["item", *AB_HEADER], rows).splitlines():
+            tr.write_line(line, **({"red": True, "bold": True} if " B slower" in line else {}))
+    for cv in ab.config_verdicts:
+        tr.write_line(f"dsr1: A/B config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
+    tr.write_line(f"dsr1: {ab_cost_line(ab)}")
+
+
 def starts_line(record: RunRecord) -> str:
     """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
     configs, restarts = len(set(record.configs_run)), sum(record.restarts.values())
     line = f"{record.server_starts} server start(s) for {configs} configuration(s) run"
+    if record.ab is not None:
+        per = 4 * record.ab.rounds
+        line += f" (A/B: {per} fresh starts per configuration, ABBA x{record.ab.rounds})"
+        if record.server_starts != per * configs:
+            line += " (MISMATCH: not every A/B start was made)"
+        return line
     if restarts:
         line += (
             f" ({restarts} of them fresh start(s) to confirm a regression: "
@@ -284,7 +350,44 @@ def _item_json(r: ItemResult) -> dict[str, Any]:
     }
 
 
+def _ab_json(ab: AbRecord) -> dict[str, Any]:
+    def verdict(v: AbVerdict) -> dict[str, Any]:
+        return {**vars(v), "a_starts": list(v.a_starts), "b_starts": list(v.b_starts)}
+
+    def config(v: AbConfigVerdict) -> dict[str, Any]:
+        return vars(v)
+
+    return {
+        "a": ab.a_label,
+        "b": ab.b_label,
+        "rounds": ab.rounds,
+        "starts": [
+            {
+                "config": s.config_id,
+                "side": s.side,
+                "index": s.index,
+                "ready_s": s.ready_s,
+                "wall_s": s.wall_s,
+                "error": s.error,
+                "medians": {key: s.medians(key) for key in s.runs},
+                "item_errors": s.item_errors,
+            }
+            for s in ab.starts
+        ],
+        "items": {key: [verdict(v) for v in vs] for key, vs in ab.verdicts.items()},
+        "config_verdicts": [config(v) for v in ab.config_verdicts],
+        "cost": {"starts": len(ab.starts), "wall_s": {"A": ab.wall_s("A"), "B": ab.wall_s("B")}},
+    }
+
+
 def results_json(record: RunRecord) -> dict[str, Any]:
+    out = _results_json(record)
+    if record.ab is not None:
+        out["ab"] = _ab_json(record.ab)
+    return out
+
+
+def _results_json(record: RunRecord) -> dict[str, Any]:
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "metadata": vars(record.metadata),
@@ -382,12 +485,15 @@ def summary_markdown(record: RunRecord) -> str:
             ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(record)
         )
         out.append("")
+    if record.ab is not None:
+        out += _ab_markdown(record.ab)
     rows = summary_rows(record)
     if rows:
         out += ["### Every gated metric", ""]
         out += _md_table(["item", *VERDICT_HEADER], rows)
         out.append("")
-    others = [r for r in record.results.values() if not r.verdicts]
+    ab_items = record.ab.verdicts if record.ab is not None else {}
+    others = [r for r in record.results.values() if not r.verdicts and r.key not in ab_items]
     if others:
         notes = [[r.key, r.outcome, r.message.splitlines()[0] if r.message else ""] for r in others]
         out += _md_table(["item", "outcome", "note"], notes)
@@ -398,6 +504,48 @@ def summary_markdown(record: RunRecord) -> str:
         out.append("")
         out.append(starts_line(record) + ".")
     return "\n".join(out) + "\n"
+
+
+def _ab_markdown(ab: AbRecord) -> list[str]:
+    out = [f"### A/B: {ab.b_label}, against {ab.a_label}", ""]
+    if ab.config_verdicts:
+        rows = [
+            [
+                v.config_id,
+                v.metric,
+                f"{v.change_pct:+.1f}%",
+                f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]",
+                str(v.items),
+                f"±{v.allowed_pct:.1f}%",
+                v.verdict,
+            ]
+            for v in ab.config_verdicts
+        ]
+        out += _md_table(["config", "metric", "B vs A", "95% interval", "items", "allowed", "verdict"], rows)
+        out.append("")
+    rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
+    if rows:
+        out += _md_table(["item", *AB_HEADER], rows)
+        out.append("")
+    starts = [
+        [
+            s.config_id,
+            str(s.index),
+            s.side,
+            "failed" if s.ready_s is None else f"{s.ready_s:.1f}s",
+            f"{s.wall_s:.1f}s",
+            s.error.splitlines()[0] if s.error else "-",
+        ]
+        for s in ab.starts
+    ]
+    out += _md_table(["config", "start", "side", "ready after", "wall", "error"], starts)
+    out += ["", ab_cost_line(ab) + ".", ""]
+    return out
+
+
+def ab_ratio(verdict: AbVerdict) -> float | None:
+    """B/A of one metric of one item, from the geometric means of the start medians."""
+    return geometric_mean_ratio(verdict.a_starts, verdict.b_starts)
 
 
 def write_reports(record: RunRecord, directory: Path) -> Path:

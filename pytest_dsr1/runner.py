@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsr1 import hardware, tiny
+from pytest_dsr1.ab import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.options import Options
-from pytest_dsr1.record import FAILED, ItemResult, Measurement, RunRecord, item_key
+from pytest_dsr1.record import FAILED, AbStart, ItemResult, Measurement, RunRecord, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
@@ -57,6 +58,8 @@ class ServerHandle:
     error: str | None = None
     died: bool = False  # it was ready and served, then died: not a failed start
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    python: str | None = None  # the interpreter that runs the server; None: the run's (--dsr1-python)
+    log_name: str | None = None  # the server log's file name; None: <config>.log
 
     @property
     def connect_host(self) -> str:
@@ -113,7 +116,15 @@ class Runner:
         if not lines:
             gpus = config.gpus or "no"
             lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {gpus} GPU(s)")
-            lines.append(self.server_command_for(config).shell_line())
+            spec = ab_spec(self.options.ab)
+            if spec is None:
+                lines.append(self.server_command_for(config).shell_line())
+            else:
+                rounds = self.options.ab_rounds
+                lines.append(f"# A/B: fresh servers in the order {' '.join(abba_order(rounds))}; each runs every item")
+                lines.append("# A: " + self.server_command_for(config).shell_line())
+                python = f" (with {spec.python})" if spec.python else ""
+                lines.append(f"# B{python}: " + self.server_command_for(b_config(config, spec)).shell_line())
         lines.append(f"  [{workload.id}] " + self.bench_shell_line(self.bench_command_for(config, workload)))
 
     def repeat_for(self, config: ServerConfig) -> int:
@@ -132,16 +143,19 @@ class Runner:
 
     # ------------------------------------------------------------ servers
 
-    def start_server(self, config: ServerConfig) -> ServerHandle:
+    def start_server(
+        self, config: ServerConfig, python: str | None = None, log_name: str | None = None
+    ) -> ServerHandle:
         """Start (at most one alive) and wait until ready. Never raises for a server failure: the handle
         carries the error, so that every item of this config fails with it and the next config still runs."""
         if self.live is not None:
             self.stop_server(self.live)
         if not self.record.server_starts:
             self.clean_leftovers()
-        self.record.configs_run.append(config.id)
+        if config.id not in self.record.configs_run:
+            self.record.configs_run.append(config.id)
         model_path = str(tiny.ensure()) if config.model.generated else config.model.hf_id
-        handle = ServerHandle(config, server_command(config, model_path), model_path)
+        handle = ServerHandle(config, server_command(config, model_path), model_path, python=python, log_name=log_name)
         self._launch(handle)
         return handle
 
@@ -164,8 +178,9 @@ class Runner:
         handle.fingerprint = hardware.fingerprint(config, self.host, shown, config.model.hf_id)
         handle.fingerprint["server_command"] = _portless(handle.fingerprint["server_command"], port)
         restarts = self.record.restarts.get(config.id, 0)
-        log_name = f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log"
-        server = VllmServer(config.id, command, self.options.host, port, self.record.run_dir / log_name, self.python)
+        log_name = handle.log_name or (f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log")
+        python = handle.python or self.python
+        server = VllmServer(config.id, command, self.options.host, port, self.record.run_dir / log_name, python)
         handle.server = server
         self.record.server_starts += 1
         self.live = handle
@@ -227,6 +242,53 @@ class Runner:
             self.stop_server(self.live)
         if self._worker is not None:
             self._worker.close()
+
+    # ------------------------------------------------------------ A/B
+
+    def fingerprint_for(self, config: ServerConfig) -> dict[str, Any]:
+        """The fingerprint a server of `config` has, its port written PORT (as every fingerprint keeps it)."""
+        model_path = str(tiny.default_path()) if config.model.generated else config.model.hf_id
+        command = server_command(config, model_path, self.options.host, "PORT", self.options.api_key)
+        shown = redact(" ".join(command.display_argv), command.secret_values)
+        return hardware.fingerprint(config, self.host, shown, config.model.hf_id)
+
+    def ab_labels(self, spec: AbSpec) -> tuple[str, str]:
+        """A's and B's labels for the reports: what each runs, with the vLLM version of each interpreter."""
+        a_version = hardware.vllm_version_of(self.python)
+        b_version = hardware.vllm_version_of(spec.python) if spec.python else a_version
+        return f"A: as configured (vLLM {a_version})", f"B: {spec.label} (vLLM {b_version})"
+
+    def run_ab(self, config: ServerConfig, workloads: list[Workload], spec: AbSpec, rounds: int) -> list[AbStart]:
+        """Fresh servers of A (the config as it is) and B (`spec` applied) in ABBA order, `rounds` times; on each
+        start every item of `workloads` is warmed up and measured `repeat` times. One server alive at a time. A
+        start that fails, or a server that dies, is kept with its error, and the schedule goes on."""
+        variant = {"A": config, "B": b_config(config, spec)}
+        starts = []
+        for index, side in enumerate(abba_order(rounds), 1):
+            t0 = time.monotonic()
+            start = AbStart(config.id, side, index)
+            self.write_line(f"dsr1: A/B {config.id}: start {index} of {4 * rounds}, {side}")
+            handle = self.start_server(
+                variant[side],
+                python=spec.python if side == "B" else None,
+                log_name=f"{config.id}-{side}{index}.log",
+            )
+            if handle.error is None:
+                start.ready_s = self.record.stats_for(config.id).ready_s
+            for workload in workloads:
+                key = item_key(config.id, workload.id)
+                if handle.error is not None:
+                    start.error = handle.error
+                    start.item_errors[key] = handle.error
+                    continue
+                try:
+                    start.runs[key] = self.measure(handle, workload).runs
+                except ItemFailed as exc:
+                    start.item_errors[key] = str(exc)
+            self.stop_server(handle)
+            start.wall_s = time.monotonic() - t0
+            starts.append(start)
+        return starts
 
     # ------------------------------------------------------------ benchmarks
 

@@ -92,11 +92,17 @@ def test_a_fresh_history_and_a_changed_load_start_over(tmp_path: Path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
     bl.record(path, "cpu", "tiny", "a", session_entry(100.0))
     bl.record(path, "cpu", "tiny", "a", session_entry(101.0))
+    other = {**FP, "cpu_isa": "avx2"}  # another kind in the same file: judged against its own, so it stays
+    bl.record(path, "cpu", "tiny", "a", session_entry(60.0, other))
     bl.record(path, "cpu", "tiny", "a", session_entry(102.0), fresh=True)
-    assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 1
-    bl.record(path, "cpu", "tiny", "a", session_entry(103.0))
-    bl.record(path, "cpu", "tiny", "a", session_entry(104.0, command="--num-prompts 64"))
-    assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 1
+    entry = bl.load(path, "cpu", "tiny").entries["a"]
+    assert [s.metrics["output_throughput"][1] for s in entry.sessions] == [60.0, 102.0]
+    bl.record(path, "cpu", "tiny", "a", session_entry(61.0, other), fresh=True)
+    bl.record(path, "cpu", "tiny", "a", session_entry(103.0), fresh=True)
+    assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 2
+    bl.record(path, "cpu", "tiny", "a", session_entry(104.0))
+    bl.record(path, "cpu", "tiny", "a", session_entry(105.0, command="--num-prompts 64"))
+    assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 1  # another load: every kind starts over
 
 
 def test_the_band_is_three_robust_standard_deviations_of_the_session_medians():

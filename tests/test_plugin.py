@@ -115,6 +115,12 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
         (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
         (["--dsr1-set", "max_num_seqs=0"], "*max_num_seqs must be a positive integer*"),
         (["--dsr1-startup-timeout", "inf"], "*not a finite number*"),
+        (["--dsr1-ab", "max_num_seqs=4"], "*B changes python=PATH, set=*"),
+        (["--dsr1-ab", "set=nosuch:max_model_len=5"], "*--dsr1-ab set=nosuch:max_model_len: no config 'nosuch'*"),
+        (["--dsr1-ab", "set=max_num_seqs=4", "--dsr1-record"], "*writes no baseline: leave out --dsr1-record*"),
+        (["--dsr1-ab", "python=/a/python", "--dsr1-ab", "python=/b/python"], "*B can run one interpreter*"),
+        (["--dsr1-ab", "python=/no/such/python"], "*--dsr1-ab python=/no/such/python: no such executable*"),
+        (["--dsr1-ab-rounds", "0"], "*must be at least 1*"),
     ],
     ids=[
         "--dsr1-tolerance mean_ttft_ms=fast",
@@ -128,6 +134,12 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
         "--dsr1-tolerance output_throughput=100%",
         "--dsr1-set max_num_seqs=0",
         "--dsr1-startup-timeout inf",
+        "--dsr1-ab max_num_seqs=4",
+        "--dsr1-ab set=nosuch:max_model_len=5",
+        "--dsr1-ab with --dsr1-record",
+        "--dsr1-ab python twice",
+        "--dsr1-ab python=/no/such/python",
+        "--dsr1-ab-rounds 0",
     ],
 )
 def test_bad_option_values_are_usage_errors(suite, args, message, observed):
@@ -221,6 +233,20 @@ def test_dry_run_prints_the_recipe_commands(suite):
             "--random-range-ratio 0.0 --seed 0 --num-warmups 4 --host 127.0.0.1 --port 8000 *",
             "VLLM_USE_DEEP_GEMM=1 VLLM_ALL2ALL_BACKEND=deepep_low_latency vllm serve deepseek-ai/DeepSeek-R1-0528 "
             "--trust-remote-code --data-parallel-size 8 --enable-expert-parallel *",
+        ]
+    )
+
+
+def test_dry_run_of_an_a_b_shows_both_servers_and_the_order(suite):
+    result = suite.runpytest(
+        "-m", "cpu", "--dsr1-dry-run", "--dsr1-ab", "set=max_num_seqs=4", "-k", "tp1 and balanced", "test_matrix"
+    )
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "# A/B: fresh servers in the order A B B A A B B A; each runs every item",
+            "# A: *vllm serve * --max-model-len 2048 --no-enable-prefix-caching *",
+            "# B: *vllm serve * --max-model-len 2048 --max-num-seqs 4 --no-enable-prefix-caching *",
         ]
     )
 

