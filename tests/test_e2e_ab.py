@@ -13,8 +13,9 @@ import sys
 
 import jsonschema
 import pytest
-from conftest import REPO
 from e2e_helpers import run_suite, wait_no_vllm
+
+from conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,15 @@ def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
     assert wait_no_vllm(0) == [], "a vLLM process was already running before the test"
     report = tmp_path / "report"
     result = run_suite(
-        [*CPU, "-k", "cpu-tiny-tp1-balanced-bs1", "--dsr1-ab", f"python={sys.executable}", "--dsr1-report", str(report)],
+        [
+            *CPU,
+            "-k",
+            "cpu-tiny-tp1-balanced-bs1",
+            "--dsr1-ab",
+            f"python={sys.executable}",
+            "--dsr1-report",
+            str(report),
+        ],
         tmp_path / "runs",
         timeout=1500,
     )
