@@ -7,25 +7,29 @@ variable of the server (`env=NAME=VALUE`). Parts combine: B changes all of them.
 Whole server starts move by 20 to 35% on shared machines, so the unit of comparison is the start, not the
 request: each config gets fresh servers in ABBA order (`abba_order`), which cancels a linear drift within each
 round, and each start's median is one observation. An item's verdict compares the logs of B's and A's start
-medians with Welch's t-test (one-sided, for "B worse"), and gives B/A - 1 with its 95% interval:
+medians with Welch's t-test, and gives B/A - 1 with its interval at 1 - 2 alpha (90%), whose bounds are the two
+one-sided tests at alpha:
 
 - `B slower`: significantly worse (p <= alpha) and beyond the metric's tolerance: the item fails;
 - `B faster`: significantly better and beyond the tolerance;
-- `no difference`: the 90% interval lies within +-tolerance (two one-sided tests at 5%: equivalence);
+- `no difference`: the interval lies within +-tolerance (equivalence, two one-sided tests);
 - `inconclusive`: none of these; the reason says what it would take.
 
-A config's verdict pools its items: the geometric mean of their B/A ratios with a 95% interval over the items,
-against the config's tolerance, as for stored baselines. "Slower" reads for every metric, latencies included.
+A config's verdict is taken start by start: each start's value is the mean over the config's items of its log
+start medians (each centred on the item's own level), and B's start values are tested against A's in the same way,
+against the config's `config_tolerance`. The items of one start share a server and a stretch of the machine's
+time, so they are not independent observations; the starts are. "Slower" reads for every metric, latencies too.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
+from pytest_dsr1.command import REDACTED, is_secret_name
 from pytest_dsr1.matrix import ServerConfig, apply_settings
 from pytest_dsr1.metrics import METRICS
 from pytest_dsr1.tolerance import Tolerance
@@ -51,7 +55,7 @@ class AbSpec:
     def label(self) -> str:
         """B's label in reports: what it changes, e.g. `max_num_seqs=4, VLLM_CPU_KVCACHE_SPACE=2`."""
         parts = [f"{t + ':' if t else ''}{k}={v}" for t, k, v in self.settings]
-        parts += [f"{k}={v}" for k, v in self.env]
+        parts += [f"{k}={REDACTED if is_secret_name(k) else v}" for k, v in self.env]
         if self.python:
             parts.append(f"python {self.python}")
         return ", ".join(parts)
@@ -110,12 +114,13 @@ class AbVerdict:
     a_starts: tuple[float, ...]
     b_starts: tuple[float, ...]
     change_pct: float | None  # B/A - 1, from the geometric means of the start medians
-    low_pct: float | None  # its 95% interval
+    low_pct: float | None  # its interval at level_pct (1 - 2 alpha: the one-sided tests' own interval)
     high_pct: float | None
     p_worse: float | None  # one-sided: is B worse?
     margin_pct: float  # the tolerance, as a relative change at A's level: the equivalence margin too
     verdict: AbOutcome
     reason: str
+    level_pct: float = 90.0
 
     @property
     def failed(self) -> bool:
@@ -136,99 +141,72 @@ def _welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]
     se = math.sqrt(va + vb)
     if se == 0:
         return statistics.fmean(b) - statistics.fmean(a), 0.0, float(len(a) + len(b) - 2)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va or vb else len(a) + len(b) - 2.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return statistics.fmean(b) - statistics.fmean(a), se, df
 
 
 def judge_ab(
     metric: str, a_starts: Sequence[float], b_starts: Sequence[float], tol: Tolerance, alpha: float = 0.05
 ) -> AbVerdict:
-    """B's start medians against A's on one metric: the change with its interval, the test and the verdict."""
-    from scipy.stats import t as student
+    """B's start medians against A's on one metric: the change with its interval, the test and the verdict.
 
-    higher_is_better = METRICS[metric].higher_is_better
+    One interval serves every verdict: at level 1 - 2 alpha (90% at alpha 0.05) its bounds are the two one-sided
+    tests at alpha. B slower: p(B worse) <= alpha and the change beyond the margin; no difference: the interval
+    within +-margin (equivalence)."""
     a, b = tuple(a_starts), tuple(b_starts)
     center = statistics.median(a) if a else 0.0
     margin = tol.allowed(center) / center if center > 0 else tol.rel
-    margin_pct = margin * 100
-
-    def verdict(
-        outcome: AbOutcome,
-        reason: str,
-        change: float | None = None,
-        low: float | None = None,
-        high: float | None = None,
-        p: float | None = None,
-    ) -> AbVerdict:
-        return AbVerdict(metric, a, b, change, low, high, p, margin_pct, outcome, reason)
-
+    level = 1 - 2 * alpha
     if len(a) < 2 or len(b) < 2:
-        return verdict(AB_INCONCLUSIVE, f"{len(a)} A and {len(b)} B starts measured: each side needs 2 or more")
+        why = f"{len(a)} A and {len(b)} B starts measured: each side needs 2 or more"
+        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, AB_INCONCLUSIVE, why, level * 100)
     if min(a + b) <= 0:
-        return verdict(AB_INCONCLUSIVE, "a start median of 0 or less cannot be compared as a ratio")
-    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+        why = "a start median of 0 or less cannot be compared as a ratio"
+        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, AB_INCONCLUSIVE, why, level * 100)
+    outcome, reason, change, low, high, p_worse = _judge_logs(
+        [math.log(x) for x in a], [math.log(x) for x in b], METRICS[metric].higher_is_better, margin, alpha
+    )
+    return AbVerdict(metric, a, b, change, low, high, p_worse, margin * 100, outcome, reason, level * 100)
+
+
+def _judge_logs(
+    la: Sequence[float], lb: Sequence[float], higher_is_better: bool, margin: float, alpha: float
+) -> tuple[AbOutcome, str, float, float, float, float]:
+    """The A/B decision on log values: (verdict, reason, change %, interval low %, high %, p of B worse)."""
+    from scipy.stats import t as student
+
     diff, se, df = _welch(la, lb)
-    pct = (math.exp(diff) - 1) * 100
-
-    def interval(level: float) -> tuple[float, float]:
-        half = float(student.ppf(1 - (1 - level) / 2, df)) * se
-        return (math.exp(diff - half) - 1) * 100, (math.exp(diff + half) - 1) * 100
-
-    low, high = interval(0.95)
+    half = float(student.ppf(1 - alpha, df)) * se
+    change, low, high = ((math.exp(x) - 1) * 100 for x in (diff, diff - half, diff + half))
     if se == 0:
-        p_worse = 0.0 if (diff < 0 if higher_is_better else diff > 0) else 1.0
-        p_better = 1.0 - p_worse if diff != 0 else 1.0
+        p_low = 0.0 if diff < 0 else 1.0  # B lower than A, for certain
+        p_high = 0.0 if diff > 0 else 1.0
     else:
-        z = diff / se
-        p_low, p_high = float(student.cdf(z, df)), float(student.sf(z, df))  # B lower / B higher
-        p_worse, p_better = (p_low, p_high) if higher_is_better else (p_high, p_low)
-    beyond = abs(pct) > margin_pct
-    b_worse = pct < 0 if higher_is_better else pct > 0
+        p_low, p_high = float(student.cdf(diff / se, df)), float(student.sf(diff / se, df))
+    p_worse, p_better = (p_low, p_high) if higher_is_better else (p_high, p_low)
+    margin_pct = margin * 100
+    level = f"{(1 - 2 * alpha) * 100:g}%"
+    beyond = abs(change) > margin_pct
+    b_worse = change < 0 if higher_is_better else change > 0
     if p_worse <= alpha and beyond and b_worse:
-        return verdict(
-            B_SLOWER,
-            f"worse beyond ±{margin_pct:.1f}% and significant (Welch p={p_worse:.3f})",
-            pct,
-            low,
-            high,
-            p_worse,
-        )
+        return B_SLOWER, f"worse beyond ±{margin_pct:.1f}%, p={p_worse:.3f}", change, low, high, p_worse
     if p_better <= alpha and beyond and not b_worse:
-        return verdict(
-            B_FASTER,
-            f"better beyond ±{margin_pct:.1f}% and significant (Welch p={p_better:.3f})",
-            pct,
-            low,
-            high,
-            p_worse,
-        )
-    low90, high90 = interval(0.90)
-    if -margin_pct <= low90 and high90 <= margin_pct:
-        return verdict(
-            NO_DIFFERENCE,
-            f"the 90% interval [{low90:+.1f}, {high90:+.1f}] lies within ±{margin_pct:.1f}%",
-            pct,
-            low,
-            high,
-            p_worse,
-        )
-    why = (
-        "beyond the margin but not significant"
-        if beyond
-        else f"the 90% interval [{low90:+.1f}, {high90:+.1f}] reaches past ±{margin_pct:.1f}%"
-    )
-    return verdict(
-        AB_INCONCLUSIVE, f"{why} with {len(a)}+{len(b)} starts: more rounds (--dsr1-ab-rounds)", pct, low, high, p_worse
-    )
+        return B_FASTER, f"better beyond ±{margin_pct:.1f}%, p={p_better:.3f}", change, low, high, p_worse
+    if -margin_pct <= low and high <= margin_pct:
+        return NO_DIFFERENCE, f"the {level} interval lies within ±{margin_pct:.1f}%", change, low, high, p_worse
+    why = "beyond the margin but not significant" if beyond else f"the {level} interval reaches past ±{margin_pct:.1f}%"
+    reason = f"{why} with {len(la)}+{len(lb)} starts: more rounds (--dsr1-ab-rounds)"
+    return AB_INCONCLUSIVE, reason, change, low, high, p_worse
 
 
 @dataclass(frozen=True)
 class AbConfigVerdict:
-    """All of a config's items on one metric: the geometric mean of their B/A ratios, with a 95% interval."""
+    """All of a config's items on one metric, start by start: B's starts against A's."""
 
     config_id: str
     metric: str
     items: int
+    starts: int
     change_pct: float
     low_pct: float
     high_pct: float
@@ -243,39 +221,44 @@ class AbConfigVerdict:
     def line(self) -> str:
         return (
             f"{self.config_id}: B {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] against A over "
-            f"{self.items} items ({self.metric}, allowed ±{self.allowed_pct:.1f}%): {self.verdict}"
+            f"{self.items} items and {self.starts} starts ({self.metric}, allowed ±{self.allowed_pct:.1f}%): "
+            f"{self.verdict}"
         )
 
 
-def judge_ab_config(config_id: str, metric: str, ratios: Sequence[float], allowed_rel: float) -> AbConfigVerdict:
-    """`ratios`: each item's B/A (geometric means of the start medians) on one metric."""
-    from scipy.stats import t as student
-
-    higher_is_better = METRICS[metric].higher_is_better
-    logs = [math.log(r) for r in ratios if r > 0]
-    n = len(logs)
-    if n < 2:
-        change = (math.exp(logs[0]) - 1) * 100 if logs else 0.0
+def judge_ab_config(
+    config_id: str,
+    metric: str,
+    starts: Sequence[tuple[str, Mapping[str, float]]],
+    allowed_rel: float,
+    alpha: float = 0.05,
+) -> AbConfigVerdict:
+    """`starts`: (side, item -> start median) for each start of the config, in order. The items of one start move
+    together (one server, one stretch of the machine's time), so the config is judged start by start, not item by
+    item: each start's value is the mean over its items of log(median / the item's center over all starts), and
+    B's start values are tested against A's as an item's are. A real slowdown moves every item of every B start;
+    one noisy start moves one observation."""
+    items = sorted({item for _, medians in starts for item in medians if medians[item] > 0})
+    logs: dict[str, list[float]] = {
+        item: [math.log(m[item]) for _, m in starts if m.get(item, 0) > 0] for item in items
+    }
+    centers = {item: statistics.fmean(values) for item, values in logs.items() if values}
+    values: dict[str, list[float]] = {"A": [], "B": []}
+    for side, medians in starts:
+        present = [math.log(medians[i]) - centers[i] for i in items if medians.get(i, 0) > 0]
+        if present:
+            values[side].append(statistics.fmean(present))
+    la, lb = values["A"], values["B"]
+    if len(la) < 2 or len(lb) < 2 or not items:
         return AbConfigVerdict(
-            config_id, metric, n, change, change, change, allowed_rel * 100, AB_INCONCLUSIVE, "fewer than 2 items"
-        )
-    mean = statistics.fmean(logs)
-    half = float(student.ppf(0.975, n - 1)) * statistics.stdev(logs) / math.sqrt(n)
-    change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
-    allowed = allowed_rel * 100
-    worse_side = (high < 0) if higher_is_better else (low > 0)
-    better_side = (low > 0) if higher_is_better else (high < 0)
-    beyond = abs(change) > allowed
-    if beyond and worse_side:
-        outcome: AbOutcome = B_SLOWER
-        reason = "every item moved the wrong way together beyond the allowed change"
-    elif beyond and better_side:
-        outcome, reason = B_FASTER, "every item moved the right way together beyond the allowed change"
-    elif -allowed <= low and high <= allowed:
-        outcome, reason = NO_DIFFERENCE, f"the interval lies within ±{allowed:.1f}%"
-    else:
-        outcome, reason = AB_INCONCLUSIVE, "the interval reaches past the allowed change, or the items disagree"
-    return AbConfigVerdict(config_id, metric, n, change, low, high, allowed, outcome, reason)
+            config_id, metric, len(items), len(la) + len(lb), 0.0, 0.0, 0.0, allowed_rel * 100, AB_INCONCLUSIVE,
+            "each side needs 2 or more measured starts",
+        )  # fmt: skip
+    higher_is_better = METRICS[metric].higher_is_better
+    outcome, reason, change, low, high, _ = _judge_logs(la, lb, higher_is_better, allowed_rel, alpha)
+    return AbConfigVerdict(
+        config_id, metric, len(items), len(la) + len(lb), change, low, high, allowed_rel * 100, outcome, reason
+    )
 
 
 def geometric_mean_ratio(a_starts: Sequence[float], b_starts: Sequence[float]) -> float | None:

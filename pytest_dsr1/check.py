@@ -18,7 +18,7 @@ from pytest_dsr1.ab import (
     AB_INCONCLUSIVE,
     AbConfigVerdict,
     AbVerdict,
-    geometric_mean_ratio,
+    b_config,
     judge_ab,
     judge_ab_config,
 )
@@ -370,10 +370,17 @@ class AbCheck:
     def check(self, m: Measurement) -> Decision:
         result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
         decision = self._judge(m)
+        result.ab_verdicts = self.ab.verdicts.get(m.key, [])
         result.outcome = decision.outcome
         result.message = decision.message if decision.summary is None else decision.summary
         self.record.results[m.key] = result
         return decision
+
+    def b_server_command(self, m: Measurement) -> str:
+        """B's server command for this item's config, as its fingerprint shows it (port written PORT)."""
+        spec = self.ab.spec
+        command = str(self.runner.fingerprint_for(b_config(m.config, spec))["server_command"])
+        return f"{command} (with {spec.python})" if spec.python else command
 
     def _judge(self, m: Measurement) -> Decision:
         starts = self.ab.starts_of(m.config.id)
@@ -393,10 +400,9 @@ class AbCheck:
         table = ab_table(verdicts)
         head = f"{m.key}: {self.ab.b_label}, against {self.ab.a_label}"
         if any(v.failed for v in verdicts):
+            servers = f"server (A): {m.server_command}\nserver (B): {self.b_server_command(m)}"
             return Decision(
-                REGRESSED,
-                f"{head}: B is slower\n{table}\nserver (A): {m.server_command}\nbenchmark: {m.bench_command}",
-                summary=table,
+                REGRESSED, f"{head}: B is slower\n{table}\n{servers}\nbenchmark: {m.bench_command}", summary=table
             )
         unsure = [v for v in verdicts if v.verdict == AB_INCONCLUSIVE]
         if unsure:
@@ -414,23 +420,26 @@ class AbCheck:
         return Decision(PASSED, f"{head}\n{table}", summary=table)
 
 
-def ab_config_verdicts(ab: AbRecord, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[AbConfigVerdict]:
-    """Per config and gated metric: the geometric mean of its items' B/A ratios, against the config's
-    config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
-    by_config: dict[str, list[AbVerdict]] = {}
-    for key, verdicts in ab.verdicts.items():
-        by_config.setdefault(key.split("[", 1)[0], []).extend(verdicts)
+def ab_config_verdicts(
+    ab: AbRecord, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
+) -> list[AbConfigVerdict]:
+    """Per config and gated metric, start by start over its judged items (ab.judge_ab_config), against the
+    config's config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
+    judged: dict[str, list[str]] = {}
+    for key in ab.verdicts:
+        judged.setdefault(key.split("[", 1)[0], []).append(key)
     out = []
-    for config_id, verdicts in by_config.items():
+    for config_id, keys in judged.items():
         config = matrix.config(config_id)
         tolerances = matrix.tolerances_for(config, overrides)
+        starts = ab.starts_of(config_id)
         for metric in METRICS:
             if metric not in tolerances:
                 continue
-            ratios = [r for v in verdicts if v.metric == metric if (r := geometric_mean_ratio(v.a_starts, v.b_starts))]
-            if not ratios:
+            per_start = [(s.side, {k: v for k in keys if (v := s.medians(k).get(metric)) is not None}) for s in starts]
+            if not any(medians for _, medians in per_start):
                 continue
             floor = None if metric in overrides or "*" in overrides else config.config_tolerance
             allowed = tolerances[metric].rel if floor is None else floor
-            out.append(judge_ab_config(config_id, metric, ratios, allowed))
+            out.append(judge_ab_config(config_id, metric, per_start, allowed, alpha))
     return out

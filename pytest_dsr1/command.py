@@ -67,11 +67,12 @@ def server_command(
     # the harness owns the address.
     args += ["--no-enable-prefix-caching", "--host", host, "--port", str(port)]
     env = config.env
-    secrets: tuple[str, ...] = ()
+    # A token given to the server's environment (the matrix's env, or an A/B's env=) is shown as ***.
+    secrets: tuple[str, ...] = tuple(value for name, value in env if value and is_secret_name(name))
     if api_key:
         # Through the environment (vLLM reads VLLM_API_KEY), not argv: argv is visible to every user in `ps`.
         env = (*env, ("VLLM_API_KEY", api_key))
-        secrets = (api_key,)
+        secrets = (*secrets, api_key)
     return ServerCommand(tuple(args), env, secrets)
 
 
@@ -127,6 +128,14 @@ def bench_command(
         args += ["--num-warmups", str(warmups)]
     args += ["--host", host, "--port", str(port)]
     return BenchCommand(tuple(args))
+
+
+SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")
+
+
+def is_secret_name(name: str) -> bool:
+    """Does this environment variable hold a secret (a token, a key)? Its value is then never shown."""
+    return name in SECRET_ENV_NAMES or name.endswith(("_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD"))
 
 
 def redact(text: str, secrets: tuple[str, ...] | list[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ def parse_ab_part(text: str) -> tuple[str, Any]:
         return "set", parse_setting_override(value)
     if kind == "env" and sep:
         name, eq, val = value.partition("=")
-        if not eq or not name.isidentifier():
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise argparse.ArgumentTypeError(f"{text!r}: write env=NAME=VALUE, e.g. env=VLLM_CPU_KVCACHE_SPACE=2")
         return "env", (name, val)
     raise argparse.ArgumentTypeError(

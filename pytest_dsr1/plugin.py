@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import pytest
 
 from pytest_dsr1 import report
-from pytest_dsr1.ab import AbSpec, ab_spec
+from pytest_dsr1.ab import AbSpec, ab_spec, b_config
 from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.check import AbCheck, BaselineCheck, Decision, ab_config_verdicts, config_verdicts
 from pytest_dsr1.hardware import skip_reason, vllm_version
@@ -206,7 +206,7 @@ class Suite:
         assert self.ab is not None
         if self.record.ab is None:
             a_label, b_label = self.runner.ab_labels(self.ab)
-            self.record.ab = AbRecord(a_label, b_label, self.options.ab_rounds)
+            self.record.ab = AbRecord(a_label, b_label, self.options.ab_rounds, self.ab)
         return self.record.ab
 
     def ab_measurement(self, config: ServerConfig, workload: Workload) -> Measurement:
@@ -325,7 +325,7 @@ class Suite:
             # not at start-up, where every pytest run of a project with the plugin would pay for it.
             commit = git_commit(Path(session.config.rootpath))
             self.record.metadata = replace(self.record.metadata, git_commit=commit)
-        for hw, model in sorted(pairs):
+        for hw, model in sorted(pairs if self.ab is None else ()):  # an A/B run reads no baseline
             try:
                 self.store.file(hw, model)
             except BaselineError as exc:
@@ -382,7 +382,7 @@ class Suite:
         failed = any(v.failed for v in self.record.config_verdicts)
         if self.record.ab is not None:
             ab = self.record.ab
-            ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances)
+            ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances, self.options.alpha)
             failed = failed or any(v.failed for v in ab.config_verdicts)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -432,11 +432,15 @@ def dsr1_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None]
         return
     suite.install_sigterm_handler()
     if suite.ab is not None:
+        if b_config(config, suite.ab) == config and suite.ab.python is None:
+            pytest.skip(f"A/B: B ({suite.ab.label}) does not change {config.id}: nothing to compare")
         # A/B: every start of this config (ABBA, fresh servers) runs its selected items now; the items then judge.
+        # Once per config, even if pytest sets this fixture up again (items reordered by another plugin).
         ab = suite.ab_record()
-        ab.starts += suite.runner.run_ab(
-            config, suite.ab_workloads.get(config.id, []), suite.ab, suite.options.ab_rounds
-        )
+        if not ab.starts_of(config.id):
+            suite.runner.run_ab(
+                config, suite.ab_workloads.get(config.id, []), suite.ab, suite.options.ab_rounds, into=ab.starts
+            )
         yield None
         return
     handle = suite.runner.start_server(config)
@@ -521,6 +525,6 @@ class Dsr1Baseline:
 def dsr1_baseline(request: pytest.FixtureRequest) -> Dsr1Baseline:
     """Compare a measurement with the stored baseline (or record it with --dsr1-record)."""
     suite = _suite(request)
-    if suite.ab is not None:
+    if suite.ab is not None and not suite.options.dry_run:
         return Dsr1Baseline(AbCheck(suite.runner, suite.ab_record()))
     return Dsr1Baseline(BaselineCheck(suite.runner, suite.store))

@@ -126,18 +126,20 @@ def read_options(config: pytest.Config) -> Options:
         python=None if python is None else (python[0] if os.sep not in python[0] else str(resolve_path(python, None))),
         tolerances=dict(lists["dsr1_tolerance"]),
         settings=list(lists["dsr1_set"]),
-        ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],
+        ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],  # the values as given: each source's base
         ab_rounds=vals["dsr1_ab_rounds"],
     )
 
 
 def _ab_part(part: tuple[str, Any], config: pytest.Config) -> tuple[str, Any]:
-    """A python=PATH part is a path: relative to where pytest was started, as --dsr1-python; a bare name is
-    looked up on PATH."""
+    """A python=PATH part is a path, resolved as --dsr1-python is: on the command line relative to where pytest
+    was started, in the ini file relative to the ini file; a bare name is looked up on PATH."""
     kind, value = part
-    if kind == "python" and os.sep in value:
-        return kind, str(Path(config.invocation_params.dir) / os.path.expanduser(value))
-    return part
+    if kind != "python" or os.sep not in value:
+        return part
+    from_cli = getattr(config.option, "dsr1_ab", None)
+    base = config.invocation_params.dir if from_cli else (config.inipath.parent if config.inipath else config.rootpath)
+    return kind, str(Path(base) / os.path.expanduser(value))
 
 
 # addopts flags that pytest applies before plugins load; an ini file that sets them cannot be put back afterwards.

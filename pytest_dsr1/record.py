@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
 from pytest_dsr1 import __version__
-from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
+from pytest_dsr1.ab import AbConfigVerdict, AbSpec, AbVerdict
 from pytest_dsr1.command import redact
 from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
@@ -95,6 +95,7 @@ class ItemResult:
     first_server_verdicts: list[MetricVerdict] = field(default_factory=list)
     # Per metric, the median of each comparable recorded session, oldest first (the config verdict's band).
     histories: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    ab_verdicts: list[AbVerdict] = field(default_factory=list)  # an A/B run: B against A, per gated metric
 
 
 class RecordedChange(NamedTuple):
@@ -179,6 +180,7 @@ class AbRecord:
     a_label: str
     b_label: str
     rounds: int
+    spec: AbSpec = field(default_factory=AbSpec)  # what B changes
     starts: list[AbStart] = field(default_factory=list)
     verdicts: dict[str, list[AbVerdict]] = field(default_factory=dict)  # item key -> one per gated metric
     config_verdicts: list[AbConfigVerdict] = field(default_factory=list)

