@@ -416,6 +416,27 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
                 f"| {hit_items}/{n_items} | {sum(map(_item_failed, rows))}/{len(rows)} "
                 f"| {sum(map(_config_failed, rows))}/{len(rows)} | {hit_sessions}/{len(rows)} |"
             )
+        out += [
+            "",
+            "Each session: the throttle set, and what it did to the config (the suite's config-level verdict: the",
+            "geometric mean over its items, against the history). The same nominal throttle slows the server by",
+            "different amounts from session to session on a shared 2-core machine; what is caught follows the",
+            "measured change, not the nominal level.",
+            "",
+            "| session | throttle | throughput (config) | median TPOT (config) | items failed | caught by |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in detect:
+            by_metric = {c["metric"]: c for c in s.get("configs", [])}
+            cells = []
+            for metric in ("output_throughput", "median_tpot_ms"):
+                c = by_metric.get(metric)
+                cells.append("-" if c is None else f"{c['change_pct']:+.1f}% {c['verdict']}")
+            how = [w for w, hit in (("an item", _item_failed(s)), ("the config", _config_failed(s))) if hit]
+            out.append(
+                f"| {s['name']} | {s['level']:.0%} | {cells[0]} | {cells[1]} | {len(_not_passed(s))}/{len(s['items'])} "
+                f"| {' and '.join(how) if how else 'missed'} |"
+            )
         out += ["", "Missed items (throttled, yet passed):", ""]
         for s in detect:
             missed = [i["id"] for i in s["items"] if i["outcome"] == "passed"]

@@ -30,7 +30,7 @@ def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
         [
             *CPU,
             "-k",
-            "cpu-tiny-tp1-balanced-bs1",
+            "cpu-tiny-tp1-balanced-bs1 and not bs16",
             "--dsr1-ab",
             f"python={sys.executable}",
             "--dsr1-report",
