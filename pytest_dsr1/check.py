@@ -83,6 +83,14 @@ def missing_baseline(problem: str, mode: MissingBaseline, measured: str) -> Deci
     return Decision(FAILED if mode == "fail" else SKIPPED, message)
 
 
+def inconclusive_decision(head: str, reasons: list[tuple[str, str]], table: str, mode: MissingBaseline) -> Decision:
+    """The one rule for an item whose change cannot be told from noise: neither a pass nor a failure by default
+    (a skip that says why), a failure under --dsr1-inconclusive=fail."""
+    how = "fails under --dsr1-inconclusive=fail" if mode == "fail" else "neither passes nor fails"
+    why = "; ".join(f"{metric}: {reason}" for metric, reason in reasons)
+    return Decision(INCONCLUSIVE, f"{head} inconclusive ({how}): {why}\n{table}", summary=table, strict=mode == "fail")
+
+
 def entry_of(m: Measurement) -> Entry:
     """A measurement as a baseline entry: every sample, the fingerprint and the load it was measured under."""
     return Entry(
@@ -279,18 +287,8 @@ class BaselineCheck:
             )
         unsure = inconclusive(verdicts)
         if unsure:
-            table = verdict_table(verdicts) + note
-            how = (
-                "fails under --dsr1-inconclusive=fail"
-                if self.options.inconclusive == "fail"
-                else "neither passes nor fails"
-            )
-            return Decision(
-                INCONCLUSIVE,
-                f"{m.key} inconclusive ({how}): " + "; ".join(f"{v.metric}: {v.reason}" for v in unsure) + f"\n{table}",
-                summary=table,
-                strict=self.options.inconclusive == "fail",
-            )
+            reasons = [(v.metric, v.reason) for v in unsure]
+            return inconclusive_decision(m.key, reasons, verdict_table(verdicts) + note, self.options.inconclusive)
         stale = [f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE]
         if stale:
             return Decision(PASSED, "; ".join(stale))
@@ -404,19 +402,9 @@ class AbCheck:
             return Decision(
                 REGRESSED, f"{head}: B is slower\n{table}\n{servers}\nbenchmark: {m.bench_command}", summary=table
             )
-        unsure = [v for v in verdicts if v.verdict == AB_INCONCLUSIVE]
+        unsure = [(v.metric, v.reason) for v in verdicts if v.verdict == AB_INCONCLUSIVE]
         if unsure:
-            how = (
-                "fails under --dsr1-inconclusive=fail"
-                if self.options.inconclusive == "fail"
-                else "neither passes nor fails"
-            )
-            return Decision(
-                INCONCLUSIVE,
-                f"{head}: inconclusive ({how}): " + "; ".join(f"{v.metric}: {v.reason}" for v in unsure) + f"\n{table}",
-                summary=table,
-                strict=self.options.inconclusive == "fail",
-            )
+            return inconclusive_decision(f"{head}:", unsure, table, self.options.inconclusive)
         return Decision(PASSED, f"{head}\n{table}", summary=table)
 
 
