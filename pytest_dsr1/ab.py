@@ -126,14 +126,6 @@ class AbVerdict:
     def failed(self) -> bool:
         return self.verdict == B_SLOWER
 
-    def line(self) -> str:
-        if self.change_pct is None:
-            return f"{self.metric}: {self.verdict} ({self.reason})"
-        return (
-            f"{self.metric}: {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] "
-            f"(p={self.p_worse:.3f}, margin ±{self.margin_pct:.1f}%): {self.verdict}"
-        )
-
 
 def _welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     """mean(b) - mean(a), its standard error and Welch's degrees of freedom."""
@@ -259,11 +251,3 @@ def judge_ab_config(
     return AbConfigVerdict(
         config_id, metric, len(items), len(la) + len(lb), change, low, high, allowed_rel * 100, outcome, reason
     )
-
-
-def geometric_mean_ratio(a_starts: Sequence[float], b_starts: Sequence[float]) -> float | None:
-    """B/A from the geometric means of the start medians; None where a side has no positive value."""
-    a, b = [x for x in a_starts if x > 0], [x for x in b_starts if x > 0]
-    if not a or not b:
-        return None
-    return math.exp(statistics.fmean(math.log(x) for x in b) - statistics.fmean(math.log(x) for x in a))

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pytest_dsr1.ab import AbConfigVerdict, AbVerdict, geometric_mean_ratio
+from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
 from pytest_dsr1.compare import (
     BEYOND_TOLERANCE,
     IMPROVED,
@@ -555,11 +555,6 @@ def _ab_markdown(ab: AbRecord) -> list[str]:
     out += _md_table(["config", "start", "side", "ready after", "wall", "error"], starts)
     out += ["", ab_cost_line(ab) + ".", ""]
     return out
-
-
-def ab_ratio(verdict: AbVerdict) -> float | None:
-    """B/A of one metric of one item, from the geometric means of the start medians."""
-    return geometric_mean_ratio(verdict.a_starts, verdict.b_starts)
 
 
 def write_reports(record: RunRecord, directory: Path) -> Path:

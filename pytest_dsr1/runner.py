@@ -174,9 +174,7 @@ class Runner:
         port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
         command = server_command(config, handle.model_path, self.options.host, port, self.options.api_key)
         handle.command = command
-        shown = redact(" ".join(command.display_argv), command.secret_values)
-        handle.fingerprint = hardware.fingerprint(config, self.host, shown, config.model.hf_id)
-        handle.fingerprint["server_command"] = _portless(handle.fingerprint["server_command"], port)
+        handle.fingerprint = self.fingerprint_for(config, handle.model_path)
         restarts = self.record.restarts.get(config.id, 0)
         log_name = handle.log_name or (f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log")
         python = handle.python or self.python
@@ -245,9 +243,11 @@ class Runner:
 
     # ------------------------------------------------------------ A/B
 
-    def fingerprint_for(self, config: ServerConfig) -> dict[str, Any]:
-        """The fingerprint a server of `config` has, its port written PORT (as every fingerprint keeps it)."""
-        model_path = str(tiny.default_path()) if config.model.generated else config.model.hf_id
+    def fingerprint_for(self, config: ServerConfig, model_path: str | None = None) -> dict[str, Any]:
+        """The fingerprint a server of `config` has, its port written PORT: the port is picked per run, and a
+        fingerprint must not change with it."""
+        if model_path is None:
+            model_path = str(tiny.default_path()) if config.model.generated else config.model.hf_id
         command = server_command(config, model_path, self.options.host, "PORT", self.options.api_key)
         shown = redact(" ".join(command.display_argv), command.secret_values)
         return hardware.fingerprint(config, self.host, shown, config.model.hf_id)
@@ -426,11 +426,6 @@ def _arrived_at_once(result: dict[str, Any], workload: Workload) -> bool:
 def _mmss(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s"
-
-
-def _portless(line: str, port: int) -> str:
-    """The port is picked per run; a fingerprint must not change with it."""
-    return line.replace(f"--port {port}", "--port PORT")
 
 
 def _portless_args(args: tuple[str, ...], port: int) -> tuple[str, ...]:
