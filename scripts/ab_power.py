@@ -110,6 +110,25 @@ def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str) -> str:
             f"| {sum(map(_differs, sessions))} | {sum(map(_slower, sessions))} | {spread} "
             f"| {statistics.median(walls) / 60:.1f} min, {max(walls) / 60:.1f} min |"
         )
+    out += [
+        "",
+        "Each session: exit code, item verdicts (every metric of every item), the config verdict on output",
+        "throughput (B against A, start by start over the config's items, with its interval), and the wall time.",
+        "",
+        "| session | exit | item verdicts | config throughput: B against A | wall |",
+        "|---|---|---|---|---|",
+    ]
+    for _, _, sessions in rows:
+        for s in sessions:
+            verdicts = [v["verdict"] for vs in s["items"].values() for v in vs]
+            counts = ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))) or "-"
+            cfg = next((c for c in s["configs"] if c["metric"] == "output_throughput"), None)
+            cell = (
+                "-"
+                if cfg is None
+                else f"{cfg['change_pct']:+.1f}% [{cfg['low_pct']:+.1f}, {cfg['high_pct']:+.1f}] {cfg['verdict']}"
+            )
+            out.append(f"| {s['name']} | {s['rc']} | {counts} | {cell} | {s['wall_s'] / 60:.1f} min |")
     out += ["", END]
     return "\n".join(out) + "\n"
 
@@ -124,6 +143,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="--dsr1-ab-rounds (default 2: 8 starts a session)")
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "ab-power" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "ab.md")
+    ap.add_argument(
+        "--report-only", action="store_true", help="write the tables from the sessions already in --work; run nothing"
+    )
     a = ap.parse_args()
 
     def log(msg: str) -> None:
@@ -132,13 +154,28 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     same = f"python={sys.executable}"
     rows: list[tuple[str, str, list[dict]]] = []
+    if a.report_only:
+        # Rows from the sessions already run (e.g. a run cut short): the same names as below.
+        def done(prefix: str) -> list[dict]:
+            return [json.loads(p.read_text()) for p in sorted(a.work.glob(f"{prefix}*/session.json"))]
+
+        rows.append((f"`-k '{a.select}'`", "A itself (A/A)", done("aa-")))
+        rows.append((f"`-k '{a.slow_select}'`", "`set=max_num_seqs=4`", done("slow-")))
+        levels = sorted({s["level"] for s in done("throttle-")})
+        rows += [
+            (f"`-k '{a.select}'`", f"A, its servers throttled {level:.0%}", done(f"throttle-{level:.0%}-"))
+            for level in levels
+        ]
+        a.aa, a.slow, a.throttle = 0, 0, ""
     aa = [run_session(a.work, f"aa-{i + 1:02d}", a.select, [same], a.rounds, 0.0, log) for i in range(a.aa)]
-    rows.append((f"`-k '{a.select}'`", "A itself (A/A)", aa))
+    if aa:
+        rows.append((f"`-k '{a.select}'`", "A itself (A/A)", aa))
     slow = [
         run_session(a.work, f"slow-{i + 1}", a.slow_select, ["set=max_num_seqs=4"], a.rounds, 0.0, log)
         for i in range(a.slow)
     ]
-    rows.append((f"`-k '{a.slow_select}'`", "`set=max_num_seqs=4`", slow))
+    if slow:
+        rows.append((f"`-k '{a.slow_select}'`", "`set=max_num_seqs=4`", slow))
     for spec in filter(None, a.throttle.split(",")):
         level_text, _, n = spec.partition(":")
         level = float(level_text)

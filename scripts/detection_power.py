@@ -338,7 +338,43 @@ def _why(item: dict) -> str:
     return f"{item['id']} ({', '.join(bad) if bad else item['outcome']})"
 
 
-def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, selection: str) -> str:
+def _config_change(session: dict, metric: str = "output_throughput") -> float | None:
+    changes = [c["change_pct"] for c in session.get("configs", []) if c["metric"] == metric]
+    return changes[0] if changes else None
+
+
+def paired_table(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """Each throttled session beside the clean session run just before it: the machine's state that hour."""
+    out = [
+        "## Throttled sessions beside a clean one",
+        "",
+        "Each throttled session ran right after a clean session of the same selection (`--paired-clean`). The",
+        "clean one shows where the machine stood against the history that hour; the difference between the two is",
+        "what the throttle did, with the machine's drift taken out. The verdict is still the suite's own, against",
+        "the history.",
+        "",
+        "| throttle | clean: config throughput | throttled: config throughput | difference | throttled: caught by |",
+        "|---|---|---|---|---|",
+    ]
+    for clean, hit in pairs:
+        before, after = _config_change(clean), _config_change(hit)
+        diff = "-" if before is None or after is None else f"{((1 + after / 100) / (1 + before / 100) - 1) * 100:+.1f}%"
+        how = [w for w, yes in (("an item", _item_failed(hit)), ("the config", _config_failed(hit))) if yes]
+        out.append(
+            f"| {hit['level']:.0%} | {'-' if before is None else f'{before:+.1f}%'} "
+            f"| {'-' if after is None else f'{after:+.1f}%'} | {diff} | {' and '.join(how) if how else 'missed'} |"
+        )
+    return [*out, ""]
+
+
+def markdown(
+    clean: list[dict],
+    detect: list[dict],
+    proj: list[dict],
+    cmd: str,
+    selection: str,
+    pairs: list[tuple[dict, dict]] | None = None,
+) -> str:
     out = [
         "# Detection power",
         "",
@@ -443,6 +479,8 @@ def markdown(clean: list[dict], detect: list[dict], proj: list[dict], cmd: str, 
             if missed:
                 out.append(f"- {s['name']} ({s['level']:.0%}, {s['settings']}): {', '.join(missed)}")
         out.append("")
+    if pairs:
+        out += paired_table(pairs)
     out += [
         "## Projection for GPU noise (simulation)",
         "",
@@ -497,6 +535,11 @@ def main() -> int:
         default=0.4,
         help="levels from this one up run the whole CPU matrix (default 0.4)",
     )
+    ap.add_argument(
+        "--paired-clean",
+        action="store_true",
+        help="run a clean session of the same selection right before each throttled one (the machine's drift)",
+    )
     ap.add_argument("--projection-only", action="store_true")
     ap.add_argument(
         "--reuse",
@@ -518,6 +561,7 @@ def main() -> int:
 
     clean: list[dict] = []
     detect: list[dict] = []
+    pairs: list[tuple[dict, dict]] = []
     selection = "`pytest -m cpu --dsr1-model tiny test_matrix" + (
         f" -k {a.detect_k}` (the whole matrix from {a.full_matrix_at:.0%} up)" if a.detect_k else "`"
     )
@@ -558,8 +602,14 @@ def main() -> int:
             level = float(level)
             k = ["-k", a.detect_k] if a.detect_k and level < a.full_matrix_at else []
             for i in range(int(n or 1)):
+                before = None
+                if a.paired_clean:
+                    before = run_session(a.work, f"clean-before-{level:.0%}-{i + 1}", baselines, k, 0.0, log)
+                    clean.append(before)
                 s = run_session(a.work, f"throttle-{level:.0%}-{i + 1}", baselines, k, level, log)
                 detect.append({**s, "settings": "defaults"})
+                if before is not None:
+                    pairs.append((before, {**s, "settings": "defaults"}))
             if a.more_repeats:
                 s = run_session(
                     a.work,
@@ -571,11 +621,13 @@ def main() -> int:
                 )
                 detect.append({**s, "settings": f"--dsr1-repeat {a.more_repeats}"})
         if not a.report_only:
-            (a.work / "sessions.json").write_text(json.dumps({"clean": clean, "detect": detect}, default=str))
+            (a.work / "sessions.json").write_text(
+                json.dumps({"clean": clean, "detect": detect, "pairs": pairs}, default=str)
+            )
     proj = projection()
     cmd = ".venv/bin/python scripts/detection_power.py " + " ".join(sys.argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(markdown(clean, detect, proj, cmd.strip(), selection))
+    a.out.write_text(markdown(clean, detect, proj, cmd.strip(), selection, pairs))
     print(a.out.read_text())
     return 0
 
