@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.metrics import METRICS
 
 SCHEMA_VERSION = 2  # 2: each entry holds `sessions`, a history; 1 (one session per entry) still loads
 READABLE_VERSIONS = (1, 2)
@@ -225,13 +226,16 @@ def _session(path: Path, where: str, raw: Any, hardware: str) -> Session:
             raise BaselineError(
                 path, f"{where}.metrics.{name}", f'expected a number or {{"samples": [...]}}, got {value!r}', _fix(path)
             )
-        bad = [s for s in metrics[name] if not (math.isfinite(s) and s > 0)]
+        # A server count (preemptions, waiting requests) is 0 in a clean run; a client metric never is.
+        counts = name in METRICS and METRICS[name].server
+        bad = [s for s in metrics[name] if not (math.isfinite(s) and (s >= 0 if counts else s > 0))]
         if bad:
             # NaN, infinity, 0 or a negative number would turn the gate off: every comparison would pass.
+            kind = "finite number of 0 or more" if counts else "finite positive number"
             raise BaselineError(
                 path,
                 f"{where}.metrics.{name}",
-                f"{bad[0]!r} is not a finite positive number, so nothing could be compared against it",
+                f"{bad[0]!r} is not a {kind}, so nothing could be compared against it",
                 _fix(path),
             )
     return Session(str(raw.get("date", "")), fp, metrics)

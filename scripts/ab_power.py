@@ -28,6 +28,11 @@ from pathlib import Path
 
 from detection_power import Throttle
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_dsr1.ab import judge_ab, judge_ab_config
+from pytest_dsr1.tolerance import Tolerance
+
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- ab-power:start -->", "<!-- ab-power:end -->"
 SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
@@ -53,6 +58,7 @@ def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: in
     ab_data = data.get("ab", {})
     session = {
         "name": name,
+        "select": selection,
         "rc": rc,
         "wall_s": wall,
         "level": level,
@@ -69,6 +75,32 @@ def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: in
     )
     (work / name / "session.json").write_text(json.dumps(session, default=str))
     return session
+
+
+def rejudge(session: dict, work: Path) -> dict:
+    """The session's verdicts again, by the current rules (pytest_dsr1.ab), from the start medians its
+    results.json stored: no server. The margins are the ones the session used."""
+    path = work / session["name"] / "report" / "results.json"
+    ab_data = json.loads(path.read_text())["ab"]
+    items = {
+        key: [
+            vars(judge_ab(v["metric"], v["a_starts"], v["b_starts"], Tolerance(v["margin_pct"] / 100, 0.0)))
+            for v in verdicts
+        ]
+        for key, verdicts in ab_data["items"].items()
+    }
+    configs = []
+    for c in ab_data["config_verdicts"]:
+        starts = [
+            (s["side"], {k: m[c["metric"]] for k, m in s["medians"].items() if c["metric"] in m})
+            for s in ab_data["starts"]
+            if s["config"] == c["config_id"]
+        ]
+        configs.append(vars(judge_ab_config(c["config_id"], c["metric"], starts, c["allowed_pct"] / 100)))
+    failed = any(v["verdict"] == "B slower" for vs in items.values() for v in vs) or any(
+        c["verdict"] == "B slower" for c in configs
+    )
+    return {**session, "items": items, "configs": configs, "rc": int(failed), "live_rc": session["rc"]}
 
 
 def _differs(s: dict) -> bool:
@@ -140,13 +172,20 @@ def main() -> int:
     ap.add_argument("--throttle", default="0.1:5,0.2:5", help="LEVEL:SESSIONS of a throttled B (default 0.1:5,0.2:5)")
     ap.add_argument("--select", default="cpu-tiny-tp1 and not decode_heavy", help="-k of the A/A and throttle runs")
     ap.add_argument("--slow-select", default="cpu-tiny-tp1 and bs16", help="-k of the max_num_seqs=4 runs")
+    ap.add_argument("--throttle-select", default=None, help="-k of the throttled runs (default: --select)")
     ap.add_argument("--rounds", type=int, default=2, help="--dsr1-ab-rounds (default 2: 8 starts a session)")
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "ab-power" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "ab.md")
     ap.add_argument(
         "--report-only", action="store_true", help="write the tables from the sessions already in --work; run nothing"
     )
+    ap.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="with --report-only: judge each session again by the current rules, from its stored start medians",
+    )
     a = ap.parse_args()
+    throttle_select = a.throttle_select or a.select
 
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -157,15 +196,18 @@ def main() -> int:
     if a.report_only:
         # Rows from the sessions already run (e.g. a run cut short): the same names as below.
         def done(prefix: str) -> list[dict]:
-            return [json.loads(p.read_text()) for p in sorted(a.work.glob(f"{prefix}*/session.json"))]
+            found = [json.loads(p.read_text()) for p in sorted(a.work.glob(f"{prefix}*/session.json"))]
+            return [rejudge(s, a.work) for s in found] if a.rejudge else found
 
-        rows.append((f"`-k '{a.select}'`", "A itself (A/A)", done("aa-")))
-        rows.append((f"`-k '{a.slow_select}'`", "`set=max_num_seqs=4`", done("slow-")))
-        levels = sorted({s["level"] for s in done("throttle-")})
-        rows += [
-            (f"`-k '{a.select}'`", f"A, its servers throttled {level:.0%}", done(f"throttle-{level:.0%}-"))
-            for level in levels
-        ]
+        def selected(sessions: list[dict], default: str) -> str:
+            return f"`-k '{sessions[0].get('select', default) if sessions else default}'`"
+
+        aa_done, slow_done = done("aa-"), done("slow-")
+        rows.append((selected(aa_done, a.select), "A itself (A/A)", aa_done))
+        rows.append((selected(slow_done, a.slow_select), "`set=max_num_seqs=4`", slow_done))
+        for level in sorted({s["level"] for s in done("throttle-")}):
+            level_done = done(f"throttle-{level:.0%}-")
+            rows.append((selected(level_done, throttle_select), f"A, its servers throttled {level:.0%}", level_done))
         a.aa, a.slow, a.throttle = 0, 0, ""
     aa = [run_session(a.work, f"aa-{i + 1:02d}", a.select, [same], a.rounds, 0.0, log) for i in range(a.aa)]
     if aa:
@@ -180,10 +222,10 @@ def main() -> int:
         level_text, _, n = spec.partition(":")
         level = float(level_text)
         runs = [
-            run_session(a.work, f"throttle-{level:.0%}-{i + 1}", a.select, [same], a.rounds, level, log)
+            run_session(a.work, f"throttle-{level:.0%}-{i + 1}", throttle_select, [same], a.rounds, level, log)
             for i in range(int(n or 1))
         ]
-        rows.append((f"`-k '{a.select}'`", f"A, its servers throttled {level:.0%}", runs))
+        rows.append((f"`-k '{throttle_select}'`", f"A, its servers throttled {level:.0%}", runs))
     cmd = ".venv/bin/python scripts/ab_power.py " + " ".join(sys.argv[1:])
     text = markdown(rows, cmd.strip())
     old = a.out.read_text() if a.out.exists() else ""

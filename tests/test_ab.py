@@ -114,7 +114,20 @@ def test_the_same_server_twice_is_no_difference_and_noise_is_inconclusive():
     assert drift.verdict == "inconclusive" and not drift.failed
     # Significant but small, inside the margin: equivalent within it.
     small = judge_ab("output_throughput", [100, 100.5, 99.5, 100], [97, 97.5, 96.5, 97], TEN)
-    assert small.verdict == NO_DIFFERENCE and small.p_worse is not None and small.p_worse < 0.05
+    assert small.verdict == NO_DIFFERENCE and small.high_pct is not None and small.high_pct < 0
+    assert small.p_worse is not None and small.p_worse > 0.5  # nowhere near worse by more than 10%
+
+
+def test_beyond_the_margin_is_not_enough_the_interval_must_be_beyond_it():
+    """A live A/A session (B = A, 2 starts a side, 2026-12-02): prompt_heavy-bs1's two A starts came out slow and
+    its two B starts fast. The point estimate lies beyond the 30% margin and differs from 0 at p <= 0.05, which
+    the first rule called `B faster`; the interval [+9.3, +96.6] reaches back inside the margin, so it is not."""
+    v = judge_ab("output_throughput", [107.69, 98.73], [140.44, 162.67], Tolerance(0.30))
+    assert v.change_pct is not None and 46 < v.change_pct < 47
+    assert v.low_pct is not None and 9 < v.low_pct < 30
+    assert v.verdict == "inconclusive" and "reaches back inside it" in v.reason
+    # The same, with the interval wholly past the margin, is B faster.
+    assert judge_ab("output_throughput", [100, 101], [150, 151], Tolerance(0.30)).verdict == B_FASTER
 
 
 def test_too_few_starts_or_zero_medians_are_inconclusive_not_a_pass():

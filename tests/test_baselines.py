@@ -70,6 +70,26 @@ def test_old_single_value_baselines_load(tmp_path):
     assert bl.load(path, "h200", "fp8").entries["x"].metrics == {"output_throughput": [61.0]}
 
 
+def _one_metric_file(tmp_path, name: str, value: float):
+    path = tmp_path / "cpu" / "tiny.json"
+    path.parent.mkdir(exist_ok=True)
+    entry = {"provenance": "recorded", "date": "2026", "fingerprint": {"hardware": "cpu"}}
+    entry["metrics"] = {"output_throughput": {"samples": [100.0]}, name: {"samples": [value, value]}}
+    data = {"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {"x": entry}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_server_count_of_zero_is_a_measurement_a_client_zero_is_not(tmp_path):
+    """A clean run has 0 preemptions and 0 waiting requests; a throughput of 0 would switch its gate off."""
+    loaded = bl.load(_one_metric_file(tmp_path, "server_preemptions", 0.0), "cpu", "tiny")
+    assert loaded.entries["x"].metrics["server_preemptions"] == [0.0, 0.0]
+    with pytest.raises(bl.BaselineError, match=r"server_preemptions.*not a finite number of 0 or more"):
+        bl.load(_one_metric_file(tmp_path, "server_preemptions", -1.0), "cpu", "tiny")
+    with pytest.raises(bl.BaselineError, match=r"mean_ttft_ms.*not a finite positive number"):
+        bl.load(_one_metric_file(tmp_path, "mean_ttft_ms", 0.0), "cpu", "tiny")
+
+
 def _good(tmp_path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
     bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))

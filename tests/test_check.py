@@ -129,14 +129,18 @@ def test_every_gate_off_is_a_skip_not_a_silent_pass(tmp_path):
     assert decision.outcome == "skipped" and "every metric's tolerance is off" in decision.message
 
 
-def test_star_tolerance_gates_every_metric_and_named_ones_win(tmp_path):
-    from pytest_dsr1.metrics import METRICS
+def test_star_tolerance_gates_every_client_metric_and_named_ones_win(tmp_path):
+    from pytest_dsr1.metrics import CLIENT_METRICS
     from pytest_dsr1.tolerance import Tolerance
 
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
     tols = matrix.tolerances_for(config, {"*": Tolerance(0.2), "mean_ttft_ms": Tolerance(0.5)})
-    assert set(tols) == set(METRICS) and tols["mean_ttft_ms"] == Tolerance(0.5) and tols["p99_itl_ms"] == Tolerance(0.2)
+    assert set(tols) == set(CLIENT_METRICS) and tols["mean_ttft_ms"] == Tolerance(0.5)
+    assert tols["p99_itl_ms"] == Tolerance(0.2)
+    # A server metric is gated only by its own name, never by `*`.
+    named = matrix.tolerances_for(config, {"*": Tolerance(0.2), "server_preemptions": Tolerance(0.0, 0.5)})
+    assert named["server_preemptions"] == Tolerance(0.0, 0.5) and "server_waiting_max" not in named
 
 
 def test_a_vllm_version_change_is_counted_and_noted(tmp_path):

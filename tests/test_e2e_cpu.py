@@ -119,6 +119,17 @@ def test_reports_have_every_item(compared):
     assert item["bench_command"].startswith("vllm bench serve --model ")
     assert "--num-prompts 32 " in item["bench_command"] and "--max-concurrency 16 " in item["bench_command"]
     assert len(item["samples"]["output_throughput"]) == 3 and item["verdicts"]
+    # vLLM's own /metrics around every run: counters as differences, gauges sampled, the server's CPU time.
+    for i, run in enumerate(item["runs"]):
+        sm = run["server_metrics"]
+        assert "error" not in sm, sm
+        tokens = sm["counters"]["vllm:generation_tokens"]
+        requests = sm["histograms"]["vllm:time_to_first_token_seconds"]
+        if i:  # 32 requests of output_len tokens each, exactly (the first run also holds the item's warm-up)
+            assert (tokens, requests["count"]) == (32 * item["workload"]["output_len"], 32), sm
+        assert sm["gauges"]["vllm:num_requests_running"]["samples"] >= 1
+        assert sm["interpreted"]["server_cpu_s"] > 0 and sm["interpreted"]["server_preemptions"] == 0
+    assert len(item["samples"]["server_ttft_mean_ms"]) == 3  # a sample per run, as the client's metrics
 
     md = (report / "summary.md").read_text()
     table_rows = [line for line in md.splitlines() if line.startswith("| cpu-tiny-") and "[" in line.split(" | ")[0]]
@@ -184,6 +195,11 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     assert "regressed against recorded baseline" in out
     assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+\s+[\d,.]+.*REGRESSED", out), out[-8000:]
     assert "--max-num-seqs 1" in out  # the failure shows the server command that ran
+    # ... and why, from the server's own metrics: requests queued behind the cap, none in the baseline.
+    assert "server side (vLLM /metrics and the device, median per run):" in out, out[-8000:]
+    assert re.search(r"waiting requests \(max\)\s+0\.00\s+\d", out), out[-8000:]
+    assert "likely cause(s):\n- waiting requests: up to " in out, out[-8000:]
+    assert "the server's max_num_seqs is 1, below the 16 concurrent requests" in out
     # The first regressed item was measured again on a freshly started server, and the regression held there.
     assert "so it was measured again on a freshly started one, and it held there" in out, out[-8000:]
     assert (
