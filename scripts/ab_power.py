@@ -77,6 +77,17 @@ def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: in
     return session
 
 
+def write_between(path: Path, start: str, end: str, text: str) -> None:
+    """Replace the part of `path` between the markers `start` and `end` (which `text` carries) with `text`, or
+    append `text` where the markers are not there yet: the command that made a table stays beside it."""
+    old = path.read_text() if path.exists() else ""
+    if start in old and end in old:
+        new = old[: old.index(start)] + text + old[old.index(end) + len(end) + 1 :]
+    else:
+        new = old + ("\n" if old else "") + text
+    path.write_text(new)
+
+
 def rejudge(session: dict, work: Path) -> dict:
     """The session's verdicts again, by the current rules (pytest_dsr1.ab), from the start medians its
     results.json stored: no server. The margins are the ones the session used."""
@@ -228,12 +239,7 @@ def main() -> int:
         rows.append((f"`-k '{throttle_select}'`", f"A, its servers throttled {level:.0%}", runs))
     cmd = ".venv/bin/python scripts/ab_power.py " + " ".join(sys.argv[1:])
     text = markdown(rows, cmd.strip())
-    old = a.out.read_text() if a.out.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) + 1 :]
-    else:
-        new = old + ("\n" if old else "") + text
-    a.out.write_text(new)
+    write_between(a.out, START, END, text)
     print(text)
     return 0
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ab_power import write_between
+
 from pytest_dsr1.ab import judge_ab
 from pytest_dsr1.tolerance import parse_tolerance
 
@@ -94,12 +96,7 @@ def main() -> int:
             )
     rows += ["", f"Session wall time: median {statistics.median(walls):.0f} s.", "", END]
     text = "\n".join(rows) + "\n"
-    old = a.out.read_text() if a.out.exists() else ""
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) + 1 :]
-    else:
-        new = old + ("\n" if old else "") + text
-    a.out.write_text(new)
+    write_between(a.out, START, END, text)
     print(text)
     return 0
 
