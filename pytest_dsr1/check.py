@@ -36,7 +36,7 @@ from pytest_dsr1.compare import (
     median_or_none,
     regressed,
 )
-from pytest_dsr1.matrix import Matrix
+from pytest_dsr1.matrix import Matrix, ServerConfig
 from pytest_dsr1.metrics import METRICS
 from pytest_dsr1.options import MissingBaseline
 from pytest_dsr1.record import (
@@ -114,12 +114,12 @@ def medians_of(samples: Mapping[str, list[float]]) -> dict[str, float]:
     return {k: v for k, xs in samples.items() if (v := median_or_none(xs)) is not None}
 
 
-def server_context(m: Measurement) -> server_metrics.Context:
-    """What a failure's likely causes are judged against: concurrency, the server's cap, the client's latencies."""
-    cap = dict(m.config.settings).get("max_num_seqs")
-    now = medians_of(m.samples)
+def server_context(config: ServerConfig, concurrency: int, now: Mapping[str, float]) -> server_metrics.Context:
+    """What a failure's likely causes are judged against: concurrency, the server's cap, the client's latencies
+    (`now`: this run's medians)."""
+    cap = dict(config.settings).get("max_num_seqs")
     return server_metrics.Context(
-        concurrency=m.workload.batch_size,
+        concurrency=concurrency,
         max_num_seqs=int(cap) if cap is not None and str(cap).isdigit() else None,
         client_ttft_ms=now.get("mean_ttft_ms"),
         client_itl_ms=now.get("mean_itl_ms"),
@@ -296,7 +296,10 @@ class BaselineCheck:
         note = self._notes(entry, m, confirmations, result.first_server_verdicts, verdicts)
         if regressed(verdicts):
             table = verdict_table(verdicts) + note
-            server_side = server_side_text(result.baseline_medians, medians_of(m.samples), server_context(m))
+            now = medians_of(m.samples)
+            server_side = server_side_text(
+                result.baseline_medians, now, server_context(m.config, m.workload.batch_size, now)
+            )
             return Decision(
                 REGRESSED,
                 f"{m.key} regressed against {entry.provenance} baseline of {entry.date} ({reference.source}):\n"
@@ -419,9 +422,8 @@ class AbCheck:
         if any(v.failed for v in verdicts):
             servers = f"server (A): {m.server_command}\nserver (B): {self.b_server_command(m)}"
             side = {x: _side_medians([s for s in starts if s.side == x], m.key) for x in ("A", "B")}
-            b_measured = Measurement(b_config(m.config, self.ab.spec), m.workload, m.key, "", "", {}, [])
-            b_measured.runs = [run for s in starts if s.side == "B" for run in s.runs.get(m.key, [])]
-            server_side = server_side_text(side["A"], side["B"], server_context(b_measured), against="A")
+            b_context = server_context(b_config(m.config, self.ab.spec), m.workload.batch_size, side["B"])
+            server_side = server_side_text(side["A"], side["B"], b_context, against="A")
             return Decision(
                 REGRESSED,
                 f"{head}: B is slower\n{table}\n"
