@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,13 @@ from pytest_dsr1.ab import judge_ab, judge_ab_config
 from pytest_dsr1.tolerance import Tolerance
 
 REPO = Path(__file__).resolve().parent.parent
-START, END = "<!-- ab-power:start -->", "<!-- ab-power:end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The comments that delimit a section's tables in --out, so a second set (e.g. other rounds) sits beside."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
 SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
 
 
@@ -132,9 +139,10 @@ def _change(s: dict, metric: str = "output_throughput") -> float | None:
     return changes[0] if changes else None
 
 
-def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str) -> str:
+def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str, section: str = "ab-power") -> str:
+    start, end = markers(section)
     out = [
-        START,
+        start,
         "",
         f"Regenerate with: `{cmd}` (each row: whole pytest sessions, judged by the suite itself).",
         "",
@@ -172,7 +180,7 @@ def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str) -> str:
                 else f"{cfg['change_pct']:+.1f}% [{cfg['low_pct']:+.1f}, {cfg['high_pct']:+.1f}] {cfg['verdict']}"
             )
             out.append(f"| {s['name']} | {s['rc']} | {counts} | {cell} | {s['wall_s'] / 60:.1f} min |")
-    out += ["", END]
+    out += ["", end]
     return "\n".join(out) + "\n"
 
 
@@ -187,6 +195,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="--dsr1-ab-rounds (default 2: 8 starts a session)")
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "ab-power" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "ab.md")
+    ap.add_argument("--section", default="ab-power", help="the tables' markers in --out (default ab-power)")
     ap.add_argument(
         "--report-only", action="store_true", help="write the tables from the sessions already in --work; run nothing"
     )
@@ -237,9 +246,9 @@ def main() -> int:
             for i in range(int(n or 1))
         ]
         rows.append((f"`-k '{throttle_select}'`", f"A, its servers throttled {level:.0%}", runs))
-    cmd = ".venv/bin/python scripts/ab_power.py " + " ".join(sys.argv[1:])
-    text = markdown(rows, cmd.strip())
-    write_between(a.out, START, END, text)
+    cmd = ".venv/bin/python scripts/ab_power.py " + shlex.join(sys.argv[1:])
+    text = markdown(rows, cmd.strip(), a.section)
+    write_between(a.out, *markers(a.section), text)
     print(text)
     return 0
 

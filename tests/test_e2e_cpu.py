@@ -211,6 +211,40 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     assert wait_no_vllm() == []
 
 
+def test_a_kv_cache_too_small_names_preemptions(recorded, baselines, tmp_path):
+    """vLLM's block-count override leaves 8 KV blocks (about 7 requests' worth of 16-token blocks, less one),
+    far too few for 16 concurrent requests of 62 tokens: a real cache-pressure slowdown. The failure names the
+    cause from the server's own metrics: preemptions where the baseline had none, the cache at its limit."""
+    assert recorded.returncode == 0
+    result = run_suite(
+        [
+            *CPU,
+            "-k",
+            "cpu-tiny-tp1 and balanced-bs16",
+            "--dsr1-baselines",
+            str(baselines),
+            # 8 blocks hold 112 tokens after vLLM's reserved block: max_model_len must fit in them.
+            "--dsr1-set",
+            "cpu-tiny-tp1:num_gpu_blocks_override=8",
+            "--dsr1-set",
+            "cpu-tiny-tp1:max_model_len=96",
+            "--dsr1-confirm",
+            "0",
+        ],
+        tmp_path / "runs",
+        timeout=900,
+    )
+    out = result.stdout
+    assert result.returncode == 1, out[-8000:]
+    assert "FAILED test_matrix/test_serving.py::test_serving[cpu-tiny-tp1-balanced-bs16]" in out, out[-8000:]
+    assert "--num-gpu-blocks-override 8" in out
+    assert re.search(r"^preemptions\s+0\.00\s+[1-9][\d,.]*\s", out, re.M), out[-8000:]
+    assert re.search(r"^KV-cache usage \(max\)\s+[\d.,]+\s+(9[5-9]|100)(\.\d+)?\s", out, re.M), out[-8000:]
+    cause = r"^- preemptions: [1-9]\d* per run where the baseline had none: the KV cache is too small"
+    assert re.search(cause, out, re.M), out[-8000:]
+    assert wait_no_vllm() == []
+
+
 @pytest.mark.reliability(
     kind="input",
     case="a machine that no committed baseline fits (another CPU recorded it)",
