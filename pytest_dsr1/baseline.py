@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.metrics import METRICS
 
@@ -282,14 +284,25 @@ def record(
     """Append one session (`entry`) to the item's history in the file (other entries kept) and write it
     atomically. Returns (old, new).
 
-    The file is re-read each time so that a record run never drops what another entry wrote meanwhile.
+    The file is re-read under a lock each time, so that a record run never drops what another entry wrote
+    meanwhile, in this process or another (xdist workers, a merge of shards).
     """
-    current = load(path, hardware, model)
-    old = current.entries.get(item_id)
-    entry = with_session(old, entry, keep, fresh)
-    current.entries[item_id] = entry
-    write_atomic(path, current.to_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(path), timeout=LOCK_TIMEOUT_S):
+        current = load(path, hardware, model)
+        old = current.entries.get(item_id)
+        entry = with_session(old, entry, keep, fresh)
+        current.entries[item_id] = entry
+        write_atomic(path, current.to_json())
     return old, entry
+
+
+LOCK_TIMEOUT_S = 120.0  # a writer holds the lock for one read-modify-write: milliseconds
+
+
+def lock_path(path: Path) -> str:
+    """The lock file beside a baseline file (hidden, ignored by git: baselines/**/.*.lock)."""
+    return str(path.with_name(f".{path.name}.lock"))
 
 
 # The benchmark flags that define the load. Anything else (warm-ups, host, port, report flags) may differ.

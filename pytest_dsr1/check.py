@@ -227,10 +227,12 @@ class BaselineCheck:
     def _record(self, m: Measurement) -> Decision:
         hw, model = m.config.hardware.name, m.config.model.name
         path = self.store.path(hw, model)
+        session = entry_of(m)
         try:
-            old, new = self.store.write(path, hw, model, m.key, entry_of(m))
+            old, new = self.store.write(path, hw, model, m.key, session)
         except BaselineError as exc:
             return Decision(FAILED, str(exc))
+        self.record.recorded_entries.setdefault((hw, model), {})[m.key] = session  # a shard's report carries it
         for metric, samples in sorted(new.metrics.items()):
             before = median_or_none(old.metrics.get(metric)) if old else None
             self.record.records.append(RecordedChange(str(path), m.key, metric, before, median_or_none(samples) or 0.0))

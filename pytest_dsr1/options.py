@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, overload
 
 from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
+from pytest_dsr1.shard import parse_shard
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
 
 MissingBaseline = Literal["skip", "fail"]
@@ -267,6 +268,15 @@ OPTIONS: list[OptionSpec] = [
     ),
     OptionSpec("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
     OptionSpec(
+        "--dsr1-shard",
+        "dsr1_shard",
+        parse_shard,
+        None,
+        "K/N",
+        "run the K-th of N shards: whole configs, balanced by expected time (recorded in the baselines, else "
+        "modelled); merge the shards' reports with `python -m pytest_dsr1 merge`",
+    ),
+    OptionSpec(
         "--dsr1-python",
         "dsr1_python",
         str,
@@ -331,6 +341,7 @@ class Options:
     ab: list[tuple[str, Any]] = field(default_factory=list)  # --dsr1-ab parts (ab.AbPart); empty: no A/B
     ab_rounds: int = 2
     server_metrics: bool = True  # scrape /metrics and the device around each measured run
+    shard: tuple[int, int] | None = None  # --dsr1-shard K/N
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation

@@ -9,9 +9,10 @@ suite live on an object registered as a plugin when pytest configures, so no hoo
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -34,6 +35,7 @@ from pytest_dsr1.matrix import (
     matrix_layers,
     packaged_matrix_dir,
 )
+from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
 from pytest_dsr1.record import (
@@ -47,6 +49,10 @@ from pytest_dsr1.record import (
     run_metadata,
 )
 from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle, run_dir_name
+from pytest_dsr1.shard import Plan as ShardPlan
+from pytest_dsr1.shard import plan as shard_plan
+from pytest_dsr1.shard import plan_json as shard_json
+from pytest_dsr1.shard import recorded_run_s
 
 SUITE_KEY = pytest.StashKey["Suite"]()
 PARAMS_KEY = pytest.StashKey[tuple[ServerConfig, Workload]]()
@@ -58,11 +64,22 @@ FIXED_MARKERS = {
     "dp": "data-parallel server configs",
     "ep": "expert-parallel server configs",
 }
-XDIST_REFUSAL = (
-    "pytest-dsr1: the serving suite does not run under pytest-xdist yet (-n/--dist): each worker would start its "
-    "own vLLM server for the same configs on the same GPUs and write the same baseline files. Run it with -n 0 "
-    "(or -p no:xdist where -n comes from addopts)."
-)
+WORKER_OUTPUT_KEY = "dsr1"  # an xdist worker's record, in its workeroutput, for the controller
+
+
+def xdist_problem(dist: str, ab: AbSpec | None) -> str | None:
+    """Why this pytest -n run cannot go as asked, or None. Items go to workers a whole config at a time."""
+    if ab is not None:
+        return (
+            "pytest-dsr1: --dsr1-ab compares B against A on fresh servers, one at a time on a quiet machine: "
+            "run it without -n (or with -n 0)"
+        )
+    if dist not in ("load", "loadscope", "loadgroup"):
+        return (
+            f"pytest-dsr1: --dist {dist} would run a config's items on several workers, each starting its own "
+            "server: leave out --dist (the suite hands each worker whole configs)"
+        )
+    return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,7 +131,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if problem:
             raise pytest.UsageError(problem)
         if not hasattr(config, "workerinput") and _under_xdist(config):
-            raise pytest.UsageError(XDIST_REFUSAL)
+            problem = xdist_problem(str(getattr(config.option, "dist", "load")), spec)
+            if problem:
+                raise pytest.UsageError(problem)
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             # `pytest -m h200 --dsr1-model fp8` with no path: the suite is what was asked for, wherever pytest
             # runs and whatever its testpaths say. Named paths are left as they are.
@@ -195,11 +214,15 @@ class Suite:
         metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
         self.record = RunRecord(matrix, options.run_dir / run_dir_name(), metadata)
         self.runner = Runner(matrix, options, self.record, _terminal_writer(config))
+        self.runner.share_gpus = hasattr(config, "workerinput")  # an xdist worker: GPUs go in disjoint slices
         self.store = BaselineStore(
             options.baselines, options.local_baselines, options.keep_sessions, options.fresh_history
         )
         self.previous_sigterm: Any = None
         self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
+        self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
+        # pytest -n: this process hands out items and merges the workers' records; it starts no server.
+        self.xdist_controller = not hasattr(config, "workerinput") and _under_xdist(config)
 
     def ab_record(self) -> AbRecord:
         """The A/B part of the run's record, made at the first A/B start."""
@@ -299,8 +322,6 @@ class Suite:
             items[:] = keep
             config.hook.pytest_deselected(items=drop)
         serving = [item for item in items if PARAMS_KEY in item.stash]
-        if hasattr(config, "workerinput") and serving:
-            raise pytest.UsageError(XDIST_REFUSAL)  # a worker of `pytest -n N test_matrix`, with no --dsr1-* option
         if self.options.dry_run:
             return
         reasons: dict[str, str | None] = {}
@@ -311,6 +332,50 @@ class Suite:
             reason = reasons[cfg.id]
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+    @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+    def pytest_collection_modifyitems_shard(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--dsr1-shard K/N: keep this shard's configs, whole. After -k/-m (trylast), so that every shard process
+        plans the same selection. Items that are not serving items run in shard 1 only."""
+        if self.options.shard is None:
+            return
+        index, count = self.options.shard
+        serving = [item for item in items if PARAMS_KEY in item.stash]
+        configs: dict[str, ServerConfig] = {}
+        planned: dict[str, list[tuple[str, Workload, float | None]]] = {}
+        for item in serving:
+            cfg, wl = item.stash[PARAMS_KEY]
+            configs[cfg.id] = cfg
+            planned.setdefault(cfg.id, []).append((item_key(cfg.id, wl.id), wl, self._recorded_run_s(cfg, wl)))
+        split = shard_plan(configs, planned, count)
+        mine = set(split.configs_of(index))
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            params = item.stash.get(PARAMS_KEY, None)
+            ours = params[0].id in mine if params else index == 1
+            (keep if ours else drop).append(item)
+        items[:] = keep
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        self.shard_plan = split
+        self.record.shard = shard_json(split, index)
+
+    def _recorded_run_s(self, config: ServerConfig, workload: Workload) -> float | None:
+        """Seconds per measured run of the item, from its committed baseline (none: modelled)."""
+        try:
+            entries = self.store.file(config.hardware.name, config.model.name).entries
+        except BaselineError:
+            return None  # reported as a usage error once collection is done
+        entry = entries.get(item_key(config.id, workload.id))
+        if entry is None:
+            return None
+        return recorded_run_s(str(entry.extra.get("bench_command", "")), entry.metrics.get("output_throughput", []))
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+        if self.shard_plan is None or self.options.shard is None:
+            return []
+        return [f"dsr1: {self.shard_plan.describe(self.options.shard[0])}"]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Every baseline file the selected items will read is read now: a broken one is a usage error before the
@@ -340,9 +405,14 @@ class Suite:
             self.runner.current_config = params[0].id
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         rep = yield
         params = item.stash.get(PARAMS_KEY, None)
+        if params and (call.when == "call" or rep.outcome != "passed"):
+            # The item's outcome as pytest reports it (a skip or error at set-up too): a merge of shards checks it.
+            self.record.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
         if params:
             stats = self.record.stats.get(params[0].id)
             if stats is not None:
@@ -378,7 +448,8 @@ class Suite:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
         fails the run (exit code 1) even where no single item crossed its own band."""
-        self.record.config_verdicts = config_verdicts(self.record, self.matrix, self.options.tolerances)
+        if not self.xdist_controller:  # under xdist each worker judged its own (whole) configs
+            self.record.config_verdicts = config_verdicts(self.record, self.matrix, self.options.tolerances)
         failed = any(v.failed for v in self.record.config_verdicts)
         if self.record.ab is not None:
             ab = self.record.ab
@@ -386,12 +457,33 @@ class Suite:
             failed = failed or any(v.failed for v in ab.config_verdicts)
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: its record goes to the controller (pytest-cov's way)
+            self._describe_host()
+            workeroutput[WORKER_OUTPUT_KEY] = json.dumps(worker_payload(self.record), default=str)
 
-    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """pytest -n: whole configs per worker, so each config's server starts once (xdist_scheduling.py)."""
+        from pytest_dsr1.xdist_scheduling import ConfigScheduling
+
+        return ConfigScheduling(config, log, [c.id for c in self.matrix.configs])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """The controller of pytest -n: a worker finished; add its record to the run's."""
+        payload = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if payload:
+            absorb_worker(self.record, json.loads(payload), str(getattr(node, "gateway", node).id))
+
+    def _describe_host(self) -> None:
         if self.record.configs_run:  # the hardware was detected for this run: say what it was
             host = self.runner.host
             described = f"{host.cpu_model} ({host.cpu_count} cores), {host.describe_gpus()}"
             self.record.metadata = replace(self.record.metadata, host=described)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        self._describe_host()
         report.terminal_summary(self.record, terminalreporter)
         if self.options.report is not None:
             path = report.write_reports(self.record, self.options.report)

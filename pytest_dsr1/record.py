@@ -45,6 +45,7 @@ class ConfigStats:
     items: int = 0
     start_failed: bool = False
     gpu_memory_after_stop: list[tuple[int, int]] | None = None  # (used, total) MiB per GPU
+    gpu_wait_s: float = 0.0  # pytest -n: waited for free GPUs (another worker's server held them)
 
 
 def samples_of(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -212,6 +213,13 @@ class RunRecord:
     local_baseline_uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     config_verdicts: list[ConfigVerdict] = field(default_factory=list)  # at the end of the run
     ab: AbRecord | None = None  # an A/B run (--dsr1-ab); its items are judged against A, not baselines
+    # Waited for the benchmark worker's vLLM import after a server was ready (the rest overlapped its start-up).
+    worker_wait_s: float | None = None
+    shard: dict[str, Any] | None = None  # --dsr1-shard: this shard and the whole plan (shard.plan_json)
+    outcomes: dict[str, str] = field(default_factory=dict)  # item -> pytest's outcome, skipped items included
+    # --dsr1-record: each recorded session as written, by (hardware, model) -> item -> entry (baseline.Entry)
+    recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    worker_logs: list[str] = field(default_factory=list)  # pytest -n: each worker's run folder (the controller's)
 
     def stats_for(self, config_id: str) -> ConfigStats:
         return self.stats.setdefault(config_id, ConfigStats())

@@ -12,6 +12,7 @@ from typing import Any
 
 from pytest_dsr1 import server_metrics
 from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
+from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
 from pytest_dsr1.compare import (
     BEYOND_TOLERANCE,
     IMPROVED,
@@ -295,6 +296,8 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
             tr.write_line(line)
         n = len(record.configs_run)
         tr.write_line(f"dsr1: {starts_line(record)}")
+        if record.worker_wait_s is not None:
+            tr.write_line(f"dsr1: {worker_line(record.worker_wait_s)}")
         for cid in dict.fromkeys(record.configs_run):
             mem = record.stats[cid].gpu_memory_after_stop
             if mem:
@@ -318,6 +321,13 @@ def _ab_terminal(ab: AbRecord, tr: Any) -> None:
     for cv in ab.config_verdicts:
         tr.write_line(f"dsr1: A/B config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     tr.write_line(f"dsr1: {ab_cost_line(ab)}")
+
+
+def worker_line(waited_s: float) -> str:
+    return (
+        "benchmark worker: vLLM imported while the first server started; "
+        f"{waited_s:.1f}s waited for it after the server was ready (in the overhead column)"
+    )
 
 
 def starts_line(record: RunRecord) -> str:
@@ -357,6 +367,7 @@ def _verdict_json(v: MetricVerdict) -> dict[str, Any]:
         "p_value": v.p_value,
         "baseline_samples": list(v.baseline_samples),
         "measured_samples": list(v.measured_samples),
+        "history": list(v.history),
     }
 
 
@@ -382,6 +393,7 @@ def _item_json(r: ItemResult) -> dict[str, Any]:
         "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
         "baseline_medians": r.baseline_medians,
         "runs": m.runs if m else [],
+        "earlier_runs": m.earlier_runs if m else [],
         "verdicts": [_verdict_json(v) for v in r.verdicts],
         "first_server_verdicts": [_verdict_json(v) for v in r.first_server_verdicts],
     }
@@ -430,6 +442,11 @@ def _results_json(record: RunRecord) -> dict[str, Any]:
         "metadata": vars(record.metadata),
         "server_starts": record.server_starts,
         "confirm_restarts": record.restarts,
+        "worker_wait_s": record.worker_wait_s,
+        "logs": str(record.run_dir) if record.configs_run else None,
+        "recorded": [list(r) for r in record.records],
+        "shard": record.shard,
+        "outcomes": record.outcomes,
         "config_verdicts": [vars(v) for v in record.config_verdicts],
         "configs_run": record.configs_run,
         "timing": {cid: vars(record.stats[cid]) for cid in dict.fromkeys(record.configs_run)},
@@ -543,6 +560,8 @@ def summary_markdown(record: RunRecord) -> str:
         out += _md_table(TIMING_HEADER, t)
         out.append("")
         out.append(starts_line(record) + ".")
+        if record.worker_wait_s is not None:
+            out += ["", worker_line(record.worker_wait_s) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -584,8 +603,19 @@ def _ab_markdown(ab: AbRecord) -> list[str]:
     return out
 
 
+def write_recorded(record: RunRecord, directory: Path) -> list[Path]:
+    """The sessions a record run wrote, as baseline files under DIR/baselines/: what a shard hands to merge."""
+    written = []
+    for (hardware, model), entries in sorted(record.recorded_entries.items()):
+        path = baseline_path(directory / "baselines", hardware, model)
+        write_atomic(path, BaselineFile(path, hardware, model, dict(entries)).to_json())
+        written.append(path)
+    return written
+
+
 def write_reports(record: RunRecord, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    write_recorded(record, directory)
     (directory / "results.json").write_text(json.dumps(results_json(record), indent=2, default=str) + "\n")
     md = summary_markdown(record)
     (directory / "summary.md").write_text(md)

@@ -7,6 +7,7 @@ server or benchmark failure is an ItemFailed for the item that met it; the plugi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -19,6 +20,7 @@ from pytest_dsr1 import hardware, tiny
 from pytest_dsr1.ab import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
+from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics_sampler import ServerMetricsSampler
 from pytest_dsr1.options import Options
@@ -62,6 +64,7 @@ class ServerHandle:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     python: str | None = None  # the interpreter that runs the server; None: the run's (--dsr1-python)
     log_name: str | None = None  # the server log's file name; None: <config>.log
+    gpu_slice: GpuSlice | None = None  # pytest -n on a GPU host: the GPUs this server holds until it stops
 
     @property
     def connect_host(self) -> str:
@@ -82,6 +85,9 @@ class Runner:
         self.current_config: str | None = None  # the config of the item being run (for the wall-time split)
         self._host: hardware.Host | None = None
         self._worker: BenchWorker | None = None
+        # pytest -n: this process is one of several workers on the host; their GPU servers take disjoint slices.
+        self.share_gpus = False
+        self._gpu_slots: GpuSlots | None = None
 
     @property
     def host(self) -> hardware.Host:
@@ -169,12 +175,40 @@ class Runner:
         handle.died = False
         self._launch(handle)
 
+    def _take_gpus(self, handle: ServerHandle, command: ServerCommand) -> ServerCommand:
+        """pytest -n on a GPU host: wait for the GPUs this config needs (disjoint from the other workers'
+        servers; every GPU for a config that needs them all) and give the server those in CUDA_VISIBLE_DEVICES."""
+        config = handle.config
+        if not self.share_gpus or config.hardware.kind != "gpu" or not config.gpus:
+            return command
+        if self._gpu_slots is None:
+            allowed = visible_gpus(()) or list(range(len(self.host.gpus)))
+            self._gpu_slots = GpuSlots(self.options.run_dir / "gpu-slots", allowed)
+        named = visible_gpus(config.env)  # a config that names its GPUs gets exactly those
+        count = len(named) if named else config.gpus
+        timeout = 24 * 3600.0  # another worker's config may run for hours; the CI job's timeout bounds the wait
+        handle.gpu_slice = self._gpu_slots.acquire(
+            count,
+            timeout,
+            named,
+            on_wait=lambda s: self.write_line(f"dsr1: {config.id} waits for {count} free GPU(s) ({_mmss(s)})"),
+        )
+        self.record.stats_for(config.id).gpu_wait_s += handle.gpu_slice.waited_s
+        env = tuple((k, v) for k, v in command.env if k != "CUDA_VISIBLE_DEVICES")
+        return dataclasses.replace(command, env=(*env, ("CUDA_VISIBLE_DEVICES", handle.gpu_slice.visible_devices)))
+
+    def _release_gpus(self, handle: ServerHandle) -> None:
+        if handle.gpu_slice is not None:
+            handle.gpu_slice.release()
+            handle.gpu_slice = None
+
     def _launch(self, handle: ServerHandle) -> None:
         config = handle.config
         stats = self.record.stats_for(config.id)
-        t0 = time.monotonic()
         port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
         command = server_command(config, handle.model_path, self.options.host, port, self.options.api_key)
+        command = self._take_gpus(handle, command)
+        t0 = time.monotonic()
         handle.command = command
         handle.fingerprint = self.fingerprint_for(config, handle.model_path)
         restarts = self.record.restarts.get(config.id, 0)
@@ -188,6 +222,9 @@ class Runner:
         self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
         try:
             server.start()
+            # The worker imports vLLM while the server loads (a failure shows at the first benchmark).
+            with contextlib.suppress(OSError):
+                self.worker.launch()
             stats.ready_s = server.wait_ready(
                 timeout,
                 progress=lambda s: self.write_line(
@@ -202,6 +239,7 @@ class Runner:
             handle.error = redact_env_secrets(why)
             stats.start_failed = True
             server.stop()
+            self._release_gpus(handle)
             self.live = None
         stats.startup_s += time.monotonic() - t0
 
@@ -222,6 +260,7 @@ class Runner:
             return
         t0 = time.monotonic()
         handle.server.stop()
+        self._release_gpus(handle)
         elapsed = time.monotonic() - t0
         stats = self.record.stats_for(handle.config.id)
         stats.stop_s += elapsed
@@ -333,6 +372,7 @@ class Runner:
     def worker_ready(self, handle: ServerHandle) -> None:
         try:
             self.worker.start()
+            self.record.worker_wait_s = self.worker.waited_s
         except BenchError as exc:
             raise ItemFailed(f"{handle.config.id}: the benchmark worker did not start: {exc}") from None
 

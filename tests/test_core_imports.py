@@ -8,7 +8,7 @@ import sys
 from conftest import REPO
 
 # The pytest layer: hooks, fixtures and pytest's side of the options. Everything else is the core.
-PYTEST_LAYER = {"pytest_dsr1.plugin", "pytest_dsr1.pytest_options"}
+PYTEST_LAYER = {"pytest_dsr1.plugin", "pytest_dsr1.pytest_options", "pytest_dsr1.xdist_scheduling"}
 CORE = sorted(
     f"pytest_dsr1.{p.stem}" for p in (REPO / "pytest_dsr1").glob("*.py") if p.stem not in ("__init__", "__main__")
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,27 +205,62 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
     rerun.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
 
 
+def test_xdist_runs_each_config_whole_on_one_worker_and_merges_the_records(suite):
+    """pytest -n 2 for real: two configs whose servers cannot start (the interpreter exits 1, a real failed
+    start). Each config's items run on one worker, each config starts once, and the controller's summary holds
+    both workers' records."""
+    pytest.importorskip("xdist")
+    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", "/bin/false", "--dsr1-confirm", "0"]
+    report = suite.path / "report"
+    result = suite.runpytest_subprocess(
+        "-n", "2", "-v", *broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "--dsr1-report", str(report), timeout=600
+    )
+    result.assert_outcomes(failed=12)
+    out = result.stdout.str()
+    workers: dict[str, set[str]] = {}
+    for gw, config in re.findall(r"\[(gw\d+)\][^\n]*FAILED[^\n]*test_serving\[(cpu-tiny-tp\d)-", out):
+        workers.setdefault(config, set()).add(gw)
+    assert sorted(workers) == ["cpu-tiny-tp1", "cpu-tiny-tp2"] and all(len(w) == 1 for w in workers.values()), out
+    result.stdout.fnmatch_lines(["*dsr1: 2 server start(s) for 2 configuration(s) run*"])
+    data = json.loads((report / "results.json").read_text())
+    assert len(data["items"]) == 12 and data["server_starts"] == 2
+    assert {i["outcome"] for i in data["items"]} == {"failed"}
+
+
+def test_xdist_dry_run_prints_every_command_once(suite):
+    pytest.importorskip("xdist")
+    result = suite.runpytest_subprocess("-n", "2", "-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run", timeout=300)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
+    out = result.stdout.str()
+    assert len(re.findall(r"^# h200-fp8-\S+: h200, ", out, re.M)) == 6
+    assert len(re.findall(r"^  \[\S+\] vllm bench serve ", out, re.M)) == 126
+
+
 @pytest.mark.reliability(
     kind="input",
-    case="pytest -n 2 (pytest-xdist) on the serving suite",
+    case="pytest -n 2 (pytest-xdist) where it cannot work",
     per_param=True,
-    caught="at start-up (with a --dsr1-* option), or in each worker's collection (a path only)",
+    caught="at start-up, before any server: what to run instead",
 )
 @pytest.mark.parametrize(
-    "args", [["-m", "cpu", "--dsr1-model", "tiny"], ["test_matrix"]], ids=["with --dsr1-* options", "a path only"]
+    "args,expected",
+    [
+        (["--dsr1-ab", "set=max_num_seqs=4"], "--dsr1-ab compares B against A on fresh servers, one at a time"),
+        (["--dist", "each"], "--dist each would run a config's items on several workers"),
+    ],
+    ids=["an A/B run", "--dist each"],
 )
-def test_xdist_is_refused_at_start(suite, args, observed):
+def test_xdist_is_refused_where_it_cannot_work(suite, args, expected, observed):
     pytest.importorskip("xdist")
     run_dir = suite.path / "runs"
-    result = suite.runpytest_subprocess("-n", "2", "--dsr1-run-dir", str(run_dir), *args, timeout=300)
-    assert result.ret != pytest.ExitCode.OK
-    text = result.stdout.str() + result.stderr.str()
-    assert "does not run under pytest-xdist yet" in text, text[-3000:]
-    assert not list(run_dir.glob("**/*.log")) and not list(run_dir.glob("**/*.pid.json"))  # no server was started
-    observed(
-        f"exit {int(result.ret)}: 'the serving suite does not run under pytest-xdist yet (-n/--dist)'; "
-        "no server started"
+    result = suite.runpytest_subprocess(
+        "-n", "2", "--dsr1-run-dir", str(run_dir), "-m", "cpu", "--dsr1-model", "tiny", *args, timeout=300
     )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert expected in text, text[-3000:]
+    assert not list(run_dir.glob("**/*.log")) and not list(run_dir.glob("**/*.pid.json"))  # no server was started
+    observed(f"exit {int(result.ret)}: '{expected}'; no server started")
 
 
 # ---------------------------------------------------------------- path options

@@ -18,6 +18,10 @@ class WorkerStandIn:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.waited_s = 0.0
+
+    def launch(self) -> None:
+        self.calls.append("launch")
 
     def start(self) -> None:
         self.calls.append("start")

@@ -1,0 +1,80 @@
+"""`python -m pytest_dsr1 merge OUT SHARD_DIR...`: one run's reports from the reports of its shards.
+
+Exit codes: 0 every planned item was reported; 1 a planned item is missing (each one is named); 2 a usage
+error (a folder that is not a shard's report, shards of different plans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pytest_dsr1 import baseline, report
+from pytest_dsr1.errors import InputError
+from pytest_dsr1.matrix import MatrixError, load_matrix, matrix_layers
+from pytest_dsr1.merge import apply_records, merge, recorded_files
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pytest_dsr1", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser(
+        "merge",
+        help="merge the --dsr1-report folders of shards (--dsr1-shard K/N) into one report",
+        description="Merge the --dsr1-report folders of shards (--dsr1-shard K/N): one results.json, summary.md "
+        "and plots in OUT; with record runs, the shards' recorded sessions appended to the baseline files.",
+    )
+    m.add_argument("out", type=Path, help="folder for the merged results.json, summary.md and plots")
+    m.add_argument("shards", type=Path, nargs="+", help="each shard's --dsr1-report folder")
+    m.add_argument(
+        "--baselines",
+        type=Path,
+        default=Path("baselines"),
+        help="baseline folder that record shards' sessions are appended to (default: ./baselines)",
+    )
+    m.add_argument(
+        "--keep-sessions",
+        type=int,
+        default=baseline.DEFAULT_KEEP_SESSIONS,
+        help="sessions kept per entry and machine kind, as --dsr1-keep-sessions (default: %(default)s)",
+    )
+    m.add_argument("--fresh-history", action="store_true", help="as --dsr1-fresh-history, for the recorded entries")
+    m.add_argument(
+        "--matrix",
+        type=Path,
+        default=None,
+        help="the --dsr1-matrix the shards ran with (default: the shipped matrix and ./test_matrix)",
+    )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        matrix = load_matrix(*matrix_layers(Path.cwd(), a.matrix))
+        merged = merge(a.shards, matrix)
+    except (InputError, MatrixError) as exc:
+        print(f"pytest-dsr1 merge: {exc}", file=sys.stderr)
+        return 2
+    record = merged.record
+    path = report.write_reports(record, a.out)
+    counts, starts = report.outcome_counts(record), report.starts_line(record)
+    print(f"pytest-dsr1 merge: {len(merged.shards)} shard(s), {counts}; {starts}")
+    print(f"pytest-dsr1 merge: reports written to {path}")
+    if any(recorded_files(s) for s in a.shards):
+        written = apply_records(a.shards, a.baselines, a.keep_sessions, a.fresh_history)
+        for file in dict.fromkeys(p for p, _ in written):
+            n = sum(p == file for p, _ in written)
+            print(f"pytest-dsr1 merge: recorded {n} entr{'y' if n == 1 else 'ies'} into {file}")
+    if merged.missing:
+        n = len(merged.missing)
+        print(f"pytest-dsr1 merge: {n} planned item(s) missing from the shards' reports:", file=sys.stderr)
+        for item, shard in sorted(merged.missing.items(), key=lambda kv: (kv[1], kv[0])):
+            print(f"  {item} (shard {shard})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Merge the reports of shards (--dsr1-shard K/N, each with --dsr1-report DIR) into one run's reports.
+
+`python -m pytest_dsr1 merge OUT SHARD_DIR...` reads each shard's results.json back into a RunRecord, checks
+that every item of the plan was reported by its shard, and writes one results.json, summary.md and the plots
+with the same code a single run uses. For record runs, the sessions each shard recorded (its report's
+baselines/ folder) are appended to the baseline files, with the same locked, atomic write as a local record.
+
+Configs never split across shards, so a config's verdict comes whole from the shard that ran it. No pytest here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_dsr1 import baseline
+from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
+from pytest_dsr1.errors import InputError
+from pytest_dsr1.matrix import Matrix, Workload
+from pytest_dsr1.record import ConfigStats, ItemResult, Measurement, RecordedChange, RunMetadata, RunRecord
+
+RECORDS_DIR = "baselines"  # in a shard's report folder: the sessions its record run wrote, as baseline files
+
+
+class MergeError(InputError):
+    """A shard folder that cannot be merged: says which, what is wrong, and the fix."""
+
+
+@dataclass
+class Shard:
+    directory: Path
+    data: dict[str, Any]
+    record: RunRecord
+
+    @property
+    def name(self) -> str:
+        s = self.data.get("shard") or {}
+        return f"{s.get('index', '?')}/{s.get('count', '?')} ({self.directory})"
+
+
+@dataclass
+class Merged:
+    record: RunRecord
+    planned: list[str]  # every item of the plan
+    missing: dict[str, int] = field(default_factory=dict)  # item -> the shard that should have reported it
+    shards: list[Shard] = field(default_factory=list)
+
+
+def _verdict(raw: dict[str, Any]) -> MetricVerdict:
+    return MetricVerdict(
+        metric=raw["metric"],
+        baseline=raw.get("baseline"),
+        measured=raw.get("measured"),
+        allowed=raw.get("allowed"),
+        tolerance=raw.get("tolerance", ""),
+        verdict=raw["verdict"],
+        reason=raw.get("reason", ""),
+        p_value=raw.get("p_value"),
+        baseline_samples=tuple(raw.get("baseline_samples") or ()),
+        measured_samples=tuple(raw.get("measured_samples") or ()),
+        history=tuple(raw.get("history") or ()),
+    )
+
+
+def _item(raw: dict[str, Any], matrix: Matrix, where: Path) -> ItemResult:
+    try:
+        config = matrix.config(raw["config"])
+    except KeyError:
+        raise MergeError(
+            where,
+            f"items[{raw.get('id')}].config",
+            f"config {raw.get('config')!r} is not in the matrix ({', '.join(matrix.files)})",
+            "give merge the matrix the shards ran with: --matrix PATH (as their --dsr1-matrix)",
+        ) from None
+    workload = Workload(**raw["workload"])
+    measurement = None
+    if raw.get("server_command") is not None:
+        measurement = Measurement(
+            config,
+            workload,
+            raw["id"],
+            raw["server_command"],
+            raw.get("bench_command") or "",
+            raw.get("fingerprint") or {},
+            runs=list(raw.get("runs") or []),
+            earlier_runs=list(raw.get("earlier_runs") or []),
+        )
+    return ItemResult(
+        key=raw["id"],
+        config_id=raw["config"],
+        workload=workload,
+        outcome=raw["outcome"],
+        message=raw.get("message", ""),
+        verdicts=[_verdict(v) for v in raw.get("verdicts") or []],
+        measurement=measurement,
+        baseline_medians=dict(raw.get("baseline_medians") or {}),
+        wall_s=raw.get("wall_s"),
+        first_server_verdicts=[_verdict(v) for v in raw.get("first_server_verdicts") or []],
+    )
+
+
+def _stats(raw: dict[str, Any]) -> ConfigStats:
+    known = {k: raw[k] for k in ConfigStats.__dataclass_fields__ if k in raw}
+    if known.get("gpu_memory_after_stop") is not None:
+        known["gpu_memory_after_stop"] = [tuple(x) for x in known["gpu_memory_after_stop"]]
+    return ConfigStats(**known)
+
+
+def read_record(directory: Path, matrix: Matrix) -> tuple[dict[str, Any], RunRecord]:
+    """A report folder's results.json, back as the RunRecord the reports are written from."""
+    path = directory / "results.json"
+    if not path.is_file():
+        raise MergeError(
+            path,
+            "(file)",
+            "missing: this shard wrote no report (it did not run, or was cancelled before its end)",
+            "run the shard again with --dsr1-report, or leave its folder out and accept its items as missing",
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise MergeError(path, "(content)", f"not JSON ({exc})", "run the shard again with --dsr1-report") from None
+    return data, record_from_json(data, matrix, path)
+
+
+def record_from_json(data: Any, matrix: Matrix, where: Path) -> RunRecord:
+    """results.json's content (a report, or an xdist worker's payload), back as a RunRecord."""
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("ab") is not None:
+            raise MergeError(
+                where,
+                "ab",
+                "an A/B run: its verdicts come from every start of a config together, not per shard",
+                "run A/B comparisons unsharded (one job per config selection with -k)",
+            )
+        record = RunRecord(matrix, Path(data.get("logs") or where.parent), RunMetadata(**data["metadata"]))
+        record.server_starts = int(data["server_starts"])
+        record.restarts = dict(data.get("confirm_restarts") or {})
+        record.configs_run = list(data["configs_run"])
+        record.stats = {cid: _stats(raw) for cid, raw in data["timing"].items()}
+        record.config_verdicts = [ConfigVerdict(**v) for v in data.get("config_verdicts") or []]
+        record.results = {raw["id"]: _item(raw, matrix, where) for raw in data["items"]}
+        record.worker_wait_s = data.get("worker_wait_s")
+        record.shard = data.get("shard")
+        record.outcomes = dict(data.get("outcomes") or {})
+        record.records = [RecordedChange(*r) for r in data.get("recorded") or []]
+    except MergeError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MergeError(
+            where,
+            "(content)",
+            f"not a pytest-dsr1 results.json of this version ({exc!r})",
+            "merge the reports of shards run with the same pytest-dsr1 version",
+        ) from None
+    return record
+
+
+def add_into(merged: RunRecord, r: RunRecord) -> None:
+    """Add one part's record (a shard, an xdist worker) to the merged one. Configs never split across parts."""
+    merged.server_starts += r.server_starts
+    merged.restarts.update(r.restarts)
+    merged.configs_run += r.configs_run
+    merged.stats.update(r.stats)
+    merged.config_verdicts += r.config_verdicts
+    merged.results.update(r.results)
+    merged.outcomes.update(r.outcomes)
+    merged.records += r.records
+    for path, uses in r.local_baseline_uses.items():
+        merged.local_baseline_uses.setdefault(path, []).extend(uses)
+    for key, n in r.version_changes.items():
+        merged.version_changes[key] = merged.version_changes.get(key, 0) + n
+    merged.stale_cleaned += r.stale_cleaned
+    for cid, lines in r.dry_run.items():
+        merged.dry_run.setdefault(cid, []).extend(lines)
+    if r.worker_wait_s is not None:
+        merged.worker_wait_s = max(merged.worker_wait_s or 0.0, r.worker_wait_s)
+
+
+def merge(directories: list[Path], matrix: Matrix) -> Merged:
+    """Read every shard and merge them into one RunRecord; `missing` names the planned items no shard reported."""
+    shards = []
+    for d in directories:
+        data, record = read_record(d, matrix)
+        shards.append(Shard(d, data, record))
+    plans = [s.data.get("shard") for s in shards]
+    plan = next((p for p in plans if p), None)
+    for s, p in zip(shards, plans, strict=True):
+        if p is None and len(shards) > 1:
+            raise MergeError(
+                s.directory / "results.json",
+                "shard",
+                "not a shard's report (run without --dsr1-shard)",
+                "merge the folders of one sharded run: pytest ... --dsr1-shard K/N --dsr1-report DIR",
+            )
+        if p is not None and plan is not None and (p["count"], p["items"]) != (plan["count"], plan["items"]):
+            raise MergeError(
+                s.directory / "results.json",
+                "shard.items",
+                "planned another split than the first shard: the shards ran different selections or baselines",
+                "run every shard with the same options (-m, -k, --dsr1-model) from the same commit",
+            )
+    seen = [p["index"] for p in plans if p]
+    dupes = sorted({i for i in seen if seen.count(i) > 1})
+    if dupes:
+        raise MergeError(
+            shards[0].directory,
+            "shard.index",
+            f"shard(s) {', '.join(map(str, dupes))} given more than once",
+            "give each shard's report folder once",
+        )
+    first = shards[0].record
+    hosts = list(dict.fromkeys(s.record.metadata.host for s in shards if s.record.metadata.host))
+    command = first.metadata.command_line
+    if plan is not None:
+        command += f" (merged: {len(shards)} of {plan['count']} shards)"
+    meta = RunMetadata(**{**vars(first.metadata), "host": "; ".join(hosts), "command_line": command})
+    merged = RunRecord(matrix, first.run_dir, meta)
+    for s in shards:
+        add_into(merged, s.record)
+    planned: dict[str, int] = dict(plan["items"]) if plan else {k: 1 for k in merged.results}
+    reported = set(merged.results) | set(merged.outcomes)  # skipped items too (no result), as pytest reported
+    missing = {item: shard for item, shard in planned.items() if item not in reported}
+    return Merged(merged, list(planned), missing, shards)
+
+
+def recorded_files(directory: Path) -> list[Path]:
+    """The baseline files a shard's record run left in its report folder."""
+    root = directory / RECORDS_DIR
+    return sorted(root.glob("*/*.json")) if root.is_dir() else []
+
+
+def apply_records(
+    shards: list[Path], target: Path, keep: int = baseline.DEFAULT_KEEP_SESSIONS, fresh: bool = False
+) -> list[tuple[Path, str]]:
+    """Append each recorded session of every shard to `target`'s baseline files (locked, atomic, one entry at a
+    time, as a record run writes). Returns (file, item) per entry written."""
+    written = []
+    for shard in shards:
+        for path in recorded_files(shard):
+            hardware, model = path.parent.name, path.stem
+            recorded = baseline.load(path, hardware, model)
+            for item_id, entry in sorted(recorded.entries.items()):
+                dest = baseline.baseline_path(target, hardware, model)
+                baseline.record(dest, hardware, model, item_id, entry, keep, fresh)
+                written.append((dest, item_id))
+    return written
+
+
+def worker_payload(record: RunRecord) -> dict[str, Any]:
+    """What an xdist worker hands to the controller: its results.json, and what the terminal summary shows
+    beyond it (machine-local baselines used, version changes, leftovers stopped, dry-run commands)."""
+    from pytest_dsr1.report import results_json
+
+    return {
+        "results": results_json(record),
+        "local_baseline_uses": record.local_baseline_uses,
+        "version_changes": [[before, now, n] for (before, now), n in record.version_changes.items()],
+        "stale_cleaned": record.stale_cleaned,
+        "dry_run": record.dry_run,
+    }
+
+
+def absorb_worker(into: RunRecord, payload: dict[str, Any], worker: str) -> None:
+    """Add an xdist worker's payload (worker_payload) to the controller's record."""
+    part = record_from_json(payload["results"], into.matrix, Path(worker))
+    part.local_baseline_uses = {k: [tuple(u) for u in v] for k, v in payload.get("local_baseline_uses", {}).items()}
+    part.version_changes = {(b, n): c for b, n, c in payload.get("version_changes", [])}
+    part.stale_cleaned = list(payload.get("stale_cleaned", []))
+    part.dry_run = dict(payload.get("dry_run", {}))
+    add_into(into, part)
+    into.worker_logs.append(str(part.run_dir))
