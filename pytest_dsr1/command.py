@@ -76,6 +76,31 @@ def server_command(
     return ServerCommand(tuple(args), env, secrets)
 
 
+def node_commands(
+    config: ServerConfig,
+    model: str,
+    leader: str = "LEADER_ADDRESS",
+    rpc_port: int | str = 13345,
+    host: str = "127.0.0.1",
+    port: int | str = "PORT",
+    api_key: str | None = None,
+) -> list[ServerCommand]:
+    """One `vllm serve` per node of a multi-node (data-parallel) config, node 0 first: node 0 serves the API and
+    its share of the DP ranks; every other node runs its ranks `--headless`, started at its first rank. They find
+    each other at `leader`:`rpc_port` (vLLM's --data-parallel-address and --data-parallel-rpc-port)."""
+    local = config.dp // config.nodes
+    first = server_command(config, model, host, port, api_key)
+    coordination = ["--data-parallel-size-local", str(local), "--data-parallel-address", leader]
+    coordination += ["--data-parallel-rpc-port", str(rpc_port)]
+    out = [ServerCommand((*first.args, *coordination), first.env, first.secret_values)]
+    # A headless node serves no API: no host/port, and the same parallelism, settings and extra args.
+    shared = [a for a in first.args[: first.args.index("--no-enable-prefix-caching")]]
+    for node in range(1, config.nodes):
+        args = (*shared, "--headless", *coordination, "--data-parallel-start-rank", str(node * local))
+        out.append(ServerCommand(tuple(args), first.env, first.secret_values))
+    return out
+
+
 @dataclass(frozen=True)
 class BenchCommand:
     args: tuple[str, ...]  # everything after `vllm bench serve`

@@ -185,6 +185,12 @@ def skip_reason(config: ServerConfig, host: Host) -> str | None:
     """None when the config can run on this host; otherwise what it needs and what was found."""
     if config.skip:
         return config.skip
+    if config.nodes > 1:
+        return (
+            f"needs {config.nodes} nodes of {config.gpus_per_node}× {config.hardware.gpu_name}: a multi-node config "
+            "is launched per node (docs/multi-node.md), which this run cannot do from one host; --dsr1-dry-run "
+            "prints each node's command"
+        )
     hw = config.hardware
     if hw.kind == "cpu":
         return None

@@ -137,6 +137,12 @@ class ServerConfig:
     # and the dry run still shows its commands.
     skip: str = ""
     source: str = ""  # the file it came from, for error messages
+    # Hosts the server spans (data parallelism across nodes: docs/multi-node.md); `gpus` counts all of them.
+    nodes: int = 1
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
 
     @property
     def parallelism(self) -> str:
@@ -247,6 +253,7 @@ _CONFIG_KEYS = {
     "gpus",
     "tensor_parallel_size",
     "data_parallel_size",
+    "nodes",
     "enable_expert_parallel",
     "precision",
     "env",
@@ -686,6 +693,15 @@ def _config(
             f"{gpus} GPUs, but the server uses tensor_parallel_size {tp} x data_parallel_size {dp} = {tp * dp}",
             f"set gpus to {tp * dp} (to use some of a node's GPUs, set CUDA_VISIBLE_DEVICES in env)",
         )
+    nodes = _positive(f, f"{fn}.nodes", spec.get("nodes", 1))
+    if nodes > 1 and (hw.kind != "gpu" or dp % nodes):
+        why = "a CPU config runs on one host" if hw.kind != "gpu" else f"data_parallel_size {dp} does not split"
+        raise MatrixError(
+            f,
+            f"{fn}.nodes",
+            f"{nodes} nodes, but {why} into {nodes} equal parts (vLLM places whole DP ranks on each node)",
+            f"set data_parallel_size to a multiple of {nodes}, or nodes to 1" if hw.kind == "gpu" else "set nodes to 1",
+        )
     settings = _str_map(f, f"{fn}.settings", spec.get("settings", {}))
     for key, value in settings:
         if key not in SETTING_FLAGS:
@@ -750,6 +766,7 @@ def _config(
         description=str(spec.get("description", "")),
         skip=skip.strip(),
         source=str(f),
+        nodes=nodes,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from pytest_dsr1 import hardware, tiny
 from pytest_dsr1.ab import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
-from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
+from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metrics_sampler import ServerMetricsSampler
@@ -125,7 +125,12 @@ class Runner:
             gpus = config.gpus or "no"
             lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {gpus} GPU(s)")
             spec = ab_spec(self.options.ab)
-            if spec is None:
+            if config.nodes > 1:
+                commands = node_commands(config, model_reference(config), api_key=self.options.api_key)
+                for node, cmd in enumerate(commands):
+                    lines.append(f"# node {node}{' (API server)' if node == 0 else ' (headless)'}:")
+                    lines.append(cmd.shell_line())
+            elif spec is None:
                 lines.append(self.server_command_for(config).shell_line())
             else:
                 rounds = self.options.ab_rounds

