@@ -90,7 +90,14 @@ class _Nvml:
 class ServerMetricsSampler:
     """`with ServerMetricsSampler(url, pgid) as s: run()`; then `s.result` is the run's `server_metrics`."""
 
-    def __init__(self, base_url: str, pgid: int | None, gpus: list[int] | None = None, hz: float = SAMPLE_HZ) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        pgid: int | None,
+        gpus: list[int] | None = None,
+        hz: float = SAMPLE_HZ,
+        before: server_metrics.Snapshot | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/metrics"
         self.pgid = pgid
         self.gpus = gpus  # None: every GPU NVML sees; [] on the CPU
@@ -103,7 +110,10 @@ class ServerMetricsSampler:
         self._thread = threading.Thread(target=self._loop, name="dsr1-server-metrics", daemon=True)
         self._session = requests.Session()
         self._session.trust_env = False  # a local server: no proxy from the environment, no netrc
-        self._before: server_metrics.Snapshot | None = None
+        # The previous run's `after`, when nothing reached the server since: its counters have not moved, and one
+        # scrape of a busy server is saved per run.
+        self._before: server_metrics.Snapshot | None = before
+        self.after: server_metrics.Snapshot | None = None
         self._cpu_before: float | None = None
         self._nvml: _Nvml | None = None
 
@@ -120,7 +130,8 @@ class ServerMetricsSampler:
     def __enter__(self) -> ServerMetricsSampler:
         if self.gpus != []:
             self._nvml = _Nvml(self.gpus)
-        self._before = self._scrape()
+        if self._before is None:
+            self._before = self._scrape()
         self._cpu_before = group_cpu_s(self.pgid) if self.pgid else None
         self._thread.start()
         return self
@@ -146,7 +157,7 @@ class ServerMetricsSampler:
         self._done.set()
         self._thread.join(timeout=SCRAPE_TIMEOUT_S + 1)
         self._sample_device()  # a run shorter than the period gets one sample, at its end (NVML averages back)
-        after = self._scrape()
+        after = self.after = self._scrape()
         cpu_after = group_cpu_s(self.pgid) if self.pgid else None
         device: dict[str, Any] = {}
         if self._cpu_before is not None and cpu_after is not None:

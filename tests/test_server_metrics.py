@@ -201,6 +201,37 @@ def test_sampler_scrapes_before_during_and_after_a_run():
     assert "gpu_util_mean_pct" not in got["device"]
 
 
+def test_the_next_run_starts_from_the_last_runs_after_snapshot():
+    """Back-to-back runs on one server: the second takes the first's `after` as its `before` (one scrape fewer),
+    and its counters are still exactly its own."""
+    v = FakeVllm()
+    hits: list[str] = []
+
+    class Counting(_Metrics):
+        vllm = v
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        # hz=1: a run this short takes no gauge sample, so every hit is a before or after snapshot.
+        with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
+            v.preempt.labels("m", "0").inc(2)
+        assert first.after is not None and len(hits) == 2
+        with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
+            v.preempt.labels("m", "0").inc(5)
+    finally:
+        httpd.shutdown()
+    assert len(hits) == 3  # the second run scraped only its `after`
+    assert first.result is not None and second.result is not None
+    assert first.result["counters"]["vllm:num_preemptions"] == 2
+    assert second.result["counters"]["vllm:num_preemptions"] == 5
+
+
 def test_sampler_with_no_server_keeps_the_error_and_never_raises():
     with ServerMetricsSampler("http://127.0.0.1:9", None, gpus=[], hz=20) as s:
         threading.Event().wait(0.1)
