@@ -12,6 +12,7 @@ import importlib.util
 import os
 import statistics
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -114,6 +115,7 @@ class ServerMetricsSampler:
         # scrape of a busy server is saved per run.
         self._before: server_metrics.Snapshot | None = before
         self.after: server_metrics.Snapshot | None = None
+        self.cost_s = 0.0  # time the run waited for the sampler (before and after it): harness overhead
         self._cpu_before: float | None = None
         self._nvml: _Nvml | None = None
 
@@ -128,12 +130,14 @@ class ServerMetricsSampler:
             return None
 
     def __enter__(self) -> ServerMetricsSampler:
+        t0 = time.monotonic()
         if self.gpus != []:
             self._nvml = _Nvml(self.gpus)
         if self._before is None:
             self._before = self._scrape()
         self._cpu_before = group_cpu_s(self.pgid) if self.pgid else None
         self._thread.start()
+        self.cost_s += time.monotonic() - t0
         return self
 
     def _loop(self) -> None:
@@ -154,6 +158,7 @@ class ServerMetricsSampler:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        t0 = time.monotonic()
         self._done.set()
         self._thread.join(timeout=SCRAPE_TIMEOUT_S + 1)
         self._sample_device()  # a run shorter than the period gets one sample, at its end (NVML averages back)
@@ -178,3 +183,4 @@ class ServerMetricsSampler:
             self._before, after, self.gauges, device, "; ".join(self.errors) or None
         )
         self._session.close()
+        self.cost_s += time.monotonic() - t0

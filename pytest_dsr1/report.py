@@ -203,7 +203,8 @@ def timing_rows(record: RunRecord) -> list[list[str]]:
     tot = [0.0] * 6
     for cid in dict.fromkeys(record.configs_run):
         s = record.stats[cid]
-        overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s
+        # pytest -n: waiting for a GPU that another worker's server held is neither this config's nor the harness's.
+        overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s - s.gpu_wait_s
         ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
         vals = (s.startup_s, s.bench_s, s.measured_s, s.stop_s, overhead, s.wall_s)
         rows.append([cid, ready, *(f"{x:.1f}s" for x in vals), str(s.items)])
@@ -222,7 +223,8 @@ def timing_rows(record: RunRecord) -> list[list[str]]:
 
 # start-up: launch until ready (and model generation); benchmarks: time inside the benchmark worker's calls
 # (warm-up included), of which `measured` is the benchmark's own duration; overhead: everything else
-# (pytest, the worker's one-time vLLM import, comparisons).
+# (pytest, what is left of the worker's vLLM import, the /metrics snapshots around each run, comparisons), not
+# counting a pytest -n worker's wait for GPUs.
 TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
 
 
@@ -298,6 +300,9 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
         tr.write_line(f"dsr1: {starts_line(record)}")
         if record.worker_wait_s is not None:
             tr.write_line(f"dsr1: {worker_line(record.worker_wait_s)}")
+        for note in [metrics_line(record), *gpu_wait_lines(record)]:
+            if note:
+                tr.write_line(f"dsr1: {note}")
         for cid in dict.fromkeys(record.configs_run):
             mem = record.stats[cid].gpu_memory_after_stop
             if mem:
@@ -321,6 +326,29 @@ def _ab_terminal(ab: AbRecord, tr: Any) -> None:
     for cv in ab.config_verdicts:
         tr.write_line(f"dsr1: A/B config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     tr.write_line(f"dsr1: {ab_cost_line(ab)}")
+
+
+def metrics_line(record: RunRecord) -> str | None:
+    """How much of the overhead column the /metrics snapshots around the runs took (--dsr1-server-metrics)."""
+    configs = list(dict.fromkeys(record.configs_run))
+    spent = sum(record.stats[c].metrics_s for c in configs)
+    wall = sum(record.stats[c].wall_s for c in configs)
+    if spent <= 0 or wall <= 0:
+        return None
+    return (
+        f"server metrics: {spent:.1f}s of the overhead ({spent / wall:.1%} of the wall time) went to the /metrics "
+        "snapshots around the runs (--dsr1-server-metrics off saves it)"
+    )
+
+
+def gpu_wait_lines(record: RunRecord) -> list[str]:
+    """pytest -n on a GPU host: how long each config waited for its GPUs (kept out of the overhead column)."""
+    return [
+        f"{cid} waited {s.gpu_wait_s:.1f}s for its GPU(s) while another worker's server held them "
+        "(pytest -n; not in the overhead column)"
+        for cid, s in record.stats.items()
+        if s.gpu_wait_s >= 1.0
+    ]
 
 
 def worker_line(waited_s: float) -> str:
@@ -562,6 +590,7 @@ def summary_markdown(record: RunRecord) -> str:
         out.append(starts_line(record) + ".")
         if record.worker_wait_s is not None:
             out += ["", worker_line(record.worker_wait_s) + "."]
+        out += [line + "." for line in [metrics_line(record), *gpu_wait_lines(record)] if line]
     return "\n".join(out) + "\n"
 
 

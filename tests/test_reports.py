@@ -127,3 +127,17 @@ def test_throughput_axis_fits_the_hardware():
     assert "GPU" not in throughput_label(0)
     assert throughput_label(1) == "output throughput per GPU (tok/s/GPU, 1 GPU)"
     assert throughput_label(8).endswith("8 GPUs)")
+
+
+def test_a_pytest_n_wait_for_gpus_is_shown_apart_from_the_overhead(tmp_path):
+    record = make_record(tmp_path)
+    before = report.timing_rows(record)
+    stats = record.stats["h200-fp8-tp8ep"]
+    stats.gpu_wait_s, stats.wall_s = 190.0, stats.wall_s + 190.0  # waited in its first item's set-up
+    stats.metrics_s = 12.5
+    rows = report.timing_rows(record)
+    overhead = report.TIMING_HEADER.index("overhead")
+    assert rows[0][overhead] == before[0][overhead]  # the wait is not harness overhead
+    md = report.summary_markdown(record)
+    assert "h200-fp8-tp8ep waited 190.0s for its GPU(s) while another worker's server held them" in md
+    assert "server metrics: 12.5s of the overhead" in md
