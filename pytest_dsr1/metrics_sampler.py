@@ -108,6 +108,8 @@ class ServerMetricsSampler:
         self.errors: list[str] = []
         self.result: dict[str, Any] | None = None
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="dsr1-server-metrics", daemon=True)
         self._session = requests.Session()
         self._session.trust_env = False  # a local server: no proxy from the environment, no netrc
@@ -119,9 +121,11 @@ class ServerMetricsSampler:
         self._cpu_before: float | None = None
         self._nvml: _Nvml | None = None
 
-    def _scrape(self, only: tuple[str, ...] | None = None) -> server_metrics.Snapshot | None:
+    def _scrape(
+        self, only: tuple[str, ...] | None = None, session: requests.Session | None = None
+    ) -> server_metrics.Snapshot | None:
         try:
-            r = self._session.get(self.url, timeout=SCRAPE_TIMEOUT_S)
+            r = (session or self._session).get(self.url, timeout=SCRAPE_TIMEOUT_S)
             r.raise_for_status()
             return server_metrics.parse(r.text, only)
         except (requests.RequestException, ValueError) as exc:
@@ -141,11 +145,21 @@ class ServerMetricsSampler:
         return self
 
     def _loop(self) -> None:
-        while not self._done.wait(self.period):
-            snap = self._scrape(server_metrics.GAUGES)
-            if snap is not None:
-                self.gauges.add(snap.gauges)
-            self._sample_device()
+        # Its own session: the run's end does not wait for a gauge scrape in flight (a scrape of a server whose
+        # threads spin on every core can take a second); a sample that comes back after the end is dropped.
+        session = requests.Session()
+        session.trust_env = False
+        try:
+            while not self._done.wait(self.period):
+                snap = self._scrape(server_metrics.GAUGES, session)
+                with self._lock:
+                    if self._closed:
+                        break
+                    if snap is not None:
+                        self.gauges.add(snap.gauges)
+                    self._sample_device()
+        finally:
+            session.close()
 
     def _sample_device(self) -> None:
         if self._nvml is not None:
@@ -160,8 +174,9 @@ class ServerMetricsSampler:
     ) -> None:
         t0 = time.monotonic()
         self._done.set()
-        self._thread.join(timeout=SCRAPE_TIMEOUT_S + 1)
-        self._sample_device()  # a run shorter than the period gets one sample, at its end (NVML averages back)
+        with self._lock:  # the gauges are final from here on; the thread ends on its own
+            self._closed = True
+            self._sample_device()  # a run shorter than the period gets one sample, at its end (NVML averages back)
         after = self.after = self._scrape()
         cpu_after = group_cpu_s(self.pgid) if self.pgid else None
         device: dict[str, Any] = {}

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 from ab_power import write_between  # noqa: E402
 
 from pytest_dsr1 import tiny  # noqa: E402
+from pytest_dsr1.bench import BenchError, BenchWorker  # noqa: E402
 from pytest_dsr1.command import node_commands  # noqa: E402
 from pytest_dsr1.matrix import load_matrix  # noqa: E402
 from pytest_dsr1.server import VllmServer, free_port  # noqa: E402
@@ -88,14 +89,21 @@ def main() -> int:
             else:
                 lines.append(f"- {name}: exited (code {server.proc.poll() if server.proc else None}).")
         if leader.alive():
-            bench = [
-                sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--model", model,
-                "--dataset-name", "random", "--random-input-len", "31", "--random-output-len", "8",
-                "--num-prompts", "4", "--request-rate", "10000", "--ignore-eos", "--port", str(port),
-            ]  # fmt: skip
-            run = subprocess.run(bench, capture_output=True, text=True, timeout=600)
-            tail = [ln for ln in run.stdout.splitlines() if "Successful requests" in ln or "Failed requests" in ln]
-            lines.append(f"- One small load (4 requests): exit {run.returncode}; {'; '.join(tail) or 'no summary'}.")
+            # The suite's own benchmark path: vLLM's `vllm bench serve` code in the benchmark worker.
+            worker = BenchWorker(a.work / "bench-worker.log")
+            argv = ["--model", model, "--dataset-name", "random", "--random-input-len", "31", "--random-output-len"]
+            argv += ["8", "--num-prompts", "4", "--request-rate", "10000", "--ignore-eos", "--port", str(port)]
+            try:
+                result = worker.run(argv, 600).result
+                lines.append(
+                    f"- One small load (4 requests of 31/8 tokens through `vllm bench serve`): "
+                    f"{result.get('completed')} completed, {result.get('failed', 0)} failed; output throughput "
+                    f"{result.get('output_throughput', 0):.1f} tok/s; errors: {result.get('error_samples') or 'none'}."
+                )
+            except BenchError as exc:
+                lines.append(f"- One small load (4 requests): the benchmark failed: {str(exc).splitlines()[0][:300]}")
+            finally:
+                worker.close()
             health = subprocess.run(
                 ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/health"],
                 capture_output=True,
