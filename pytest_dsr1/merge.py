@@ -11,7 +11,7 @@ Configs never split across shards, so a config's verdict comes whole from the sh
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +274,5 @@ def absorb_worker(into: RunRecord, payload: dict[str, Any], worker: str) -> None
     part.dry_run = dict(payload.get("dry_run", {}))
     add_into(into, part)
     into.worker_logs.append(str(part.run_dir))
+    if into.metadata.git_commit is None:  # the controller collects nothing, so it never looked the commit up
+        into.metadata = replace(into.metadata, git_commit=part.metadata.git_commit)

@@ -156,3 +156,20 @@ def test_concurrent_records_into_one_file_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert len(baseline.load(path, "h200", "fp8").entries) == 40
+
+
+def test_an_xdist_workers_record_is_absorbed_with_its_commit(tmp_path):
+    """The controller of pytest -n collects nothing, so it has no commit: the workers' is the run's."""
+    from pytest_dsr1.merge import absorb_worker, worker_payload
+
+    worker = make_record(tmp_path / "w")
+    worker.metadata = replace(worker.metadata, git_commit="abc123")
+    controller = make_record(tmp_path / "c")
+    controller.results.clear()
+    controller.configs_run.clear()
+    controller.stats.clear()
+    controller.server_starts = 0
+    controller.metadata = replace(controller.metadata, git_commit=None)
+    absorb_worker(controller, json.loads(json.dumps(worker_payload(worker), default=str)), "gw0")
+    assert controller.metadata.git_commit == "abc123"
+    assert set(controller.results) == set(worker.results) and controller.server_starts == 1
