@@ -34,16 +34,10 @@ class Shard:
     data: dict[str, Any]
     record: RunRecord
 
-    @property
-    def name(self) -> str:
-        s = self.data.get("shard") or {}
-        return f"{s.get('index', '?')}/{s.get('count', '?')} ({self.directory})"
-
 
 @dataclass
 class Merged:
     record: RunRecord
-    planned: list[str]  # every item of the plan
     missing: dict[str, int] = field(default_factory=dict)  # item -> the shard that should have reported it
     shards: list[Shard] = field(default_factory=list)
 
@@ -225,7 +219,7 @@ def merge(directories: list[Path], matrix: Matrix) -> Merged:
     planned: dict[str, int] = dict(plan["items"]) if plan else {k: 1 for k in merged.results}
     reported = set(merged.results) | set(merged.outcomes)  # skipped items too (no result), as pytest reported
     missing = {item: shard for item, shard in planned.items() if item not in reported}
-    return Merged(merged, list(planned), missing, shards)
+    return Merged(merged, missing, shards)
 
 
 def recorded_files(directory: Path) -> list[Path]:
@@ -273,6 +267,5 @@ def absorb_worker(into: RunRecord, payload: dict[str, Any], worker: str) -> None
     part.stale_cleaned = list(payload.get("stale_cleaned", []))
     part.dry_run = dict(payload.get("dry_run", {}))
     add_into(into, part)
-    into.worker_logs.append(str(part.run_dir))
     if into.metadata.git_commit is None:  # the controller collects nothing, so it never looked the commit up
         into.metadata = replace(into.metadata, git_commit=part.metadata.git_commit)

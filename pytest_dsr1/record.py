@@ -220,7 +220,6 @@ class RunRecord:
     outcomes: dict[str, str] = field(default_factory=dict)  # item -> pytest's outcome, skipped items included
     # --dsr1-record: each recorded session as written, by (hardware, model) -> item -> entry (baseline.Entry)
     recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    worker_logs: list[str] = field(default_factory=list)  # pytest -n: each worker's run folder (the controller's)
 
     def stats_for(self, config_id: str) -> ConfigStats:
         return self.stats.setdefault(config_id, ConfigStats())
