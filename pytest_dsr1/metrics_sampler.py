@@ -34,19 +34,43 @@ SAMPLE_HZ = 4.0  # gauges and the device, during the run
 SCRAPE_TIMEOUT_S = 5.0
 
 
+# pgid -> (the group leader's start time, the group's processes): found once per server.
+_GROUPS: dict[int, tuple[float, list[psutil.Process]]] = {}
+
+
 def group_cpu_s(pgid: int) -> float | None:
     """User + system CPU seconds of every live process in the process group (the server's API server, engine
     core and workers). Processes that exit during a run take their time with them: the difference of two calls is
-    a lower bound then."""
+    a lower bound then.
+
+    The group's processes are found by one scan of the host's processes per server (vLLM starts them all before
+    it is ready); later calls read only theirs. A scan is hundreds of /proc reads, and right after a run of a
+    tensor-parallel CPU server on two cores it took up to a second and held up every thread of the harness."""
     total, found = 0.0, False
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if os.getpgid(proc.pid) != pgid:
-                continue
+    for proc in _group_processes(pgid):
+        with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
             total += t.user + t.system
             found = True
     return total if found else None
+
+
+def _group_processes(pgid: int) -> list[psutil.Process]:
+    try:
+        started: float | None = psutil.Process(pgid).create_time()
+    except psutil.Error:
+        started = None  # the leader is gone: scan each time
+    cached = _GROUPS.get(pgid)
+    if cached is not None and started is not None and cached[0] == started:
+        return cached[1]
+    procs = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if os.getpgid(proc.pid) == pgid:
+                procs.append(proc)
+    if started is not None:
+        _GROUPS[pgid] = (started, procs)
+    return procs
 
 
 def _load_pynvml() -> Any:
@@ -114,14 +138,14 @@ class PendingSnapshot:
     Why the order holds: the request reaches the server's socket before the next run is started, and vLLM renders
     /metrics in one step of its front end, while a request of the next run needs a round trip through the engine
     before any counter moves. `busy` checks it: a snapshot that found requests in the server is not a boundary
-    between two runs, and the sampler keeps no counters from it. The CPU time is read in the thread too: in the
-    second after a tensor-parallel CPU server's run, reading /proc from the run's own thread can wait as long."""
+    between two runs, and the sampler keeps no counters from it. The server's CPU time is read right after the
+    request went."""
 
     def __init__(self, url: str, pgid: int | None = None, timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.error: str | None = None
-        self.cpu_s: float | None = None  # the server's process group's CPU time, read right after the request went
+        self.cpu_s: float | None = None  # the server's process group's CPU time
         self._snapshot: server_metrics.Snapshot | None = None
         self._future: concurrent.futures.Future[None] | None = None
         parts = urlsplit(url)
@@ -132,13 +156,12 @@ class PendingSnapshot:
         except OSError as exc:
             conn.close()
             self.error = f"{url}: {exc}"
-            self.cpu_s = group_cpu_s(pgid) if pgid else None
-            return
-        self._future = _READER.submit(self._read, conn, pgid)
+        self.cpu_s = group_cpu_s(pgid) if pgid else None
+        if self.error is None:
+            self._future = _READER.submit(self._read, conn)
 
-    def _read(self, conn: http.client.HTTPConnection, pgid: int | None) -> None:
+    def _read(self, conn: http.client.HTTPConnection) -> None:
         try:
-            self.cpu_s = group_cpu_s(pgid) if pgid else None
             response = conn.getresponse()
             body = response.read()
             if response.status != 200:

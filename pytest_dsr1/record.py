@@ -71,10 +71,14 @@ class Measurement:
     more: Callable[[int], None] | None = None
     # Measures the workload again on a freshly started server of the same config (confirmation).
     fresh: Callable[[], Measurement] | None = None
+    # Completes the runs' server metrics, which the runner reads while the next run goes on; `samples` calls it.
+    settle: Callable[[], None] | None = None
     earlier_runs: list[dict[str, Any]] = field(default_factory=list)  # runs on a server that was since replaced
 
     @property
     def samples(self) -> dict[str, list[float]]:
+        if self.settle is not None:
+            self.settle()
         return samples_of(self.runs)
 
     @property

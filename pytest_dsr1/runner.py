@@ -368,10 +368,13 @@ class Runner:
                 self.bench_shell_line(BenchCommand(_portless_args(bench.args, server.port))),
                 handle.fingerprint,
             )
-            m.more = lambda n: self._run_samples(handle, bench, m, n)
+            sampled: list[tuple[dict[str, Any], ServerMetricsSampler]] = []  # runs whose server metrics are in flight
+            m.more = lambda n: self._run_samples(handle, bench, m, n, sampled)
+            m.settle = lambda: self._settle(handle, sampled)
             m.fresh = lambda: self._measure_on_fresh_server(handle, m)
             self.worker_ready(handle)  # vLLM's import is not part of any measurement (pytest-benchmark's included)
             m.more(self.repeat_for(config) if runs is None else runs)
+            m.settle()
         except ItemFailed as exc:
             self.record.results[key] = ItemResult(key, config.id, workload, FAILED, str(exc))
             raise
@@ -400,20 +403,31 @@ class Runner:
         self.stop_server(handle)
         return ItemFailed(error)
 
-    def _run_samples(self, handle: ServerHandle, bench: BenchCommand, m: Measurement, n: int) -> None:
+    def _run_samples(
+        self,
+        handle: ServerHandle,
+        bench: BenchCommand,
+        m: Measurement,
+        n: int,
+        sampled: list[tuple[dict[str, Any], ServerMetricsSampler]],
+    ) -> None:
         server = handle.server
         assert server is not None
         env = {"OPENAI_API_KEY": self.options.api_key} if self.options.api_key else None
-        stats = self.record.stats_for(handle.config.id)
-        sampled: list[tuple[dict[str, Any], ServerMetricsSampler]] = []
         try:
             self._run_sample_loop(handle, server, bench, m, n, env, sampled)
-        finally:
-            # The server metrics of the item's runs: the last run's `after` snapshot is waited for here, the
-            # others were read while the next run went on.
-            for result, sampler in sampled:
-                result["server_metrics"] = sampler.finish()
-                stats.metrics_s += sampler.cost_s
+        except BaseException:
+            self._settle(handle, sampled)
+            raise
+
+    def _settle(self, handle: ServerHandle, sampled: list[tuple[dict[str, Any], ServerMetricsSampler]]) -> None:
+        """The server metrics of the runs so far. Called when the runs are read (m.settle()), not after each run:
+        the snapshot after a run is read while the next run goes on, and only the last one is waited for."""
+        stats = self.record.stats_for(handle.config.id)
+        while sampled:
+            result, sampler = sampled.pop(0)
+            result["server_metrics"] = sampler.finish()
+            stats.metrics_s += sampler.cost_s
 
     def _run_sample_loop(
         self,
