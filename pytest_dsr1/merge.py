@@ -142,6 +142,7 @@ def record_from_json(data: Any, matrix: Matrix, where: Path) -> RunRecord:
         record.shard = data.get("shard")
         record.outcomes = dict(data.get("outcomes") or {})
         record.records = [RecordedChange(*r) for r in data.get("recorded") or []]
+        record.part_logs = [str(p) for p in data.get("part_logs") or []]
     except MergeError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -169,6 +170,8 @@ def add_into(merged: RunRecord, r: RunRecord) -> None:
     for key, n in r.version_changes.items():
         merged.version_changes[key] = merged.version_changes.get(key, 0) + n
     merged.stale_cleaned += r.stale_cleaned
+    if r.configs_run:
+        merged.part_logs += r.part_logs or [str(r.run_dir)]
     for cid, lines in r.dry_run.items():
         merged.dry_run.setdefault(cid, []).extend(lines)
     if r.worker_wait_s is not None:

@@ -220,6 +220,8 @@ class RunRecord:
     ab: AbRecord | None = None  # an A/B run (--dsr1-ab); its items are judged against A, not baselines
     # Waited for the benchmark worker's vLLM import after a server was ready (the rest overlapped its start-up).
     worker_wait_s: float | None = None
+    # A record merged from parts (pytest -n workers, shards): the log folders of the parts that started servers.
+    part_logs: list[str] = field(default_factory=list)
     shard: dict[str, Any] | None = None  # --dsr1-shard: this shard and the whole plan (shard.plan_json)
     outcomes: dict[str, str] = field(default_factory=dict)  # item -> pytest's outcome, skipped items included
     # --dsr1-record: each recorded session as written, by (hardware, model) -> item -> entry (baseline.Entry)

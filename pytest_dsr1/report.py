@@ -309,7 +309,9 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
                 tr.write_line(
                     f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem)
                 )
-        if n:
+        if record.part_logs:  # pytest -n: each worker kept its servers' logs
+            tr.write_line("dsr1: logs in " + ", ".join(dict.fromkeys(record.part_logs)))
+        elif n:
             tr.write_line(f"dsr1: logs in {record.run_dir}")
     for info in record.stale_cleaned:
         tr.write_line(
@@ -471,7 +473,8 @@ def _results_json(record: RunRecord) -> dict[str, Any]:
         "server_starts": record.server_starts,
         "confirm_restarts": record.restarts,
         "worker_wait_s": record.worker_wait_s,
-        "logs": str(record.run_dir) if record.configs_run else None,
+        "logs": str(record.run_dir) if record.configs_run and not record.part_logs else None,
+        "part_logs": record.part_logs,
         "recorded": [list(r) for r in record.records],
         "shard": record.shard,
         "outcomes": record.outcomes,

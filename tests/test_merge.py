@@ -53,6 +53,9 @@ def test_two_shards_merge_into_one_report(tmp_path, capsys):
     import jsonschema
 
     jsonschema.validate(data, SCHEMA)
+    # The servers' logs are in the shards' folders, not in the merged report's.
+    shard_logs = sorted(str(tmp_path / f"r{k}" / "runs") for k in (0, 1))
+    assert data["logs"] is None and sorted(data["part_logs"]) == shard_logs
     assert {i["config"] for i in data["items"]} == {"h200-fp8-tp8ep", "h200-fp8-dp8ep"}
     assert len(data["items"]) == 4 and data["server_starts"] == 2
     assert sorted(data["configs_run"]) == ["h200-fp8-dp8ep", "h200-fp8-tp8ep"]
@@ -173,3 +176,7 @@ def test_an_xdist_workers_record_is_absorbed_with_its_commit(tmp_path):
     absorb_worker(controller, json.loads(json.dumps(worker_payload(worker), default=str)), "gw0")
     assert controller.metadata.git_commit == "abc123"
     assert set(controller.results) == set(worker.results) and controller.server_starts == 1
+    # The summary's "logs in" names the worker's folder, where its servers' logs are, not the controller's.
+    assert controller.part_logs == [str(worker.run_dir)]
+    data = report.results_json(controller)
+    assert data["logs"] is None and data["part_logs"] == [str(worker.run_dir)]
