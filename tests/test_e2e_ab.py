@@ -60,9 +60,17 @@ def test_b_with_one_sequence_at_a_time_is_slower_and_fails_the_run(tmp_path):
     )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
-    assert "FAILED test_matrix/test_serving.py::test_serving[cpu-tiny-tp1-balanced-bs16]" in out, out[-8000:]
-    assert "B: max_num_seqs=1 (vLLM " in out and "B is slower" in out
-    assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+ \[.*B slower", out), out[-8000:]
+    # The config's start-by-start verdict (allowed 15%) fails the run whenever the item's does, and also where the
+    # item's cannot decide: with one ABBA round, A's own two starts once measured 939 and 546 tok/s (the machine
+    # slowed between them), and the item's 90% interval for B's -84% reached back to -24.6%, inside its 30%.
+    config_line = r"A/B config cpu-tiny-tp1: B -\d+\.\d% \[.*\(output_throughput, allowed ±15\.0%\): B slower"
+    assert re.search(config_line, out), out[-8000:]
+    assert "B: max_num_seqs=1 (vLLM " in out
+    if "FAILED test_matrix/test_serving.py::test_serving[cpu-tiny-tp1-balanced-bs16]" in out:
+        assert "B is slower" in out
+        assert re.search(r"output_throughput \(tok/s\)\s+[\d,.]+ \[.*B slower", out), out[-8000:]
+    else:
+        assert "output_throughput: beyond ±30.0%, but the 90% interval reaches back inside it" in out, out[-8000:]
     # Each side's servers: A's logs have no --max-num-seqs, B's have it.
     logs = sorted((tmp_path / "runs").glob("*/cpu-tiny-tp1-*.log"))
     assert [p.name.split("-")[-1] for p in logs] == ["A1.log", "A4.log", "B2.log", "B3.log"], logs
