@@ -256,7 +256,11 @@ def test_a_kv_cache_too_small_names_preemptions(recorded, baselines, tmp_path):
     assert re.search(r"^FAILED (test_matrix/)?test_serving.py::test_serving\[cpu-tiny-tp1-balanced-bs16\]", out, re.M)
     assert "--num-gpu-blocks-override 8" in out and "--block-size 32" in out
     assert re.search(r"^preemptions\s+0\.00\s+[1-9][\d,.]*\s", out, re.M), out[-8000:]
-    assert re.search(r"^KV-cache usage \(max\)\s+[\d.,]+\s+(9[5-9]|100)(\.\d+)?\s", out, re.M), out[-8000:]
+    # The usage gauge is sampled at 4 Hz, and the cache is whole only for the step before a preemption frees it:
+    # one run here caught 6 of its 7 blocks (85.71%), the next 100%. The preemption counter is the sure sign; the
+    # gauge must still show a cache far fuller than the baseline's (under 1%).
+    usage = re.search(r"^KV-cache usage \(max\)\s+[\d.,]+\s+([\d.]+)\s", out, re.M)
+    assert usage and float(usage[1]) >= 50, out[-8000:]
     cause = r"^- preemptions: [1-9]\d* per run where the baseline had none: the KV cache is too small"
     assert re.search(cause, out, re.M), out[-8000:]
     assert wait_no_vllm() == []
