@@ -194,6 +194,7 @@ def interpret(raw: Mapping[str, Any]) -> dict[str, float]:
 # ---------------------------------------------------------------- the failure message's "server side"
 
 KV_NEAR_FULL_PCT = 95.0
+DEFAULT_STEP_MS = 50.0  # one engine step, where the run has no ITL of its own to say how long a step took
 
 
 @dataclass(frozen=True)
@@ -239,18 +240,29 @@ def causes(baseline: Mapping[str, float], now: Mapping[str, float], ctx: Context
         kv_b = baseline.get("server_kv_cache_usage_max_pct")
         was = f" (baseline {kv_b:.0f}%)" if kv_b is not None else ""
         out.append(f"KV-cache usage at {kv:.0f}%{was}: the cache is full, so requests wait or are preempted")
+    cap = (
+        f"the server's max_num_seqs is {ctx.max_num_seqs}, below the {ctx.concurrency} concurrent requests"
+        if ctx.max_num_seqs is not None and ctx.max_num_seqs < ctx.concurrency
+        else f"at a concurrency of {ctx.concurrency}, which the server should hold at once"
+    )
+    held_back = "a scheduler cap (max_num_seqs, max_num_batched_tokens) or too little KV cache holds requests back"
     wait_b, wait_n = baseline.get("server_waiting_max"), now.get("server_waiting_max")
     # Requests may wait a step or two at a burst's start in a clean run too: only more waiting than that counts.
     if wait_b is not None and wait_n is not None and wait_n >= 2 * wait_b + 1:
-        cap = (
-            f"the server's max_num_seqs is {ctx.max_num_seqs}, below the {ctx.concurrency} concurrent requests"
-            if ctx.max_num_seqs is not None and ctx.max_num_seqs < ctx.concurrency
-            else f"at a concurrency of {ctx.concurrency}, which the server should hold at once"
-        )
         out.append(
-            f"waiting requests: up to {wait_n:.0f} queued, against {wait_b:.0f} in the baseline; {cap}: a "
-            "scheduler cap (max_num_seqs, max_num_batched_tokens) or too little KV cache holds requests back"
+            f"waiting requests: up to {wait_n:.0f} queued, against {wait_b:.0f} in the baseline; {cap}: {held_back}"
         )
+    else:
+        # The waiting gauge is sampled, and a run of a second or two may end before any sample comes back (a busy
+        # front end answers late): then the queue-time histogram, a counter that misses nothing, tells the same.
+        # A request that arrives during a step waits for the next one in a clean run too: more than a step counts.
+        q_b, q_n = baseline.get("server_queue_mean_ms"), now.get("server_queue_mean_ms")
+        step_ms = now.get("server_itl_mean_ms") or DEFAULT_STEP_MS
+        if q_b is not None and q_n is not None and q_n >= 2 * q_b + step_ms:
+            out.append(
+                f"queue time: requests waited {_fmt(q_n)} ms on average before the scheduler took them, against "
+                f"{_fmt(q_b)} ms in the baseline; {cap}: {held_back}"
+            )
     for metric, what in (("gpu_sm_clock_mean_mhz", "SM clock"), ("gpu_util_mean_pct", "GPU utilization")):
         b, n = baseline.get(metric), now.get(metric)
         if b and n is not None and n < 0.9 * b:

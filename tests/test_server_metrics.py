@@ -136,6 +136,29 @@ def test_causes_name_the_scheduler_cap_against_a_baseline_without_waiting():
     assert sm.causes({}, {"server_waiting_max": 15.0}, ctx) == []
 
 
+def test_causes_name_queueing_from_queue_time_where_the_waiting_gauge_has_no_sample():
+    """A CI record run of a one-second item got no gauge sample back in any of its runs: the queue-time histogram,
+    a counter, still shows the requests held back (the e2e KV-pressure run measured 0.04 -> 752 ms)."""
+    ctx = sm.Context(concurrency=16, max_num_seqs=1)
+    base = {"server_queue_mean_ms": 0.04, "server_itl_mean_ms": 9.5}
+    now = {"server_queue_mean_ms": 752.0, "server_itl_mean_ms": 13.0, "server_waiting_max": 13.0}
+    (found,) = sm.causes(base, now, ctx)
+    assert found.startswith(
+        "queue time: requests waited 752 ms on average before the scheduler took them, against 0.04"
+    )
+    assert "max_num_seqs is 1, below the 16 concurrent requests" in found
+    # A request that arrives during a step waits for the next one: a step more than the baseline is not a cause.
+    assert sm.causes(base, {"server_queue_mean_ms": 12.0, "server_itl_mean_ms": 13.0}, ctx) == []
+    # Without the run's ITL, a step is taken as 50 ms.
+    assert sm.causes(base, {"server_queue_mean_ms": 40.0}, ctx) == []
+    assert sm.causes(base, {"server_queue_mean_ms": 60.0}, ctx)[0].startswith("queue time: requests waited 60.00 ms")
+    # The gauge, where both sides have it, names it first; the queue time is not said twice.
+    both = sm.causes({**base, "server_waiting_max": 0.0}, now, ctx)
+    assert len(both) == 1 and both[0].startswith("waiting requests: up to 13 queued, against 0 in the baseline")
+    # No queue time in the baseline (recorded before server metrics): no claim.
+    assert sm.causes({}, now, ctx) == []
+
+
 def test_causes_name_kv_pressure_preemptions_and_gpu_clock():
     ctx = sm.Context(concurrency=16, max_num_seqs=None)
     base = {"server_preemptions": 0.0, "server_kv_cache_usage_max_pct": 40.0, "gpu_sm_clock_mean_mhz": 1980.0}
