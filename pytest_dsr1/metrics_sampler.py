@@ -213,6 +213,8 @@ class ServerMetricsSampler:
         self.errors: list[str] = []
         self.result: dict[str, Any] | None = None
         self._done = threading.Event()
+        self.scrapes_sent = 0  # gauge scrapes during the run, and those whose answer came after its end
+        self.scrapes_late = 0
         self._lock = threading.Lock()
         self._closed = False
         # The previous run's `after`, when nothing reached the server since: its counters have not moved.
@@ -252,9 +254,11 @@ class ServerMetricsSampler:
         session.trust_env = False
         try:
             while not self._done.wait(self.period):
+                self.scrapes_sent += 1
                 snap = self._scrape(server_metrics.GAUGES, session)
                 with self._lock:
                     if self._closed:
+                        self.scrapes_late += 1
                         break
                     if snap is not None:
                         self.gauges.add(snap.gauges)
@@ -290,6 +294,12 @@ class ServerMetricsSampler:
         after = self._snapshot("after", self.after)
         if before is None or after is None:
             self.errors.append("no /metrics snapshot before or after the run: its counters are not kept")
+        if self.scrapes_sent and not self.gauges.maxima:
+            # Why the gauges are "-" in the report of a run that did scrape them: a front end that answered late.
+            self.errors.append(
+                f"no gauge sample during the run: {self.scrapes_sent} scrape(s) sent at {1 / self.period:g} Hz, "
+                f"{self.scrapes_late} answered after its end"
+            )
         error = "; ".join(self.errors) or None
         self.result = server_metrics.run_metrics(before, after, self.gauges, self._device(), error)
         self.cost_s += time.monotonic() - t0

@@ -90,6 +90,11 @@ def server_side_text(
     text = "server side (vLLM /metrics and the device, median per run):\n" + format_table(
         ["metric", against, "now", "change"], rows
     )
+    if any("-" in (row[1], row[2]) for row in rows):
+        text += (
+            "\n(-: no value on that side: a gauge, sampled at 4 Hz, can miss a run of a second or so, and a "
+            "baseline recorded before server metrics has none)"
+        )
     found = server_metrics.causes(baseline, now, ctx)
     if found:
         text += "\nlikely cause(s):\n" + "\n".join(f"- {c}" for c in found)

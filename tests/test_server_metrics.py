@@ -326,6 +326,54 @@ def test_sampler_with_no_server_keeps_the_error_and_never_raises():
     assert "no /metrics snapshot" in got["error"] and "127.0.0.1:9" in got["error"] and got["counters"] == {}
 
 
+def test_a_run_whose_gauge_scrapes_all_came_back_late_says_so():
+    """A front end that answers after the run ended (one CI record run of a one-second item kept no gauge sample in
+    any of its runs): the answers are dropped, as they may show the next run, and the run's error says why the
+    gauges are missing. A small server of this test's own: a real one cannot be made to answer late on demand."""
+    v = FakeVllm()
+    hits: list[str] = []
+
+    class Slow(_Metrics):
+        vllm = v
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            if len(hits) > 1:  # the snapshot before the run is answered at once
+                threading.Event().wait(0.4)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with ServerMetricsSampler(f"http://127.0.0.1:{httpd.server_port}", None, gpus=[], hz=10) as s:
+            v.waiting.labels("m", "0").set(4)
+            threading.Event().wait(0.25)  # the run: a scrape sent at 0.1 s, answered after its end
+            v.waiting.labels("m", "0").set(0)  # all done: the snapshot after the run is a boundary
+        got = s.finish()
+    finally:
+        httpd.shutdown()
+    assert got["gauges"] == {} and "server_waiting_max" not in got["interpreted"]
+    assert "no gauge sample during the run:" in got["error"] and "scrape(s) sent at 10 Hz" in got["error"], got
+    assert s.scrapes_sent >= 1 and s.scrapes_late == 1
+    assert got["counters"] != {}  # the snapshots around the run are kept
+
+
 def test_group_cpu_time_counts_this_process_group():
     assert (group_cpu_s(os.getpgid(0)) or 0) > 0
     assert group_cpu_s(2**22 + 12345) is None
+
+
+def test_the_failure_text_says_what_a_missing_value_means():
+    from pytest_dsr1.report import server_side_text
+
+    ctx = sm.Context(concurrency=16, max_num_seqs=None)
+    full = {"server_waiting_max": 0.0, "server_queue_mean_ms": 0.05}
+    assert "(-: no value" not in server_side_text(full, {"server_waiting_max": 0.0, "server_queue_mean_ms": 0.06}, ctx)
+    text = server_side_text(
+        {"server_queue_mean_ms": 0.05}, {"server_waiting_max": 13.0, "server_queue_mean_ms": 752.0}, ctx
+    )
+    assert "\n(-: no value on that side: a gauge, sampled at 4 Hz, can miss a run of a second or so" in text
+    assert text.endswith(
+        "at a concurrency of 16, which the server should hold at once: a scheduler cap "
+        "(max_num_seqs, max_num_batched_tokens) or too little KV cache holds requests back"
+    )
