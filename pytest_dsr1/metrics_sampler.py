@@ -30,7 +30,6 @@ import requests
 
 from pytest_dsr1 import server_metrics
 
-SAMPLE_HZ = 4.0  # gauges and the device, during the run
 SCRAPE_TIMEOUT_S = 5.0
 
 
@@ -201,7 +200,7 @@ class ServerMetricsSampler:
         base_url: str,
         pgid: int | None,
         gpus: list[int] | None = None,
-        hz: float = SAMPLE_HZ,
+        hz: float = server_metrics.SAMPLE_HZ,
         before: server_metrics.Snapshot | PendingSnapshot | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/metrics"

@@ -92,8 +92,8 @@ def server_side_text(
     )
     if any("-" in (row[1], row[2]) for row in rows):
         text += (
-            "\n(-: no value on that side: a gauge, sampled at 4 Hz, can miss a run of a second or so, and a "
-            "baseline recorded before server metrics has none)"
+            f"\n(-: no value on that side: a gauge, sampled at {server_metrics.SAMPLE_HZ:g} Hz, can miss a run of a "
+            "second or so, and a baseline recorded before server metrics has none)"
         )
     found = server_metrics.causes(baseline, now, ctx)
     if found:

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+SAMPLE_HZ = 4.0  # the gauges (and the device) are sampled this often during a run; the report says so too
 # Gauges sampled during a run. Per label set (one per engine of a data-parallel server) they are summed, except
 # a share (`_perc`), of which the largest engine's is kept.
 GAUGES = (

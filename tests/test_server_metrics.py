@@ -8,10 +8,12 @@ server is covered end to end (tests/test_e2e_cpu.py).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import threading
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -198,22 +200,28 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_sampler_scrapes_before_during_and_after_a_run():
-    v = FakeVllm()
-    handler = type("H", (_Metrics,), {"vllm": v})
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A small /metrics server on a free port for the block; its URL."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+
+
+def test_sampler_scrapes_before_during_and_after_a_run():
+    v = FakeVllm()
+    with _serving(type("H", (_Metrics,), {"vllm": v})) as url:
         v.preempt.labels("m", "0").inc(3)
-        with ServerMetricsSampler(f"http://127.0.0.1:{httpd.server_port}", os.getpgid(0), gpus=[], hz=20) as s:
+        with ServerMetricsSampler(url, os.getpgid(0), gpus=[], hz=20) as s:
             v.waiting.labels("m", "0").set(4)
             v.preempt.labels("m", "0").inc(1)
             threading.Event().wait(0.3)  # the run: a few gauge samples
             v.waiting.labels("m", "0").set(0)
             threading.Event().wait(0.15)
         got = s.finish()
-    finally:
-        httpd.shutdown()
     assert "error" not in got
     assert got["counters"]["vllm:num_preemptions"] == 1
     assert got["gauges"]["vllm:num_requests_waiting"]["max"] == 4
@@ -236,10 +244,7 @@ def test_the_next_run_starts_from_the_last_runs_after_snapshot():
             hits.append(self.path)
             super().do_GET()
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_port}"
-    try:
+    with _serving(Counting) as url:
         # hz=1: a run this short takes no gauge sample, so every hit is a before or after snapshot.
         with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
             v.preempt.labels("m", "0").inc(2)
@@ -247,8 +252,6 @@ def test_the_next_run_starts_from_the_last_runs_after_snapshot():
         with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
             v.preempt.labels("m", "0").inc(5)
         first_result, second_result = first.finish(), second.finish()
-    finally:
-        httpd.shutdown()
     assert len(hits) == 3  # the second run scraped only its `after`
     assert first_result["counters"]["vllm:num_preemptions"] == 2
     assert second_result["counters"]["vllm:num_preemptions"] == 5
@@ -277,20 +280,18 @@ def test_the_run_does_not_wait_for_the_answer_to_its_after_snapshot():
             self.end_headers()
             self.wfile.write(text)
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Late)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        with ServerMetricsSampler(f"http://127.0.0.1:{httpd.server_port}", os.getpgid(0), gpus=[], hz=1) as s:
-            v.preempt.labels("m", "0").inc(2)
-        # The block ended while the server holds its answer; the next run's requests change the counters.
-        assert s.after is not None and s.result is None
-        assert rendered.wait(10)  # vLLM renders in one step of its front end; here the test waits for it
-        v.preempt.labels("m", "0").inc(7)
-        release.set()
-        got = s.finish()
-    finally:
-        release.set()
-        httpd.shutdown()
+    with _serving(Late) as url:
+        try:
+            with ServerMetricsSampler(url, os.getpgid(0), gpus=[], hz=1) as s:
+                v.preempt.labels("m", "0").inc(2)
+            # The block ended while the server holds its answer; the next run's requests change the counters.
+            assert s.after is not None and s.result is None
+            assert rendered.wait(10)  # vLLM renders in one step of its front end; here the test waits for it
+            v.preempt.labels("m", "0").inc(7)
+            release.set()
+            got = s.finish()
+        finally:
+            release.set()  # before the server shuts down: its handler may still be holding the answer
     assert "error" not in got, got
     assert got["counters"]["vllm:num_preemptions"] == 2
     assert got["device"]["server_cpu_s"] >= 0
@@ -301,11 +302,7 @@ def test_a_snapshot_that_finds_requests_in_the_server_keeps_no_counters():
     """The snapshot after a run found requests running: they are the next run's (the benchmark had returned), so
     the snapshot is no boundary, and neither the run it ends nor the run it would start keeps counters from it."""
     v = FakeVllm()
-    handler = type("H", (_Metrics,), {"vllm": v})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_port}"
-    try:
+    with _serving(type("H", (_Metrics,), {"vllm": v})) as url:
         with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
             v.preempt.labels("m", "0").inc(1)
             v.running.labels("m", "0").set(3)
@@ -313,8 +310,6 @@ def test_a_snapshot_that_finds_requests_in_the_server_keeps_no_counters():
         with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
             v.running.labels("m", "0").set(0)
         first_result, second_result = first.finish(), second.finish()
-    finally:
-        httpd.shutdown()
     for got in (first_result, second_result):
         assert got["counters"] == {} and "found 3 requests in the server" in got["error"], got
 
@@ -342,16 +337,12 @@ def test_a_run_whose_gauge_scrapes_all_came_back_late_says_so():
                 threading.Event().wait(0.4)
             super().do_GET()
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        with ServerMetricsSampler(f"http://127.0.0.1:{httpd.server_port}", None, gpus=[], hz=10) as s:
+    with _serving(Slow) as url:
+        with ServerMetricsSampler(url, None, gpus=[], hz=10) as s:
             v.waiting.labels("m", "0").set(4)
             threading.Event().wait(0.25)  # the run: a scrape sent at 0.1 s, answered after its end
             v.waiting.labels("m", "0").set(0)  # all done: the snapshot after the run is a boundary
         got = s.finish()
-    finally:
-        httpd.shutdown()
     assert got["gauges"] == {} and "server_waiting_max" not in got["interpreted"]
     assert "no gauge sample during the run:" in got["error"] and "scrape(s) sent at 10 Hz" in got["error"], got
     assert s.scrapes_sent >= 1 and s.scrapes_late == 1
