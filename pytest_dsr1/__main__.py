@@ -13,7 +13,7 @@ from pathlib import Path
 from pytest_dsr1 import baseline, report
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import MatrixError, load_matrix, matrix_layers
-from pytest_dsr1.merge import apply_records, merge, recorded_files
+from pytest_dsr1.merge import apply_recorded_sessions, merge, recorded_files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, MatrixError) as exc:
         print(f"pytest-dsr1 merge: {exc}", file=sys.stderr)
         return 2
-    record = merged.record
-    path = report.write_reports(record, a.out)
-    counts, starts = report.outcome_counts(record), report.starts_line(record)
+    run_log = merged.run_log
+    path = report.write_reports(run_log, a.out)
+    counts, starts = report.outcome_counts(run_log), report.starts_line(run_log)
     print(f"pytest-dsr1 merge: {len(merged.shards)} shard(s), {counts}; {starts}")
     print(f"pytest-dsr1 merge: reports written to {path}")
     if any(recorded_files(s) for s in a.shards):
-        written = apply_records(a.shards, a.baselines, a.keep_sessions, a.fresh_history)
+        written = apply_recorded_sessions(a.shards, a.baselines, a.keep_sessions, a.fresh_history)
         for file in dict.fromkeys(p for p, _ in written):
             n = sum(p == file for p, _ in written)
             print(f"pytest-dsr1 merge: recorded {n} entr{'y' if n == 1 else 'ies'} into {file}")

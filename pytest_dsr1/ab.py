@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 
 from pytest_dsr1.command import REDACTED, is_secret_name
 from pytest_dsr1.matrix import ServerConfig, apply_settings
-from pytest_dsr1.metrics import METRICS
+from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
 
 Side = Literal["A", "B"]

@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from pytest_dsr1.errors import InputError
-from pytest_dsr1.metrics import METRICS
+from pytest_dsr1.metric_catalog import METRICS
 
 SCHEMA_VERSION = 2  # 2: each entry holds `sessions`, a history; 1 (one session per entry) still loads
 READABLE_VERSIONS = (1, 2)
@@ -272,7 +272,7 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
         pass
 
 
-def record(
+def append_session(
     path: Path,
     hardware: str,
     model: str,
@@ -319,7 +319,7 @@ LOAD_FLAGS = (
 )
 
 
-def _load(command: str) -> dict[str, str]:
+def _load_flags(command: str) -> dict[str, str]:
     tokens = shlex.split(command)
     out = {}
     for i, tok in enumerate(tokens):
@@ -356,7 +356,7 @@ def load_mismatch(recorded_command: str | None, current_command: str) -> str | N
     the loads differ. Comparing numbers measured under different loads says nothing about the server."""
     if not recorded_command:
         return None
-    before, now = _load(recorded_command), _load(current_command)
+    before, now = _load_flags(recorded_command), _load_flags(current_command)
     diffs = [
         f"{flag} {before.get(flag, '(absent)')} in the baseline, {now.get(flag, '(absent)')} now"
         for flag in LOAD_FLAGS
@@ -418,7 +418,7 @@ class BaselineStore:
     def write(self, path: Path, hardware: str, model: str, item_id: str, entry: Entry) -> tuple[Entry | None, Entry]:
         """Record one entry into `path` (a committed or a machine-local file). Returns (old, new)."""
         try:
-            old_new = record(path, hardware, model, item_id, entry, self.keep, self.fresh)
+            old_new = append_session(path, hardware, model, item_id, entry, self.keep, self.fresh)
         except OSError as exc:
             local = self.local_directory is not None and self.local_directory in path.parents
             option = "--dsr1-local-baselines" if local else "--dsr1-baselines"

@@ -37,24 +37,24 @@ from pytest_dsr1.compare import (
     regressed,
 )
 from pytest_dsr1.matrix import Matrix, ServerConfig
-from pytest_dsr1.metrics import METRICS
-from pytest_dsr1.options import MissingBaseline
-from pytest_dsr1.record import (
+from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.options import SkipOrFail
+from pytest_dsr1.report import ab_table, brief, server_side_text, verdict_table
+from pytest_dsr1.run_log import (
     FAILED,
     INCONCLUSIVE,
     PASSED,
     RECORDED,
     REGRESSED,
     SKIPPED,
-    AbRecord,
+    AbRun,
     AbStart,
+    BaselineWrite,
     ItemResult,
     Measurement,
     Outcome,
-    RecordedChange,
-    RunRecord,
+    RunLog,
 )
-from pytest_dsr1.report import ab_table, brief, server_side_text, verdict_table
 from pytest_dsr1.runner import ItemFailed, Runner
 from pytest_dsr1.tolerance import Tolerance
 
@@ -76,7 +76,7 @@ class Decision:
         return self.outcome in (FAILED, REGRESSED) or (self.outcome == INCONCLUSIVE and self.strict)
 
 
-def missing_baseline(problem: str, mode: MissingBaseline, measured: str) -> Decision:
+def missing_baseline(problem: str, mode: SkipOrFail, measured: str) -> Decision:
     """The one rule for an item with nothing comparable to judge it against: a skip by default; under
     --dsr1-missing-baseline=fail (nightly CI), a failure, because a nightly must not stay green while comparing
     nothing (a baseline of other hardware is no baseline for this machine either)."""
@@ -84,7 +84,7 @@ def missing_baseline(problem: str, mode: MissingBaseline, measured: str) -> Deci
     return Decision(FAILED if mode == "fail" else SKIPPED, message)
 
 
-def inconclusive_decision(head: str, reasons: list[tuple[str, str]], table: str, mode: MissingBaseline) -> Decision:
+def inconclusive_decision(head: str, reasons: list[tuple[str, str]], table: str, mode: SkipOrFail) -> Decision:
     """The one rule for an item whose change cannot be told from noise: neither a pass nor a failure by default
     (a skip that says why), a failure under --dsr1-inconclusive=fail."""
     how = "fails under --dsr1-inconclusive=fail" if mode == "fail" else "neither passes nor fails"
@@ -143,10 +143,10 @@ def histories_of(entry: Entry, fingerprint: dict[str, Any]) -> dict[str, tuple[f
     return {k: tuple(v) for k, v in out.items()}
 
 
-def config_verdicts(record: RunRecord, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
+def config_verdicts(run_log: RunLog, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
     """A verdict per config and gated metric, over every item of the config that was compared (see judge_configs)."""
     by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
-    for result in record.results.values():
+    for result in run_log.results.values():
         by_config.setdefault(result.config_id, []).extend(
             (v, result.histories.get(v.metric, ())) for v in result.verdicts
         )
@@ -206,7 +206,7 @@ class Reference:
 class BaselineCheck:
     def __init__(self, runner: Runner, store: BaselineStore) -> None:
         self.runner = runner
-        self.record = runner.record
+        self.run_log = runner.run_log
         self.options = runner.options
         self.store = store
 
@@ -214,17 +214,17 @@ class BaselineCheck:
         """Record the measurement as the baseline (--dsr1-record), or compare it with its baseline."""
         result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
         try:
-            decision = self._record(m) if self.options.record else self._compare(m, result)
+            decision = self._write_baseline(m) if self.options.record else self._compare(m, result)
         except ItemFailed as exc:  # a confirmation run, or the fresh server, failed
             decision = Decision(FAILED, str(exc))
         except BaselineError as exc:
             decision = Decision(FAILED, f"{m.key}: {exc}")
         result.outcome = decision.outcome
         result.message = decision.message if decision.summary is None else decision.summary
-        self.record.results[m.key] = result
+        self.run_log.results[m.key] = result
         return decision
 
-    def _record(self, m: Measurement) -> Decision:
+    def _write_baseline(self, m: Measurement) -> Decision:
         hw, model = m.config.hardware.name, m.config.model.name
         path = self.store.path(hw, model)
         session = entry_of(m)
@@ -232,10 +232,12 @@ class BaselineCheck:
             old, new = self.store.write(path, hw, model, m.key, session)
         except BaselineError as exc:
             return Decision(FAILED, str(exc))
-        self.record.recorded_entries.setdefault((hw, model), {})[m.key] = session  # a shard's report carries it
+        self.run_log.recorded_entries.setdefault((hw, model), {})[m.key] = session  # a shard's report carries it
         for metric, samples in sorted(new.metrics.items()):
             before = median_or_none(old.metrics.get(metric)) if old else None
-            self.record.records.append(RecordedChange(str(path), m.key, metric, before, median_or_none(samples) or 0.0))
+            self.run_log.baseline_writes.append(
+                BaselineWrite(str(path), m.key, metric, before, median_or_none(samples) or 0.0)
+            )
         return Decision(RECORDED)
 
     def _reference(self, m: Measurement) -> Reference | Decision:
@@ -256,7 +258,7 @@ class BaselineCheck:
         hw, model = m.config.hardware.name, m.config.model.name
         local = self.store.local_file(m.fingerprint, hw, model)
         entry = local.entries.get(m.key)
-        uses = self.record.local_baseline_uses.setdefault(str(local.path), [])
+        uses = self.run_log.local_baseline_uses.setdefault(str(local.path), [])
         if entry is not None and not_comparable(entry, m.key, m.fingerprint, m.bench_command, local.path) is None:
             uses.append((m.key, "compared"))
             return Reference(entry, local.path, f"compared with this machine's own baseline ({local.path}): {problem}")
@@ -347,7 +349,7 @@ class BaselineCheck:
         note = ""
         versions = (entry.fingerprint.get("vllm"), m.fingerprint.get("vllm"))
         if versions[0] != versions[1]:
-            self.record.version_changes[versions] = self.record.version_changes.get(versions, 0) + 1
+            self.run_log.version_changes[versions] = self.run_log.version_changes.get(versions, 0) + 1
             note = f"\n(vLLM {versions[0]} in the baseline, {versions[1]} now)"
         for key in NOTED_FINGERPRINT_CHANGES:
             before, now = entry.fingerprint.get(key), m.fingerprint.get(key)
@@ -383,9 +385,9 @@ class AbCheck:
     """The verdict on one item in A/B mode: B's start medians against A's, from the starts the runner made.
     Nothing is written to baselines."""
 
-    def __init__(self, runner: Runner, ab: AbRecord) -> None:
+    def __init__(self, runner: Runner, ab: AbRun) -> None:
         self.runner = runner
-        self.record = runner.record
+        self.run_log = runner.run_log
         self.options = runner.options
         self.ab = ab
 
@@ -395,7 +397,7 @@ class AbCheck:
         result.ab_verdicts = self.ab.verdicts.get(m.key, [])
         result.outcome = decision.outcome
         result.message = decision.message if decision.summary is None else decision.summary
-        self.record.results[m.key] = result
+        self.run_log.results[m.key] = result
         return decision
 
     def b_server_command(self, m: Measurement) -> str:
@@ -449,7 +451,7 @@ def _side_medians(starts: list[AbStart], key: str) -> dict[str, float]:
 
 
 def ab_config_verdicts(
-    ab: AbRecord, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
+    ab: AbRun, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
 ) -> list[AbConfigVerdict]:
     """Per config and gated metric, start by start over its judged items (ab.judge_ab_config), against the
     config's config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pytest_dsr1.metrics import METRICS
+from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
 
 Verdict = Literal["ok", "REGRESSED", "noise", "improved", "stale", "not compared", "inconclusive"]

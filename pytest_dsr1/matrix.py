@@ -199,7 +199,7 @@ class Matrix:
         where the matrix has none, the built-in defaults: the recipe's), the hardware's, the config's, then
         `overrides` (--dsr1-tolerance, where `*` sets every metric and named metrics win over it). A metric set
         to `off` is recorded, not gated."""
-        from pytest_dsr1.metrics import CLIENT_METRICS
+        from pytest_dsr1.metric_catalog import CLIENT_METRICS
 
         merged: dict[str, Tolerance | None] = dict(self.tolerances or DEFAULT_TOLERANCES)
         for layer in (config.hardware.tolerances, config.tolerances):
@@ -562,7 +562,7 @@ def _batch_sizes(f: Path, fieldname: str, value: Any) -> tuple[int, ...]:
 
 
 def _tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Tolerance | None], ...]:
-    from pytest_dsr1.metrics import METRICS
+    from pytest_dsr1.metric_catalog import METRICS
 
     _expect(f, fieldname, spec, dict, "a mapping of metric name to a tolerance like '10%' or '15%:5', or off")
     out: list[tuple[str, Tolerance | None]] = []

@@ -19,7 +19,7 @@ from pytest_dsr1 import baseline
 from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import Matrix, Workload
-from pytest_dsr1.record import ConfigStats, ItemResult, Measurement, RecordedChange, RunMetadata, RunRecord
+from pytest_dsr1.run_log import BaselineWrite, ConfigStats, ItemResult, Measurement, RunLog, RunMetadata
 
 RECORDS_DIR = "baselines"  # in a shard's report folder: the sessions its record run wrote, as baseline files
 
@@ -32,12 +32,12 @@ class MergeError(InputError):
 class Shard:
     directory: Path
     data: dict[str, Any]
-    record: RunRecord
+    run_log: RunLog
 
 
 @dataclass
 class Merged:
-    record: RunRecord
+    run_log: RunLog
     missing: dict[str, int] = field(default_factory=dict)  # item -> the shard that should have reported it
     shards: list[Shard] = field(default_factory=list)
 
@@ -102,7 +102,7 @@ def _stats(raw: dict[str, Any]) -> ConfigStats:
     return ConfigStats(**known)
 
 
-def read_record(directory: Path, matrix: Matrix) -> tuple[dict[str, Any], RunRecord]:
+def read_run_log(directory: Path, matrix: Matrix) -> tuple[dict[str, Any], RunLog]:
     """A report folder's results.json, back as the RunRecord the reports are written from."""
     path = directory / "results.json"
     if not path.is_file():
@@ -116,10 +116,10 @@ def read_record(directory: Path, matrix: Matrix) -> tuple[dict[str, Any], RunRec
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise MergeError(path, "(content)", f"not JSON ({exc})", "run the shard again with --dsr1-report") from None
-    return data, record_from_json(data, matrix, path)
+    return data, run_log_from_json(data, matrix, path)
 
 
-def record_from_json(data: Any, matrix: Matrix, where: Path) -> RunRecord:
+def run_log_from_json(data: Any, matrix: Matrix, where: Path) -> RunLog:
     """results.json's content (a report, or an xdist worker's payload), back as a RunRecord."""
     try:
         if not isinstance(data, dict):
@@ -131,18 +131,18 @@ def record_from_json(data: Any, matrix: Matrix, where: Path) -> RunRecord:
                 "an A/B run: its verdicts come from every start of a config together, not per shard",
                 "run A/B comparisons unsharded (one job per config selection with -k)",
             )
-        record = RunRecord(matrix, Path(data.get("logs") or where.parent), RunMetadata(**data["metadata"]))
-        record.server_starts = int(data["server_starts"])
-        record.restarts = dict(data.get("confirm_restarts") or {})
-        record.configs_run = list(data["configs_run"])
-        record.stats = {cid: _stats(raw) for cid, raw in data["timing"].items()}
-        record.config_verdicts = [ConfigVerdict(**v) for v in data.get("config_verdicts") or []]
-        record.results = {raw["id"]: _item(raw, matrix, where) for raw in data["items"]}
-        record.worker_wait_s = data.get("worker_wait_s")
-        record.shard = data.get("shard")
-        record.outcomes = dict(data.get("outcomes") or {})
-        record.records = [RecordedChange(*r) for r in data.get("recorded") or []]
-        record.part_logs = [str(p) for p in data.get("part_logs") or []]
+        run_log = RunLog(matrix, Path(data.get("logs") or where.parent), RunMetadata(**data["metadata"]))
+        run_log.server_starts = int(data["server_starts"])
+        run_log.restarts = dict(data.get("confirm_restarts") or {})
+        run_log.configs_run = list(data["configs_run"])
+        run_log.stats = {cid: _stats(raw) for cid, raw in data["timing"].items()}
+        run_log.config_verdicts = [ConfigVerdict(**v) for v in data.get("config_verdicts") or []]
+        run_log.results = {raw["id"]: _item(raw, matrix, where) for raw in data["items"]}
+        run_log.worker_wait_s = data.get("worker_wait_s")
+        run_log.shard = data.get("shard")
+        run_log.outcomes = dict(data.get("outcomes") or {})
+        run_log.baseline_writes = [BaselineWrite(*r) for r in data.get("recorded") or []]
+        run_log.part_logs = [str(p) for p in data.get("part_logs") or []]
     except MergeError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -152,10 +152,10 @@ def record_from_json(data: Any, matrix: Matrix, where: Path) -> RunRecord:
             f"not a pytest-dsr1 results.json of this version ({exc!r})",
             "merge the reports of shards run with the same pytest-dsr1 version",
         ) from None
-    return record
+    return run_log
 
 
-def add_into(merged: RunRecord, r: RunRecord) -> None:
+def add_into(merged: RunLog, r: RunLog) -> None:
     """Add one part's record (a shard, an xdist worker) to the merged one. Configs never split across parts."""
     merged.server_starts += r.server_starts
     merged.restarts.update(r.restarts)
@@ -164,7 +164,7 @@ def add_into(merged: RunRecord, r: RunRecord) -> None:
     merged.config_verdicts += r.config_verdicts
     merged.results.update(r.results)
     merged.outcomes.update(r.outcomes)
-    merged.records += r.records
+    merged.baseline_writes += r.baseline_writes
     for path, uses in r.local_baseline_uses.items():
         merged.local_baseline_uses.setdefault(path, []).extend(uses)
     for key, n in r.version_changes.items():
@@ -182,8 +182,8 @@ def merge(directories: list[Path], matrix: Matrix) -> Merged:
     """Read every shard and merge them into one RunRecord; `missing` names the planned items no shard reported."""
     shards = []
     for d in directories:
-        data, record = read_record(d, matrix)
-        shards.append(Shard(d, data, record))
+        data, run_log = read_run_log(d, matrix)
+        shards.append(Shard(d, data, run_log))
     plans = [s.data.get("shard") for s in shards]
     plan = next((p for p in plans if p), None)
     for s, p in zip(shards, plans, strict=True):
@@ -210,15 +210,15 @@ def merge(directories: list[Path], matrix: Matrix) -> Merged:
             f"shard(s) {', '.join(map(str, dupes))} given more than once",
             "give each shard's report folder once",
         )
-    first = shards[0].record
-    hosts = list(dict.fromkeys(s.record.metadata.host for s in shards if s.record.metadata.host))
+    first = shards[0].run_log
+    hosts = list(dict.fromkeys(s.run_log.metadata.host for s in shards if s.run_log.metadata.host))
     command = first.metadata.command_line
     if plan is not None:
         command += f" (merged: {len(shards)} of {plan['count']} shards)"
     meta = RunMetadata(**{**vars(first.metadata), "host": "; ".join(hosts), "command_line": command})
-    merged = RunRecord(matrix, first.run_dir, meta)
+    merged = RunLog(matrix, first.run_dir, meta)
     for s in shards:
-        add_into(merged, s.record)
+        add_into(merged, s.run_log)
     planned: dict[str, int] = dict(plan["items"]) if plan else {k: 1 for k in merged.results}
     reported = set(merged.results) | set(merged.outcomes)  # skipped items too (no result), as pytest reported
     missing = {item: shard for item, shard in planned.items() if item not in reported}
@@ -231,7 +231,7 @@ def recorded_files(directory: Path) -> list[Path]:
     return sorted(root.glob("*/*.json")) if root.is_dir() else []
 
 
-def apply_records(
+def apply_recorded_sessions(
     shards: list[Path], target: Path, keep: int = baseline.DEFAULT_KEEP_SESSIONS, fresh: bool = False
 ) -> list[tuple[Path, str]]:
     """Append each recorded session of every shard to `target`'s baseline files (locked, atomic, one entry at a
@@ -243,28 +243,28 @@ def apply_records(
             recorded = baseline.load(path, hardware, model)
             for item_id, entry in sorted(recorded.entries.items()):
                 dest = baseline.baseline_path(target, hardware, model)
-                baseline.record(dest, hardware, model, item_id, entry, keep, fresh)
+                baseline.append_session(dest, hardware, model, item_id, entry, keep, fresh)
                 written.append((dest, item_id))
     return written
 
 
-def worker_payload(record: RunRecord) -> dict[str, Any]:
+def worker_payload(run_log: RunLog) -> dict[str, Any]:
     """What an xdist worker hands to the controller: its results.json, and what the terminal summary shows
     beyond it (machine-local baselines used, version changes, leftovers stopped, dry-run commands)."""
     from pytest_dsr1.report import results_json
 
     return {
-        "results": results_json(record),
-        "local_baseline_uses": record.local_baseline_uses,
-        "version_changes": [[before, now, n] for (before, now), n in record.version_changes.items()],
-        "stale_cleaned": record.stale_cleaned,
-        "dry_run": record.dry_run,
+        "results": results_json(run_log),
+        "local_baseline_uses": run_log.local_baseline_uses,
+        "version_changes": [[before, now, n] for (before, now), n in run_log.version_changes.items()],
+        "stale_cleaned": run_log.stale_cleaned,
+        "dry_run": run_log.dry_run,
     }
 
 
-def absorb_worker(into: RunRecord, payload: dict[str, Any], worker: str) -> None:
+def absorb_worker(into: RunLog, payload: dict[str, Any], worker: str) -> None:
     """Add an xdist worker's payload (worker_payload) to the controller's record."""
-    part = record_from_json(payload["results"], into.matrix, Path(worker))
+    part = run_log_from_json(payload["results"], into.matrix, Path(worker))
     part.local_baseline_uses = {k: [tuple(u) for u in v] for k, v in payload.get("local_baseline_uses", {}).items()}
     part.version_changes = {(b, n): c for b, n, c in payload.get("version_changes", [])}
     part.stale_cleaned = list(payload.get("stale_cleaned", []))

@@ -21,8 +21,8 @@ from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.shard import parse_shard
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
 
-MissingBaseline = Literal["skip", "fail"]
-MISSING_BASELINE_CHOICES: tuple[MissingBaseline, ...] = ("skip", "fail")
+SkipOrFail = Literal["skip", "fail"]
+MISSING_BASELINE_CHOICES: tuple[SkipOrFail, ...] = ("skip", "fail")
 
 
 def parse_setting_override(text: str) -> tuple[str | None, str, str]:
@@ -81,7 +81,7 @@ parse_seconds = _number(float, lambda v: v > 0, "a number of seconds", "must be 
 parse_alpha = _number(float, lambda v: 0 < v < 1, "a number", "a significance level is between 0 and 1, e.g. 0.05")
 
 
-def parse_missing_baseline(text: str) -> MissingBaseline:
+def parse_missing_baseline(text: str) -> SkipOrFail:
     if text not in MISSING_BASELINE_CHOICES:
         raise argparse.ArgumentTypeError(f"{text!r}: use one of: {', '.join(MISSING_BASELINE_CHOICES)}")
     return text  # narrowed by the membership test
@@ -326,8 +326,8 @@ class Options:
     repeat: int | None = None
     confirm: int | None = None
     alpha: float = 0.05
-    missing_baseline: MissingBaseline = "skip"
-    inconclusive: MissingBaseline = "skip"  # skip | fail, like a missing baseline
+    missing_baseline: SkipOrFail = "skip"
+    inconclusive: SkipOrFail = "skip"  # skip | fail, like a missing baseline
     keep_sessions: int = 10
     fresh_history: bool = False
     startup_timeout: float | None = None

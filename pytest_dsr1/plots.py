@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: before pyplot is imported
 import matplotlib.pyplot as plt
 
-from pytest_dsr1.record import ItemResult, RunRecord
+from pytest_dsr1.run_log import ItemResult, RunLog
 
 FIGSIZE = (8, 5)
 DPI = 100
@@ -30,24 +30,24 @@ DPI = 100
 Value = Callable[[ItemResult, str, str], "float | None"]  # (item, which line, metric) -> a point
 
 
-def _value(record: RunRecord) -> Value:
+def _value(run_log: RunLog) -> Value:
     def value(r: ItemResult, which: str, metric: str) -> float | None:
         if which == "current":
             xs = r.measurement.samples.get(metric) if r.measurement else None
             return statistics.median(xs) if xs else None
         if which == "baseline":
             return r.baseline_medians.get(metric)
-        assert record.ab is not None
-        medians = [s.medians(r.key).get(metric) for s in record.ab.starts_of(r.config_id) if s.side == which]
+        assert run_log.ab is not None
+        medians = [s.medians(r.key).get(metric) for s in run_log.ab.starts_of(r.config_id) if s.side == which]
         present = [m for m in medians if m is not None]
         return statistics.median(present) if present else None
 
     return value
 
 
-def _lines(record: RunRecord) -> tuple[tuple[str, str, bool], ...]:
+def _lines(run_log: RunLog) -> tuple[tuple[str, str, bool], ...]:
     """(which, line style, filled markers): the run against its baseline, or B against A."""
-    if record.ab is not None:
+    if run_log.ab is not None:
         return (("B", "-", True), ("A", "--", False))
     return (("current", "-", True), ("baseline", "--", False))
 
@@ -61,21 +61,21 @@ def _series(results: list[ItemResult], value: Value, which: str, metric: str) ->
     return sorted(pts)
 
 
-def _by_config(record: RunRecord) -> dict[str, dict[str, list[ItemResult]]]:
+def _by_config(run_log: RunLog) -> dict[str, dict[str, list[ItemResult]]]:
     out: dict[str, dict[str, list[ItemResult]]] = {}
-    for r in record.results.values():
+    for r in run_log.results.values():
         if r.measurement is None:
             continue
         out.setdefault(r.config_id, {}).setdefault(r.workload.name, []).append(r)
     return out
 
 
-def write_plots(record: RunRecord, directory: Path) -> list[Path]:
+def write_plots(run_log: RunLog, directory: Path) -> list[Path]:
     written = []
-    for config_id, workloads in _by_config(record).items():
-        gpus = record.matrix.config(config_id).gpus  # 0 on the CPU
+    for config_id, workloads in _by_config(run_log).items():
+        gpus = run_log.matrix.config(config_id).gpus  # 0 on the CPU
         colors = dict(zip(workloads, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-        lines, value = _lines(record), _value(record)
+        lines, value = _lines(run_log), _value(run_log)
         written.append(_throughput_interactivity(directory, config_id, workloads, gpus, colors, lines, value))
         written.append(_latency(directory, config_id, workloads, colors, lines, value))
     return written

@@ -38,12 +38,12 @@ from pytest_dsr1.matrix import (
 from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
-from pytest_dsr1.record import (
+from pytest_dsr1.run_log import (
     INCONCLUSIVE,
     SKIPPED,
-    AbRecord,
+    AbRun,
     Measurement,
-    RunRecord,
+    RunLog,
     git_commit,
     item_key,
     run_metadata,
@@ -212,8 +212,8 @@ class Suite:
         # No git here: every pytest start in a project with the plugin would pay for it; the commit is looked
         # up once the suite's items are collected.
         metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
-        self.record = RunRecord(matrix, options.run_dir / run_dir_name(), metadata)
-        self.runner = Runner(matrix, options, self.record, _terminal_writer(config))
+        self.run_log = RunLog(matrix, options.run_dir / run_dir_name(), metadata)
+        self.runner = Runner(matrix, options, self.run_log, _terminal_writer(config))
         self.runner.share_gpus = hasattr(config, "workerinput")  # an xdist worker: GPUs go in disjoint slices
         self.store = BaselineStore(
             options.baselines, options.local_baselines, options.keep_sessions, options.fresh_history
@@ -224,19 +224,19 @@ class Suite:
         # pytest -n: this process hands out items and merges the workers' records; it starts no server.
         self.xdist_controller = not hasattr(config, "workerinput") and _under_xdist(config)
 
-    def ab_record(self) -> AbRecord:
+    def ab_run(self) -> AbRun:
         """The A/B part of the run's record, made at the first A/B start."""
         assert self.ab is not None
-        if self.record.ab is None:
+        if self.run_log.ab is None:
             a_label, b_label = self.runner.ab_labels(self.ab)
-            self.record.ab = AbRecord(a_label, b_label, self.options.ab_rounds, self.ab)
-        return self.record.ab
+            self.run_log.ab = AbRun(a_label, b_label, self.options.ab_rounds, self.ab)
+        return self.run_log.ab
 
     def ab_measurement(self, config: ServerConfig, workload: Workload) -> Measurement:
         """The item's A/B measurement: A's runs over every A start (the item's own record); the check judges
         B against A from the starts themselves."""
         key = item_key(config.id, workload.id)
-        starts = self.ab_record().starts_of(config.id)
+        starts = self.ab_run().starts_of(config.id)
         a_starts = [s for s in starts if s.side == "A"]
         fingerprint = self.runner.fingerprint_for(config)
         m = Measurement(
@@ -359,7 +359,7 @@ class Suite:
         if drop:
             config.hook.pytest_deselected(items=drop)
         self.shard_plan = split
-        self.record.shard = shard_json(split, index)
+        self.run_log.shard = shard_json(split, index)
 
     def _recorded_run_s(self, config: ServerConfig, workload: Workload) -> float | None:
         """Seconds per measured run of the item, from its committed baseline (none: modelled)."""
@@ -389,7 +389,7 @@ class Suite:
             # The commit that runs, before a record writes the tracked baselines (which would make it '+dirty');
             # not at start-up, where every pytest run of a project with the plugin would pay for it.
             commit = git_commit(Path(session.config.rootpath))
-            self.record.metadata = replace(self.record.metadata, git_commit=commit)
+            self.run_log.metadata = replace(self.run_log.metadata, git_commit=commit)
         for hw, model in sorted(pairs if self.ab is None else ()):  # an A/B run reads no baseline
             try:
                 self.store.file(hw, model)
@@ -412,13 +412,13 @@ class Suite:
         params = item.stash.get(PARAMS_KEY, None)
         if params and (call.when == "call" or rep.outcome != "passed"):
             # The item's outcome as pytest reports it (a skip or error at set-up too): a merge of shards checks it.
-            self.record.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
+            self.run_log.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
         if params:
-            stats = self.record.stats.get(params[0].id)
+            stats = self.run_log.stats.get(params[0].id)
             if stats is not None:
                 stats.wall_s += call.duration
                 stats.items += call.when == "call"
-            result = self.record.results.get(item_key(params[0].id, params[1].id))
+            result = self.run_log.results.get(item_key(params[0].id, params[1].id))
             if result is not None and call.when == "call":
                 result.wall_s = call.duration
                 item.user_properties.extend(report.junit_properties(result))
@@ -449,10 +449,10 @@ class Suite:
         """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
         fails the run (exit code 1) even where no single item crossed its own band."""
         if not self.xdist_controller:  # under xdist each worker judged its own (whole) configs
-            self.record.config_verdicts = config_verdicts(self.record, self.matrix, self.options.tolerances)
-        failed = any(v.failed for v in self.record.config_verdicts)
-        if self.record.ab is not None:
-            ab = self.record.ab
+            self.run_log.config_verdicts = config_verdicts(self.run_log, self.matrix, self.options.tolerances)
+        failed = any(v.failed for v in self.run_log.config_verdicts)
+        if self.run_log.ab is not None:
+            ab = self.run_log.ab
             ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances, self.options.alpha)
             failed = failed or any(v.failed for v in ab.config_verdicts)
         if failed and session.exitstatus == pytest.ExitCode.OK:
@@ -460,7 +460,7 @@ class Suite:
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: its record goes to the controller (pytest-cov's way)
             self._describe_host()
-            workeroutput[WORKER_OUTPUT_KEY] = json.dumps(worker_payload(self.record), default=str)
+            workeroutput[WORKER_OUTPUT_KEY] = json.dumps(worker_payload(self.run_log), default=str)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
@@ -474,19 +474,19 @@ class Suite:
         """The controller of pytest -n: a worker finished; add its record to the run's."""
         payload = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
         if payload:
-            absorb_worker(self.record, json.loads(payload), str(getattr(node, "gateway", node).id))
+            absorb_worker(self.run_log, json.loads(payload), str(getattr(node, "gateway", node).id))
 
     def _describe_host(self) -> None:
-        if self.record.configs_run:  # the hardware was detected for this run: say what it was
+        if self.run_log.configs_run:  # the hardware was detected for this run: say what it was
             host = self.runner.host
             described = f"{host.cpu_model} ({host.cpu_count} cores), {host.describe_gpus()}"
-            self.record.metadata = replace(self.record.metadata, host=described)
+            self.run_log.metadata = replace(self.run_log.metadata, host=described)
 
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
         self._describe_host()
-        report.terminal_summary(self.record, terminalreporter)
+        report.terminal_summary(self.run_log, terminalreporter)
         if self.options.report is not None:
-            path = report.write_reports(self.record, self.options.report)
+            path = report.write_reports(self.run_log, self.options.report)
             terminalreporter.write_line(f"dsr1: reports written to {path}")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
@@ -505,7 +505,7 @@ def _suite(request: pytest.FixtureRequest) -> Suite:
 
 
 @pytest.fixture(scope="session")
-def dsr1_session(request: pytest.FixtureRequest) -> Runner:
+def dsr1_runner(request: pytest.FixtureRequest) -> Runner:
     """The pytest-dsr1 runner: matrix, options, servers, and the run's record (`.record`)."""
     return _suite(request).runner
 
@@ -528,7 +528,7 @@ def dsr1_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None]
             pytest.skip(f"A/B: B ({suite.ab.label}) does not change {config.id}: nothing to compare")
         # A/B: every start of this config (ABBA, fresh servers) runs its selected items now; the items then judge.
         # Once per config, even if pytest sets this fixture up again (items reordered by another plugin).
-        ab = suite.ab_record()
+        ab = suite.ab_run()
         if not ab.starts_of(config.id):
             suite.runner.run_ab(
                 config, suite.ab_workloads.get(config.id, []), suite.ab, suite.options.ab_rounds, into=ab.starts
@@ -620,5 +620,5 @@ def dsr1_baseline(request: pytest.FixtureRequest) -> Dsr1Baseline:
     """Compare a measurement with the stored baseline (or record it with --dsr1-record)."""
     suite = _suite(request)
     if suite.ab is not None and not suite.options.dry_run:
-        return Dsr1Baseline(AbCheck(suite.runner, suite.ab_record()))
+        return Dsr1Baseline(AbCheck(suite.runner, suite.ab_run()))
     return Dsr1Baseline(BaselineCheck(suite.runner, suite.store))

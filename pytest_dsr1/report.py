@@ -25,8 +25,8 @@ from pytest_dsr1.compare import (
     ConfigVerdict,
     MetricVerdict,
 )
-from pytest_dsr1.metrics import METRICS
-from pytest_dsr1.record import RECORDED, AbRecord, ItemResult, Outcome, RunRecord
+from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.run_log import RECORDED, AbRun, ItemResult, Outcome, RunLog
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -152,7 +152,7 @@ def ab_table(verdicts: Iterable[AbVerdict]) -> str:
     return format_table(AB_HEADER, ab_rows(verdicts))
 
 
-def ab_cost_line(ab: AbRecord) -> str:
+def ab_cost_line(ab: AbRun) -> str:
     """What the comparison cost, so that a user can weigh rounds against time."""
     a, b = ab.wall_s("A"), ab.wall_s("B")
     n_a = sum(s.side == "A" for s in ab.starts)
@@ -197,17 +197,17 @@ def _severity(v: MetricVerdict) -> tuple[int, float]:
     return order.get(v.verdict, 9), -worse
 
 
-def summary_rows(record: RunRecord) -> list[list[str]]:
-    flat = [(r.key, v) for r in record.results.values() for v in r.verdicts]
+def summary_rows(run_log: RunLog) -> list[list[str]]:
+    flat = [(r.key, v) for r in run_log.results.values() for v in r.verdicts]
     flat.sort(key=lambda kv: _severity(kv[1]))
     return [[key, *row] for key, v in flat for row in verdict_rows([v])]
 
 
-def timing_rows(record: RunRecord) -> list[list[str]]:
+def timing_rows(run_log: RunLog) -> list[list[str]]:
     rows = []
     tot = [0.0] * 6
-    for cid in dict.fromkeys(record.configs_run):
-        s = record.stats[cid]
+    for cid in dict.fromkeys(run_log.configs_run):
+        s = run_log.stats[cid]
         # pytest -n: waiting for a GPU that another worker's server held is neither this config's nor the harness's.
         overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s - s.gpu_wait_s
         ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
@@ -220,7 +220,7 @@ def timing_rows(record: RunRecord) -> list[list[str]]:
                 "total",
                 "",
                 *(f"{x:.1f}s" for x in tot),
-                str(sum(record.stats[c].items for c in dict.fromkeys(record.configs_run))),
+                str(sum(run_log.stats[c].items for c in dict.fromkeys(run_log.configs_run))),
             ]
         )
     return rows
@@ -233,17 +233,17 @@ def timing_rows(record: RunRecord) -> list[list[str]]:
 TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
 
 
-def terminal_summary(record: RunRecord, tr: Any) -> None:
-    if record.dry_run:
+def terminal_summary(run_log: RunLog, tr: Any) -> None:
+    if run_log.dry_run:
         tr.section("dsr1 dry run: the commands each item would run", sep="=")
-        for lines in record.dry_run.values():
+        for lines in run_log.dry_run.values():
             for line in lines:
                 tr.write_line(line)
             tr.write_line("")
-    if not record.configs_run and not record.results and not record.records:
+    if not run_log.configs_run and not run_log.results and not run_log.baseline_writes:
         return
     tr.section("dsr1 serving summary", sep="=")
-    rows = summary_rows(record)
+    rows = summary_rows(run_log)
     if rows:
         table = format_table(["item", *VERDICT_HEADER], rows)
         for line in table.splitlines():
@@ -253,11 +253,11 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
                 else ({"yellow": True} if f" {STALE}" in line else {})
             )
             tr.write_line(line, **markup)
-    for cv in record.config_verdicts:
+    for cv in run_log.config_verdicts:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
-    if record.ab is not None:
-        _ab_terminal(record.ab, tr)
-    other = [r for r in record.results.values() if not r.verdicts and not r.ab_verdicts]
+    if run_log.ab is not None:
+        _ab_terminal(run_log.ab, tr)
+    other = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
     for r in other:
         if r.outcome == RECORDED:
             continue
@@ -265,11 +265,11 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
             f"{r.key}: {r.outcome}: {r.message.splitlines()[0] if r.message else ''}",
             **({"red": True} if r.outcome == "failed" else {}),
         )
-    for (before, now), n in record.version_changes.items():
+    for (before, now), n in run_log.version_changes.items():
         tr.write_line(
             f"dsr1: compared across vLLM versions: {before} in the baseline, {now} now ({n} item(s))", yellow=True
         )
-    for path, uses in record.local_baseline_uses.items():
+    for path, uses in run_log.local_baseline_uses.items():
         compared = sum(what == "compared" for _, what in uses)
         recorded = len(uses) - compared
         if compared:
@@ -284,47 +284,47 @@ def terminal_summary(record: RunRecord, tr: Any) -> None:
                 f"{path}, and the next run compares against it",
                 yellow=True,
             )
-    stale = [r for r in record.results.values() if any(v.verdict == STALE for v in r.verdicts)]
+    stale = [r for r in run_log.results.values() if any(v.verdict == STALE for v in r.verdicts)]
     for r in stale:
         tr.write_line(f"warning: {r.key}: {r.message}", yellow=True)
-    if record.records:
+    if run_log.baseline_writes:
         tr.write_line("")
-        for path in dict.fromkeys(r[0] for r in record.records):
+        for path in dict.fromkeys(r[0] for r in run_log.baseline_writes):
             tr.write_line(f"recorded baselines into {path} (old -> new median):")
             by_item: dict[str, list[str]] = {}
-            for p, key, metric, old, new in record.records:
+            for p, key, metric, old, new in run_log.baseline_writes:
                 if p == path and metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
                     by_item.setdefault(key, []).append(f"{metric} {_num(old)} -> {_num(new)}")
             for key, changes in by_item.items():
                 tr.write_line(f"  {key}: " + ", ".join(changes))
-    if record.configs_run:
+    if run_log.configs_run:
         tr.write_line("")
-        for line in format_table(TIMING_HEADER, timing_rows(record)).splitlines():
+        for line in format_table(TIMING_HEADER, timing_rows(run_log)).splitlines():
             tr.write_line(line)
-        n = len(record.configs_run)
-        tr.write_line(f"dsr1: {starts_line(record)}")
-        if record.worker_wait_s is not None:
-            tr.write_line(f"dsr1: {worker_line(record.worker_wait_s)}")
-        for note in [metrics_line(record), *gpu_wait_lines(record)]:
+        n = len(run_log.configs_run)
+        tr.write_line(f"dsr1: {starts_line(run_log)}")
+        if run_log.worker_wait_s is not None:
+            tr.write_line(f"dsr1: {worker_line(run_log.worker_wait_s)}")
+        for note in [metrics_line(run_log), *gpu_wait_lines(run_log)]:
             if note:
                 tr.write_line(f"dsr1: {note}")
-        for cid in dict.fromkeys(record.configs_run):
-            mem = record.stats[cid].gpu_memory_after_stop
+        for cid in dict.fromkeys(run_log.configs_run):
+            mem = run_log.stats[cid].gpu_memory_after_stop
             if mem:
                 tr.write_line(
                     f"dsr1: GPU memory used after stopping {cid} (MiB): " + ", ".join(f"{u}/{t}" for u, t in mem)
                 )
-        if record.part_logs:  # pytest -n: each worker kept its servers' logs
-            tr.write_line("dsr1: logs in " + ", ".join(dict.fromkeys(record.part_logs)))
+        if run_log.part_logs:  # pytest -n: each worker kept its servers' logs
+            tr.write_line("dsr1: logs in " + ", ".join(dict.fromkeys(run_log.part_logs)))
         elif n:
-            tr.write_line(f"dsr1: logs in {record.run_dir}")
-    for info in record.stale_cleaned:
+            tr.write_line(f"dsr1: logs in {run_log.run_dir}")
+    for info in run_log.stale_cleaned:
         tr.write_line(
             f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True
         )
 
 
-def _ab_terminal(ab: AbRecord, tr: Any) -> None:
+def _ab_terminal(ab: AbRun, tr: Any) -> None:
     tr.write_line(f"dsr1 A/B: {ab.b_label}, against {ab.a_label}")
     rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
     if rows:
@@ -335,11 +335,11 @@ def _ab_terminal(ab: AbRecord, tr: Any) -> None:
     tr.write_line(f"dsr1: {ab_cost_line(ab)}")
 
 
-def metrics_line(record: RunRecord) -> str | None:
+def metrics_line(run_log: RunLog) -> str | None:
     """How much of the overhead column the /metrics snapshots around the runs took (--dsr1-server-metrics)."""
-    configs = list(dict.fromkeys(record.configs_run))
-    spent = sum(record.stats[c].metrics_s for c in configs)
-    wall = sum(record.stats[c].wall_s for c in configs)
+    configs = list(dict.fromkeys(run_log.configs_run))
+    spent = sum(run_log.stats[c].metrics_s for c in configs)
+    wall = sum(run_log.stats[c].wall_s for c in configs)
     if spent <= 0 or wall <= 0:
         return None
     return (
@@ -348,12 +348,12 @@ def metrics_line(record: RunRecord) -> str | None:
     )
 
 
-def gpu_wait_lines(record: RunRecord) -> list[str]:
+def gpu_wait_lines(run_log: RunLog) -> list[str]:
     """pytest -n on a GPU host: how long each config waited for its GPUs (kept out of the overhead column)."""
     return [
         f"{cid} waited {s.gpu_wait_s:.1f}s for its GPU(s) while another worker's server held them "
         "(pytest -n; not in the overhead column)"
-        for cid, s in record.stats.items()
+        for cid, s in run_log.stats.items()
         if s.gpu_wait_s >= 1.0
     ]
 
@@ -365,23 +365,23 @@ def worker_line(waited_s: float) -> str:
     )
 
 
-def starts_line(record: RunRecord) -> str:
+def starts_line(run_log: RunLog) -> str:
     """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
-    configs, restarts = len(set(record.configs_run)), sum(record.restarts.values())
-    line = f"{record.server_starts} server start(s) for {configs} configuration(s) run"
-    if record.ab is not None:
-        per = 4 * record.ab.rounds
-        line += f" (A/B: {per} fresh starts per configuration, ABBA x{record.ab.rounds})"
-        if record.server_starts != per * configs:
+    configs, restarts = len(set(run_log.configs_run)), sum(run_log.restarts.values())
+    line = f"{run_log.server_starts} server start(s) for {configs} configuration(s) run"
+    if run_log.ab is not None:
+        per = 4 * run_log.ab.rounds
+        line += f" (A/B: {per} fresh starts per configuration, ABBA x{run_log.ab.rounds})"
+        if run_log.server_starts != per * configs:
             line += " (MISMATCH: not every A/B start was made)"
         return line
     if restarts:
         line += (
             f" ({restarts} of them fresh start(s) to confirm a regression: "
-            + ", ".join(f"{cid} x{n}" for cid, n in record.restarts.items())
+            + ", ".join(f"{cid} x{n}" for cid, n in run_log.restarts.items())
             + ")"
         )
-    if record.server_starts - restarts != configs:
+    if run_log.server_starts - restarts != configs:
         line += " (MISMATCH: a configuration started more than once)"
     return line
 
@@ -434,7 +434,7 @@ def _item_json(r: ItemResult) -> dict[str, Any]:
     }
 
 
-def _ab_json(ab: AbRecord) -> dict[str, Any]:
+def _ab_json(ab: AbRun) -> dict[str, Any]:
     def verdict(v: AbVerdict) -> dict[str, Any]:
         return {**vars(v), "a_starts": list(v.a_starts), "b_starts": list(v.b_starts)}
 
@@ -464,33 +464,33 @@ def _ab_json(ab: AbRecord) -> dict[str, Any]:
     }
 
 
-def results_json(record: RunRecord) -> dict[str, Any]:
-    out = _results_json(record)
-    if record.ab is not None:
-        out["ab"] = _ab_json(record.ab)
+def results_json(run_log: RunLog) -> dict[str, Any]:
+    out = _results_json(run_log)
+    if run_log.ab is not None:
+        out["ab"] = _ab_json(run_log.ab)
     return out
 
 
-def _results_json(record: RunRecord) -> dict[str, Any]:
+def _results_json(run_log: RunLog) -> dict[str, Any]:
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
-        "metadata": vars(record.metadata),
-        "server_starts": record.server_starts,
-        "confirm_restarts": record.restarts,
-        "worker_wait_s": record.worker_wait_s,
-        "logs": str(record.run_dir) if record.configs_run and not record.part_logs else None,
-        "part_logs": record.part_logs,
-        "recorded": [list(r) for r in record.records],
-        "shard": record.shard,
-        "outcomes": record.outcomes,
-        "config_verdicts": [vars(v) for v in record.config_verdicts],
-        "configs_run": record.configs_run,
-        "timing": {cid: vars(record.stats[cid]) for cid in dict.fromkeys(record.configs_run)},
-        "items": [_item_json(r) for r in record.results.values()],
+        "metadata": vars(run_log.metadata),
+        "server_starts": run_log.server_starts,
+        "confirm_restarts": run_log.restarts,
+        "worker_wait_s": run_log.worker_wait_s,
+        "logs": str(run_log.run_dir) if run_log.configs_run and not run_log.part_logs else None,
+        "part_logs": run_log.part_logs,
+        "recorded": [list(r) for r in run_log.baseline_writes],
+        "shard": run_log.shard,
+        "outcomes": run_log.outcomes,
+        "config_verdicts": [vars(v) for v in run_log.config_verdicts],
+        "configs_run": run_log.configs_run,
+        "timing": {cid: vars(run_log.stats[cid]) for cid in dict.fromkeys(run_log.configs_run)},
+        "items": [_item_json(r) for r in run_log.results.values()],
     }
 
 
-def config_rows(record: RunRecord) -> list[list[str]]:
+def config_rows(run_log: RunLog) -> list[list[str]]:
     def row(v: ConfigVerdict) -> list[str]:
         interval = f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]"
         return [
@@ -503,22 +503,22 @@ def config_rows(record: RunRecord) -> list[list[str]]:
             f"{v.verdict}: {v.reason}",
         ]
 
-    return [row(v) for v in sorted(record.config_verdicts, key=lambda v: (not v.failed, v.config_id))]
+    return [row(v) for v in sorted(run_log.config_verdicts, key=lambda v: (not v.failed, v.config_id))]
 
 
-def outcome_counts(record: RunRecord) -> str:
+def outcome_counts(run_log: RunLog) -> str:
     """'12 item(s): 10 passed, 1 REGRESSED, 1 skipped', in a fixed order."""
-    counts = Counter(r.outcome for r in record.results.values())
+    counts = Counter(r.outcome for r in run_log.results.values())
     outcomes: tuple[Outcome, ...] = ("passed", "REGRESSED", "failed", "inconclusive", "skipped", "recorded")
     parts = [f"{counts[o]} {o}" for o in outcomes if counts[o]]
-    return f"{len(record.results)} item(s)" + (": " + ", ".join(parts) if parts else "")
+    return f"{len(run_log.results)} item(s)" + (": " + ", ".join(parts) if parts else "")
 
 
-def beyond_tolerance(record: RunRecord) -> list[tuple[str, str, MetricVerdict]]:
+def beyond_tolerance(run_log: RunLog) -> list[tuple[str, str, MetricVerdict]]:
     """Every gated change beyond its tolerance, whatever the noise test said about it: (item, where, verdict).
     `where` says which server measured it when a fresh one was started to confirm a regression."""
     out = []
-    for r in record.results.values():
+    for r in run_log.results.values():
         fresh = bool(r.first_server_verdicts)
         for where, verdicts in (
             ("first server", r.first_server_verdicts),
@@ -534,21 +534,21 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in cells)]
 
 
-def summary_markdown(record: RunRecord) -> str:
-    beyond = beyond_tolerance(record)
+def summary_markdown(run_log: RunLog) -> str:
+    beyond = beyond_tolerance(run_log)
     noise = sum(v.verdict == NOISE for _, _, v in beyond)
-    out = [f"## pytest-dsr1: {outcome_counts(record)}", ""]
-    if record.ab is None:
+    out = [f"## pytest-dsr1: {outcome_counts(run_log)}", ""]
+    if run_log.ab is None:
         out.append(
             f"{len(beyond)} gated change(s) beyond tolerance"
             + (f", {noise} of them judged noise by the Mann-Whitney test" if noise else "")
             + "."
         )
     else:
-        slower = sum(v.failed for vs in record.ab.verdicts.values() for v in vs)
-        out.append(f"A/B: {slower} gated metric(s) B slower, over {len(record.ab.verdicts)} item(s).")
+        slower = sum(v.failed for vs in run_log.ab.verdicts.values() for v in vs)
+        out.append(f"A/B: {slower} gated metric(s) B slower, over {len(run_log.ab.verdicts)} item(s).")
     out.append("")
-    meta = record.metadata
+    meta = run_log.metadata
     out += _md_table(
         ["plugin", "vLLM", "commit", "host", "started (UTC)"],
         [[meta.plugin_version, meta.vllm or "-", meta.git_commit or "-", meta.host or "-", meta.started_at]],
@@ -573,36 +573,36 @@ def summary_markdown(record: RunRecord) -> str:
         header = ["item", "metric", "baseline", "measured", "change", "allowed", "verdict", "p", "server"]
         out += _md_table(header, rows)
         out.append("")
-    if record.config_verdicts:
+    if run_log.config_verdicts:
         out += ["### Per configuration (all its items together)", ""]
         out += _md_table(
-            ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(record)
+            ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(run_log)
         )
         out.append("")
-    if record.ab is not None:
-        out += _ab_markdown(record.ab)
-    rows = summary_rows(record)
+    if run_log.ab is not None:
+        out += _ab_markdown(run_log.ab)
+    rows = summary_rows(run_log)
     if rows:
         out += ["### Every gated metric", ""]
         out += _md_table(["item", *VERDICT_HEADER], rows)
         out.append("")
-    others = [r for r in record.results.values() if not r.verdicts and not r.ab_verdicts]
+    others = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
     if others:
         notes = [[r.key, r.outcome, r.message.splitlines()[0] if r.message else ""] for r in others]
         out += _md_table(["item", "outcome", "note"], notes)
         out.append("")
-    t = timing_rows(record)
+    t = timing_rows(run_log)
     if t:
         out += _md_table(TIMING_HEADER, t)
         out.append("")
-        out.append(starts_line(record) + ".")
-        if record.worker_wait_s is not None:
-            out += ["", worker_line(record.worker_wait_s) + "."]
-        out += [line + "." for line in [metrics_line(record), *gpu_wait_lines(record)] if line]
+        out.append(starts_line(run_log) + ".")
+        if run_log.worker_wait_s is not None:
+            out += ["", worker_line(run_log.worker_wait_s) + "."]
+        out += [line + "." for line in [metrics_line(run_log), *gpu_wait_lines(run_log)] if line]
     return "\n".join(out) + "\n"
 
 
-def _ab_markdown(ab: AbRecord) -> list[str]:
+def _ab_markdown(ab: AbRun) -> list[str]:
     out = [f"### A/B: {ab.b_label}, against {ab.a_label}", ""]
     if ab.config_verdicts:
         rows = [
@@ -640,21 +640,21 @@ def _ab_markdown(ab: AbRecord) -> list[str]:
     return out
 
 
-def write_recorded(record: RunRecord, directory: Path) -> list[Path]:
+def write_recorded(run_log: RunLog, directory: Path) -> list[Path]:
     """The sessions a record run wrote, as baseline files under DIR/baselines/: what a shard hands to merge."""
     written = []
-    for (hardware, model), entries in sorted(record.recorded_entries.items()):
+    for (hardware, model), entries in sorted(run_log.recorded_entries.items()):
         path = baseline_path(directory / "baselines", hardware, model)
         write_atomic(path, BaselineFile(path, hardware, model, dict(entries)).to_json())
         written.append(path)
     return written
 
 
-def write_reports(record: RunRecord, directory: Path) -> Path:
+def write_reports(run_log: RunLog, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    write_recorded(record, directory)
-    (directory / "results.json").write_text(json.dumps(results_json(record), indent=2, default=str) + "\n")
-    md = summary_markdown(record)
+    write_recorded(run_log, directory)
+    (directory / "results.json").write_text(json.dumps(results_json(run_log), indent=2, default=str) + "\n")
+    md = summary_markdown(run_log)
     (directory / "summary.md").write_text(md)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
@@ -664,5 +664,5 @@ def write_reports(record: RunRecord, directory: Path) -> Path:
         from pytest_dsr1 import plots
     except ImportError:  # matplotlib is optional
         return directory
-    plots.write_plots(record, directory)
+    plots.write_plots(run_log, directory)
     return directory

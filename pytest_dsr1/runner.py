@@ -1,6 +1,6 @@
 """The session's processes: the vLLM server (at most one alive), the benchmark worker, fresh restarts.
 
-No pytest here. What happens is written into the run's RunRecord (record.py), which the reports read. A
+No pytest here. What happens is written into the run's RunLog (run_log.py), which the reports read. A
 server or benchmark failure is an ItemFailed for the item that met it; the plugin turns it into a failed test.
 """
 
@@ -22,11 +22,11 @@ from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
-from pytest_dsr1.metrics_sampler import PendingSnapshot, ServerMetricsSampler
 from pytest_dsr1.options import Options
-from pytest_dsr1.record import FAILED, AbStart, ItemResult, Measurement, RunRecord, item_key
+from pytest_dsr1.run_log import FAILED, AbStart, ItemResult, Measurement, RunLog, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 from pytest_dsr1.server_metrics import Snapshot
+from pytest_dsr1.server_scraper import PendingSnapshot, ServerMetricsSampler
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).
@@ -78,10 +78,10 @@ class ServerHandle:
 class Runner:
     """Owns the processes of a run. One server at a time; the benchmark worker lives for the whole session."""
 
-    def __init__(self, matrix: Matrix, options: Options, record: RunRecord, write_line: Callable[[str], None]) -> None:
+    def __init__(self, matrix: Matrix, options: Options, run_log: RunLog, write_line: Callable[[str], None]) -> None:
         self.matrix = matrix
         self.options = options
-        self.record = record
+        self.run_log = run_log
         self.write_line = write_line  # to the terminal, past output capture (used with -v)
         self.python = options.python or sys.executable
         self.live: ServerHandle | None = None
@@ -123,7 +123,7 @@ class Runner:
 
     def dry_run(self, config: ServerConfig, workload: Workload) -> None:
         """Note the commands the item would run, for the dry run's listing."""
-        lines = self.record.dry_run.setdefault(config.id, [])
+        lines = self.run_log.dry_run.setdefault(config.id, [])
         if not lines:
             gpus = config.gpus or "no"
             lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {gpus} GPU(s)")
@@ -155,7 +155,7 @@ class Runner:
     def can_restart(self, config: ServerConfig) -> bool:
         """May this config start a fresh server to confirm a regression? Never with --dsr1-confirm 0."""
         allowed = config.confirm_restarts if config.confirm_restarts is not None else config.hardware.confirm_restarts
-        return self.options.confirm != 0 and self.record.restarts.get(config.id, 0) < allowed
+        return self.options.confirm != 0 and self.run_log.restarts.get(config.id, 0) < allowed
 
     # ------------------------------------------------------------ servers
 
@@ -166,10 +166,10 @@ class Runner:
         carries the error, so that every item of this config fails with it and the next config still runs."""
         if self.live is not None:
             self.stop_server(self.live)
-        if not self.record.server_starts:
+        if not self.run_log.server_starts:
             self.clean_leftovers()
-        if config.id not in self.record.configs_run:
-            self.record.configs_run.append(config.id)
+        if config.id not in self.run_log.configs_run:
+            self.run_log.configs_run.append(config.id)
         model_path = str(tiny.ensure()) if config.model.generated else config.model.hf_id
         handle = ServerHandle(config, server_command(config, model_path), model_path, python=python, log_name=log_name)
         self._launch(handle)
@@ -178,7 +178,7 @@ class Runner:
     def restart_server(self, handle: ServerHandle) -> None:
         """Replace the config's server by a freshly started one; later items of the config use the new one."""
         self.stop_server(handle)
-        self.record.restarts[handle.config.id] = self.record.restarts.get(handle.config.id, 0) + 1
+        self.run_log.restarts[handle.config.id] = self.run_log.restarts.get(handle.config.id, 0) + 1
         handle.error = None
         handle.died = False
         self._launch(handle)
@@ -201,7 +201,7 @@ class Runner:
             named,
             on_wait=lambda s: self.write_line(f"dsr1: {config.id} waits for {count} free GPU(s) ({_mmss(s)})"),
         )
-        self.record.stats_for(config.id).gpu_wait_s += handle.gpu_slice.waited_s
+        self.run_log.stats_for(config.id).gpu_wait_s += handle.gpu_slice.waited_s
         env = tuple((k, v) for k, v in command.env if k != "CUDA_VISIBLE_DEVICES")
         return dataclasses.replace(command, env=(*env, ("CUDA_VISIBLE_DEVICES", handle.gpu_slice.visible_devices)))
 
@@ -212,19 +212,19 @@ class Runner:
 
     def _launch(self, handle: ServerHandle) -> None:
         config = handle.config
-        stats = self.record.stats_for(config.id)
+        stats = self.run_log.stats_for(config.id)
         port = free_port(self.options.host if self.options.host not in ("", "::") else "127.0.0.1")
         command = server_command(config, handle.model_path, self.options.host, port, self.options.api_key)
         command = self._take_gpus(handle, command)
         t0 = time.monotonic()
         handle.command = command
         handle.fingerprint = self.fingerprint_for(config, handle.model_path)
-        restarts = self.record.restarts.get(config.id, 0)
+        restarts = self.run_log.restarts.get(config.id, 0)
         log_name = handle.log_name or (f"{config.id}-restart{restarts}.log" if restarts else f"{config.id}.log")
         python = handle.python or self.python
-        server = VllmServer(config.id, command, self.options.host, port, self.record.run_dir / log_name, python)
+        server = VllmServer(config.id, command, self.options.host, port, self.run_log.run_dir / log_name, python)
         handle.server = server
-        self.record.server_starts += 1
+        self.run_log.server_starts += 1
         self.live = handle
         timeout = self.options.startup_timeout or config.hardware.startup_timeout_s
         self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
@@ -260,7 +260,7 @@ class Runner:
                     f"dsr1: stopping a leftover server of an earlier run: {info.get('name')} "
                     f"(pgid {info['pgid']}, {info['pidfile']})"
                 )
-                self.record.stale_cleaned.append(info)
+                self.run_log.stale_cleaned.append(info)
             clean_stale(info)
 
     def stop_server(self, handle: ServerHandle) -> None:
@@ -270,7 +270,7 @@ class Runner:
         handle.server.stop()
         self._release_gpus(handle)
         elapsed = time.monotonic() - t0
-        stats = self.record.stats_for(handle.config.id)
+        stats = self.run_log.stats_for(handle.config.id)
         stats.stop_s += elapsed
         if handle.config.hardware.kind == "gpu":
             stats.gpu_memory_after_stop = hardware.gpu_memory_used()
@@ -279,7 +279,7 @@ class Runner:
                 self.write_line(f"dsr1: stopped {handle.config.id} in {elapsed:.1f}s; GPU memory used (MiB): {used}")
         # Lazy teardown: this stop may run inside the next config's first item; move its time back.
         if self.current_config and self.current_config != handle.config.id:
-            self.record.stats_for(self.current_config).wall_s -= elapsed
+            self.run_log.stats_for(self.current_config).wall_s -= elapsed
             stats.wall_s += elapsed
         if self.live is handle:
             self.live = None
@@ -325,7 +325,7 @@ class Runner:
                 log_name=f"{config.id}-{side}{index}.log",
             )
             if handle.error is None:
-                start.ready_s = self.record.stats_for(config.id).ready_s
+                start.ready_s = self.run_log.stats_for(config.id).ready_s
             for workload in workloads:
                 key = item_key(config.id, workload.id)
                 if handle.error is not None:
@@ -345,7 +345,7 @@ class Runner:
     @property
     def worker(self) -> BenchWorker:
         if self._worker is None:
-            self._worker = BenchWorker(self.record.run_dir / "bench-worker.log", self.python)
+            self._worker = BenchWorker(self.run_log.run_dir / "bench-worker.log", self.python)
         return self._worker
 
     def measure(self, handle: ServerHandle, workload: Workload, runs: int | None = None) -> Measurement:
@@ -376,14 +376,14 @@ class Runner:
             m.more(self.repeat_for(config) if runs is None else runs)
             m.settle()
         except ItemFailed as exc:
-            self.record.results[key] = ItemResult(key, config.id, workload, FAILED, str(exc))
+            self.run_log.results[key] = ItemResult(key, config.id, workload, FAILED, str(exc))
             raise
         return m
 
     def worker_ready(self, handle: ServerHandle) -> None:
         try:
             self.worker.start()
-            self.record.worker_wait_s = self.worker.waited_s
+            self.run_log.worker_wait_s = self.worker.waited_s
         except BenchError as exc:
             raise ItemFailed(f"{handle.config.id}: the benchmark worker did not start: {exc}") from None
 
@@ -423,7 +423,7 @@ class Runner:
     def _settle(self, handle: ServerHandle, sampled: list[tuple[dict[str, Any], ServerMetricsSampler]]) -> None:
         """The server metrics of the runs so far. Called when the runs are read (m.settle()), not after each run:
         the snapshot after a run is read while the next run goes on, and only the last one is waited for."""
-        stats = self.record.stats_for(handle.config.id)
+        stats = self.run_log.stats_for(handle.config.id)
         while sampled:
             result, sampler = sampled.pop(0)
             result["server_metrics"] = sampler.finish()
@@ -439,7 +439,7 @@ class Runner:
         env: dict[str, str] | None,
         sampled: list[tuple[dict[str, Any], ServerMetricsSampler]],
     ) -> None:
-        stats = self.record.stats_for(handle.config.id)
+        stats = self.run_log.stats_for(handle.config.id)
         retries = 0
         while pending > 0:
             pending -= 1

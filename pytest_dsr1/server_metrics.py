@@ -1,6 +1,6 @@
 """vLLM's own server metrics (Prometheus `/metrics`) around a measured run: parse, diff, interpret, explain.
 
-Pure: no pytest, no vLLM, no network (the sampler in metrics_sampler.py fetches the text). The exposition format is
+Pure: no pytest, no vLLM, no network (the sampler in server_scraper.py fetches the text). The exposition format is
 parsed with prometheus_client's text parser. Counters are cumulative from server start, so a run's value is
 after - before; gauges are sampled during the run and kept as max and mean.
 

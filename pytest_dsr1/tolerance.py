@@ -55,7 +55,7 @@ def parse_tolerance(expr: str) -> Tolerance:
 def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
     """Refuse a tolerance that switches its gate off by accident: a throughput cannot fall by 100% or more, so
     such a gate can never fail. Switching a gate off is said with `off`."""
-    from pytest_dsr1.metrics import METRICS
+    from pytest_dsr1.metric_catalog import METRICS
 
     if METRICS[metric].higher_is_better and tol.rel >= 1:
         raise ToleranceError(
@@ -67,7 +67,7 @@ def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
 
 def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     """argparse type for --dsr1-tolerance METRIC=EXPR ('*' for every metric)."""
-    from pytest_dsr1.metrics import CLIENT_METRICS, METRICS
+    from pytest_dsr1.metric_catalog import CLIENT_METRICS, METRICS
 
     metric, sep, expr = text.partition("=")
     metric = metric.strip()

@@ -25,8 +25,8 @@ from pytest_dsr1.ab import (
 from pytest_dsr1.check import AbCheck, ab_config_verdicts
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options, parse_ab_part, path_problem, selection_problem
-from pytest_dsr1.record import AbRecord, AbStart, Measurement, RunMetadata, RunRecord
 from pytest_dsr1.report import results_json, summary_markdown
+from pytest_dsr1.run_log import AbRun, AbStart, Measurement, RunLog, RunMetadata
 from pytest_dsr1.runner import Runner
 from pytest_dsr1.tolerance import Tolerance
 
@@ -166,13 +166,13 @@ def _run(tput: float, tpot: float) -> dict[str, float]:
     }
 
 
-def _ab_run(tmp_path: Path, b_factor: float, **options: object) -> tuple[AbCheck, RunRecord, list[Measurement]]:
+def _ab_run(tmp_path: Path, b_factor: float, **options: object) -> tuple[AbCheck, RunLog, list[Measurement]]:
     """A record of one config's 8 starts (ABBA x2) of two items, B's throughput scaled by b_factor."""
     opts = Options(run_dir=tmp_path / "runs", **options)  # type: ignore[arg-type]
-    record = RunRecord(M, tmp_path / "runs", META)
-    runner = Runner(M, opts, record, lambda line: None)
+    run_log = RunLog(M, tmp_path / "runs", META)
+    runner = Runner(M, opts, run_log, lambda line: None)
     spec = AbSpec(settings=((None, "max_num_seqs", "4"),))
-    record.ab = AbRecord("A: as configured (vLLM 0.32.0)", "B: max_num_seqs=4 (vLLM 0.32.0)", 2, spec)
+    run_log.ab = AbRun("A: as configured (vLLM 0.32.0)", "B: max_num_seqs=4 (vLLM 0.32.0)", 2, spec)
     config = M.config("cpu-tiny-tp1")
     workloads = [w for w in M.workloads_for(config) if w.name == "balanced"]
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.03, 0.97]
@@ -181,52 +181,52 @@ def _ab_run(tmp_path: Path, b_factor: float, **options: object) -> tuple[AbCheck
         start = AbStart(config.id, side, index, ready_s=60.0, wall_s=80.0)
         for w in workloads:
             start.runs[f"{config.id}[{w.id}]"] = [_run(1000 * f, 5 / f) for _ in range(3)]
-        record.ab.starts.append(start)
-    check = AbCheck(runner, record.ab)
+        run_log.ab.starts.append(start)
+    check = AbCheck(runner, run_log.ab)
     fp = runner.fingerprint_for(config)
     ms = [Measurement(config, w, f"{config.id}[{w.id}]", fp["server_command"], "b", fp) for w in workloads]
-    return check, record, ms
+    return check, run_log, ms
 
 
 def test_an_item_fails_when_b_is_slower_and_the_run_reports_both_sides(tmp_path):
-    check, record, ms = _ab_run(tmp_path, 0.5)
+    check, run_log, ms = _ab_run(tmp_path, 0.5)
     decisions = [check.check(m) for m in ms]
     assert all(d.fails and d.outcome == "REGRESSED" for d in decisions)
     assert "B is slower" in decisions[0].message and "max_num_seqs=4" in decisions[0].message
     assert "server (B): " in decisions[0].message and "--max-num-seqs 4" in decisions[0].message
-    assert record.ab is not None
-    record.ab.config_verdicts = ab_config_verdicts(record.ab, M, {})
-    assert {(v.metric, v.verdict) for v in record.ab.config_verdicts} == {
+    assert run_log.ab is not None
+    run_log.ab.config_verdicts = ab_config_verdicts(run_log.ab, M, {})
+    assert {(v.metric, v.verdict) for v in run_log.ab.config_verdicts} == {
         ("output_throughput", B_SLOWER),
         ("median_tpot_ms", B_SLOWER),
     }
-    data = json.loads(json.dumps(results_json(record), default=str))
+    data = json.loads(json.dumps(results_json(run_log), default=str))
     jsonschema.validate(data, SCHEMA)
     assert len(data["ab"]["starts"]) == 8 and data["ab"]["cost"]["starts"] == 8
     assert [s["side"] for s in data["ab"]["starts"]] == abba_order(2)
-    md = summary_markdown(record)
+    md = summary_markdown(run_log)
     assert "### A/B: B: max_num_seqs=4" in md and "A/B cost: 8 server starts (4 A, 4 B" in md
     from pytest_dsr1.plots import _lines, _value, write_plots
 
-    assert [line[0] for line in _lines(record)] == ["B", "A"]  # two lines per workload: B solid, A dashed
-    item = record.results[ms[0].key]
-    a, b = (_value(record)(item, side, "output_throughput") for side in "AB")
+    assert [line[0] for line in _lines(run_log)] == ["B", "A"]  # two lines per workload: B solid, A dashed
+    item = run_log.results[ms[0].key]
+    a, b = (_value(run_log)(item, side, "output_throughput") for side in "AB")
     assert a is not None and b is not None and b / a == pytest.approx(0.5, rel=0.05)
-    assert all(p.exists() for p in write_plots(record, tmp_path))
+    assert all(p.exists() for p in write_plots(run_log, tmp_path))
 
 
 def test_an_item_passes_when_b_is_a(tmp_path):
-    check, record, ms = _ab_run(tmp_path, 1.0)
+    check, run_log, ms = _ab_run(tmp_path, 1.0)
     decisions = [check.check(m) for m in ms]
     assert [d.outcome for d in decisions] == ["passed", "passed"]
-    assert record.ab is not None
-    assert all(v.verdict == NO_DIFFERENCE for vs in record.ab.verdicts.values() for v in vs)
+    assert run_log.ab is not None
+    assert all(v.verdict == NO_DIFFERENCE for vs in run_log.ab.verdicts.values() for v in vs)
 
 
 def test_a_start_whose_server_died_fails_the_item_with_its_words(tmp_path):
-    check, record, ms = _ab_run(tmp_path, 1.0)
-    assert record.ab is not None
-    dead = record.ab.starts[1]
+    check, run_log, ms = _ab_run(tmp_path, 1.0)
+    assert run_log.ab is not None
+    dead = run_log.ab.starts[1]
     dead.runs.clear()
     dead.error = "server cpu-tiny-tp1 died (exit code -11)"
     dead.item_errors = {m.key: dead.error for m in ms}

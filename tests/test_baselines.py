@@ -28,9 +28,9 @@ def test_missing_file_is_empty(tmp_path):
 
 def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
-    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
-    bl.record(path, "cpu", "tiny", "b[w-bs1]", entry(50.0, 3))
-    old, new = bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(120.0))
+    bl.append_session(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    bl.append_session(path, "cpu", "tiny", "b[w-bs1]", entry(50.0, 3))
+    old, new = bl.append_session(path, "cpu", "tiny", "a[w-bs1]", entry(120.0))
     assert (
         old is not None and old.metrics["output_throughput"] == [100.0] and new.metrics["output_throughput"] == [120.0]
     )
@@ -92,7 +92,7 @@ def test_a_server_count_of_zero_is_a_measurement_a_client_zero_is_not(tmp_path):
 
 def _good(tmp_path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
-    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    bl.append_session(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
     return path
 
 
@@ -183,7 +183,7 @@ def test_record_into_corrupt_file_refuses_and_keeps_it(tmp_path):
     path = _good(tmp_path)
     path.write_text("{ truncated")
     with pytest.raises(bl.BaselineError):
-        bl.record(path, "cpu", "tiny", "b", entry(1.0))
+        bl.append_session(path, "cpu", "tiny", "b", entry(1.0))
     assert path.read_text() == "{ truncated"
 
 
@@ -196,7 +196,7 @@ def test_write_is_atomic_when_the_rename_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="No space left"):
-        bl.record(path, "cpu", "tiny", "b", entry(1.0))
+        bl.append_session(path, "cpu", "tiny", "b", entry(1.0))
     assert path.read_bytes() == before
     left = [p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")]  # the lock is not a temp file
     assert left == ["tiny.json"]  # no temporary file left behind
@@ -209,7 +209,7 @@ def test_read_only_directory(tmp_path):
     os.chmod(path.parent, 0o555)
     try:
         with pytest.raises(PermissionError):
-            bl.record(path, "cpu", "tiny", "b", entry(1.0))
+            bl.append_session(path, "cpu", "tiny", "b", entry(1.0))
     finally:
         os.chmod(path.parent, 0o755)
     assert path.read_bytes() == before
@@ -268,14 +268,14 @@ def _session_record(directory):
     from pytest_dsr1.check import BaselineCheck
     from pytest_dsr1.matrix import load_matrix
     from pytest_dsr1.options import Options
-    from pytest_dsr1.record import Measurement, RunMetadata, RunRecord
+    from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
     from pytest_dsr1.runner import Runner
 
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
     opts = Options(record=True, baselines=directory, confirm=0, run_dir=directory / "runs")
-    record = RunRecord(matrix, directory / "runs", RunMetadata("0", None, "py", "pytest", None, "now", "host"))
-    check = BaselineCheck(Runner(matrix, opts, record, lambda line: None), bl.BaselineStore(directory, None))
+    run_log = RunLog(matrix, directory / "runs", RunMetadata("0", None, "py", "pytest", None, "now", "host"))
+    check = BaselineCheck(Runner(matrix, opts, run_log, lambda line: None), bl.BaselineStore(directory, None))
     wl = matrix.workloads_for(config)[0]
     m = Measurement(
         config,
@@ -287,7 +287,7 @@ def _session_record(directory):
         runs=[{"output_throughput": 1.0, "mean_ttft_ms": 2.0, "completed": 1, "failed": 0, "duration": 1.0}],
     )
     decision = check.check(m)
-    assert record.results[m.key].outcome == decision.outcome
+    assert run_log.results[m.key].outcome == decision.outcome
     return decision
 
 
@@ -298,7 +298,7 @@ def test_record_into_a_full_disk(tmp_path, observed):
     _mount(["-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)])
     try:
         path = bl.baseline_path(mnt, "cpu", "tiny")
-        bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+        bl.append_session(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
         before = path.read_bytes()
         fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk
         try:
@@ -325,7 +325,7 @@ def test_record_into_a_read_only_mount(tmp_path, observed):
     src.mkdir()
     mnt.mkdir()
     path = bl.baseline_path(src, "cpu", "tiny")
-    bl.record(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
+    bl.append_session(path, "cpu", "tiny", "a[w-bs1]", entry(100.0))
     before = path.read_bytes()
     _mount(["--bind", str(src), str(mnt)])
     try:

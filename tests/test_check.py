@@ -16,7 +16,7 @@ from pytest_dsr1 import baseline as bl
 from pytest_dsr1.check import BaselineCheck, Decision, missing_baseline
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options
-from pytest_dsr1.record import Measurement, RunMetadata, RunRecord
+from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
 from pytest_dsr1.runner import Runner
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES
 
@@ -37,13 +37,13 @@ def run(tput: float, tpot: float = 5.0) -> dict[str, float]:
     }
 
 
-def setup(tmp_path: Path, matrix_path: Path = MATRIX, **options: object) -> tuple[BaselineCheck, RunRecord]:
+def setup(tmp_path: Path, matrix_path: Path = MATRIX, **options: object) -> tuple[BaselineCheck, RunLog]:
     matrix = load_matrix(matrix_path)
     settings: dict[str, object] = {"confirm": 0, **options}
     opts = Options(baselines=tmp_path / "bl", run_dir=tmp_path / "runs", **settings)  # type: ignore[arg-type]
-    record = RunRecord(matrix, tmp_path / "runs", META)
-    runner = Runner(matrix, opts, record, lambda line: None)
-    return BaselineCheck(runner, bl.BaselineStore(opts.baselines, opts.local_baselines)), record
+    run_log = RunLog(matrix, tmp_path / "runs", META)
+    runner = Runner(matrix, opts, run_log, lambda line: None)
+    return BaselineCheck(runner, bl.BaselineStore(opts.baselines, opts.local_baselines)), run_log
 
 
 def measurement(check: BaselineCheck, *tputs: float, config_id: str = "cpu-tiny-tp1") -> Measurement:
@@ -60,28 +60,28 @@ def test_missing_baseline_is_one_rule_with_two_modes():
 
 
 def test_record_then_compare_passes_then_a_slowdown_regresses(tmp_path):
-    check, record = setup(tmp_path, record=True)
+    check, run_log = setup(tmp_path, record=True)
     m = measurement(check, 100.0, 101.0, 99.0)
     assert check.check(m) == Decision("recorded")
-    assert {c.metric for c in record.records} >= {"output_throughput", "mean_tpot_ms"}
+    assert {c.metric for c in run_log.baseline_writes} >= {"output_throughput", "mean_tpot_ms"}
 
-    check, record = setup(tmp_path)
+    check, run_log = setup(tmp_path)
     same = check.check(measurement(check, 100.5, 99.5, 100.0))
-    assert same.outcome == "passed" and record.results[m.key].verdicts
+    assert same.outcome == "passed" and run_log.results[m.key].verdicts
     slow = check.check(measurement(check, 50.0, 51.0, 49.0))
     assert slow.outcome == "REGRESSED" and slow.fails
     assert "output_throughput" in slow.message and "regressed against recorded baseline" in slow.message
-    assert record.results[m.key].outcome == "REGRESSED" and record.results[m.key].message in slow.message
+    assert run_log.results[m.key].outcome == "REGRESSED" and run_log.results[m.key].message in slow.message
 
 
 def test_missing_baseline_skips_by_default_and_fails_a_nightly(tmp_path):
-    check, record = setup(tmp_path)
+    check, run_log = setup(tmp_path)
     decision = check.check(measurement(check, 100.0))
     assert decision.outcome == "skipped" and "run --dsr1-record" in decision.message
-    check, record = setup(tmp_path, missing_baseline="fail")
+    check, run_log = setup(tmp_path, missing_baseline="fail")
     decision = check.check(measurement(check, 100.0))
     assert decision.outcome == "failed" and "run --dsr1-record" in decision.message
-    assert next(iter(record.results.values())).outcome == "failed"
+    assert next(iter(run_log.results.values())).outcome == "failed"
 
 
 def test_a_broken_baseline_file_is_a_failure_naming_the_file(tmp_path):
@@ -111,10 +111,10 @@ def test_a_matrix_with_no_tolerances_is_gated_by_the_built_in_defaults(tmp_path)
     assert matrix.tolerances_for(matrix.config("c1")) == DEFAULT_TOLERANCES
     check, _ = setup(tmp_path, matrix_path=path, record=True)
     assert check.check(measurement(check, 100.0, 100.0, 100.0, config_id="c1")).outcome == "recorded"
-    check, record = setup(tmp_path, matrix_path=path)
+    check, run_log = setup(tmp_path, matrix_path=path)
     decision = check.check(measurement(check, 100.0, 101.0, 99.0, config_id="c1"))
     assert decision.outcome == "passed"
-    assert [v.metric for v in record.results["c1[w-bs1]"].verdicts] == list(DEFAULT_TOLERANCES)
+    assert [v.metric for v in run_log.results["c1[w-bs1]"].verdicts] == list(DEFAULT_TOLERANCES)
 
 
 def test_every_gate_off_is_a_skip_not_a_silent_pass(tmp_path):
@@ -130,7 +130,7 @@ def test_every_gate_off_is_a_skip_not_a_silent_pass(tmp_path):
 
 
 def test_star_tolerance_gates_every_client_metric_and_named_ones_win(tmp_path):
-    from pytest_dsr1.metrics import CLIENT_METRICS
+    from pytest_dsr1.metric_catalog import CLIENT_METRICS
     from pytest_dsr1.tolerance import Tolerance
 
     matrix = load_matrix(MATRIX)
@@ -146,11 +146,11 @@ def test_star_tolerance_gates_every_client_metric_and_named_ones_win(tmp_path):
 def test_a_vllm_version_change_is_counted_and_noted(tmp_path):
     check, _ = setup(tmp_path, record=True)
     check.check(measurement(check, 100.0))
-    check, record = setup(tmp_path)
+    check, run_log = setup(tmp_path)
     m = measurement(check, 100.0)
     m.fingerprint["vllm"] = "0.33.0"
     assert check.check(m).outcome == "passed"
-    assert record.version_changes == {("0.32.0", "0.33.0"): 1}
+    assert run_log.version_changes == {("0.32.0", "0.33.0"): 1}
     saved = json.loads(bl.baseline_path(tmp_path / "bl", "cpu", "tiny").read_text())
     sessions = saved["entries"][m.key]["sessions"]
     assert [s["fingerprint"]["vllm"] for s in sessions] == ["0.32.0"]  # comparing never writes
@@ -161,12 +161,12 @@ def test_a_regression_is_confirmed_on_a_fresh_server(tmp_path, fresh_holds):
     """The fresh server is a measurement built by hand here; test_e2e_cpu.py restarts a real one."""
     check, _ = setup(tmp_path, record=True)
     check.check(measurement(check, 100.0, 100.0, 100.0))
-    check, record = setup(tmp_path, confirm=None)  # the matrix's: CPU servers may restart once to confirm
+    check, run_log = setup(tmp_path, confirm=None)  # the matrix's: CPU servers may restart once to confirm
     m = measurement(check, 50.0, 50.0, 50.0)
     again = measurement(check, *((50.0,) * 3 if fresh_holds else (100.0,) * 3))
     m.fresh = lambda: again
     decision = check.check(m)
-    result = record.results[m.key]
+    result = run_log.results[m.key]
     assert result.first_server_verdicts and result.measurement is again
     if fresh_holds:
         assert decision.outcome == "REGRESSED" and "and it held there" in decision.message

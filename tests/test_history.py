@@ -58,7 +58,7 @@ def test_a_schema_1_file_loads_as_a_history_of_one_session(tmp_path: Path):
     )
     entry = bl.load(path, "cpu", "tiny").entries["a"]
     assert len(entry.sessions) == 1 and entry.sessions[0].metrics == {"output_throughput": [5.0]}
-    bl.record(path, "cpu", "tiny", "a", session_entry(6.0))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(6.0))
     raw = json.loads(path.read_text())
     assert raw["schema_version"] == 2
     assert [s["metrics"]["output_throughput"]["median"] for s in raw["entries"]["a"]["sessions"]] == [5.0, 6.0]
@@ -68,8 +68,8 @@ def test_record_appends_and_keeps_the_newest_n_per_machine_kind(tmp_path: Path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
     other = {**FP, "cpu_model": "Y"}
     for i in range(5):
-        bl.record(path, "cpu", "tiny", "a", session_entry(100.0 + i), keep=3)
-    bl.record(path, "cpu", "tiny", "a", session_entry(50.0, other), keep=3)
+        bl.append_session(path, "cpu", "tiny", "a", session_entry(100.0 + i), keep=3)
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(50.0, other), keep=3)
     entry = bl.load(path, "cpu", "tiny").entries["a"]
     medians = [s.metrics["output_throughput"][1] for s in entry.sessions]
     assert medians == [102.0, 103.0, 104.0, 50.0]  # 3 of kind X (the newest), and the one of kind Y
@@ -80,8 +80,8 @@ def test_record_appends_and_keeps_the_newest_n_per_machine_kind(tmp_path: Path):
 def test_machines_of_one_kind_pool_into_one_history(tmp_path: Path):
     """Another machine of the same CPU model and core count (other host, other vLLM) extends the same history."""
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
-    bl.record(path, "cpu", "tiny", "a", session_entry(100.0))
-    bl.record(path, "cpu", "tiny", "a", session_entry(101.0, {**FP, "vllm": "0.33.0", "server_command": "t"}))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(100.0))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(101.0, {**FP, "vllm": "0.33.0", "server_command": "t"}))
     entry = bl.load(path, "cpu", "tiny").entries["a"]
     assert len(entry.sessions_like(FP)) == 2
     assert len(entry.sessions_like({**FP, "cpu_count": 4})) == 0
@@ -90,18 +90,18 @@ def test_machines_of_one_kind_pool_into_one_history(tmp_path: Path):
 
 def test_a_fresh_history_and_a_changed_load_start_over(tmp_path: Path):
     path = bl.baseline_path(tmp_path, "cpu", "tiny")
-    bl.record(path, "cpu", "tiny", "a", session_entry(100.0))
-    bl.record(path, "cpu", "tiny", "a", session_entry(101.0))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(100.0))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(101.0))
     other = {**FP, "cpu_isa": "avx2"}  # another kind in the same file: judged against its own, so it stays
-    bl.record(path, "cpu", "tiny", "a", session_entry(60.0, other))
-    bl.record(path, "cpu", "tiny", "a", session_entry(102.0), fresh=True)
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(60.0, other))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(102.0), fresh=True)
     entry = bl.load(path, "cpu", "tiny").entries["a"]
     assert [s.metrics["output_throughput"][1] for s in entry.sessions] == [60.0, 102.0]
-    bl.record(path, "cpu", "tiny", "a", session_entry(61.0, other), fresh=True)
-    bl.record(path, "cpu", "tiny", "a", session_entry(103.0), fresh=True)
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(61.0, other), fresh=True)
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(103.0), fresh=True)
     assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 2
-    bl.record(path, "cpu", "tiny", "a", session_entry(104.0))
-    bl.record(path, "cpu", "tiny", "a", session_entry(105.0, command="--num-prompts 64"))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(104.0))
+    bl.append_session(path, "cpu", "tiny", "a", session_entry(105.0, command="--num-prompts 64"))
     assert len(bl.load(path, "cpu", "tiny").entries["a"].sessions) == 1  # another load: every kind starts over
 
 
@@ -188,7 +188,7 @@ def _measure(check, *tputs: float, index: int = 0):
     from test_check import FP as CHECK_FP
     from test_check import run
 
-    from pytest_dsr1.record import Measurement
+    from pytest_dsr1.run_log import Measurement
 
     config = check.runner.matrix.config("cpu-tiny-tp1")
     wl = check.runner.matrix.workloads_for(config)[index]
@@ -199,13 +199,13 @@ def test_recorded_sessions_become_the_band_and_a_real_drop_fails_with_the_histor
     for center in (100.0, 104.0, 97.0, 101.0):
         check, _ = _check(tmp_path, record=True)
         assert check.check(_measure(check, center, center + 1, center - 1)).outcome == "recorded"
-    check, record = _check(tmp_path)
+    check, run_log = _check(tmp_path)
     decision = check.check(_measure(check, 50.0, 51.0, 49.0))
     assert decision.outcome == "REGRESSED"
     assert "outside the history band (4 sessions: min 97.00, median 100.50, max 104.00; this session 50.00" in (
         decision.message
     )
-    result = next(iter(record.results.values()))
+    result = next(iter(run_log.results.values()))
     assert result.histories["output_throughput"] == (100.0, 104.0, 97.0, 101.0)
 
 
@@ -229,11 +229,11 @@ def test_config_verdicts_pool_the_items_of_a_config(tmp_path: Path):
     check, _ = _check(tmp_path, record=True)
     for i in range(4):
         check.check(_measure(check, 100.0, 101.0, 99.0, index=i))
-    check, record = _check(tmp_path)
+    check, run_log = _check(tmp_path)
     for i, drop in enumerate((0.79, 0.82, 0.80, 0.83)):  # -20% everywhere: inside the CPU's 30% item tolerance
         decision = check.check(_measure(check, 100 * drop, 100 * drop + 1, 100 * drop - 1, index=i))
         assert decision.outcome == "passed"
-    verdicts = config_verdicts(record, check.runner.matrix, {})
+    verdicts = config_verdicts(run_log, check.runner.matrix, {})
     by_metric = {v.metric: v for v in verdicts}
     assert by_metric["output_throughput"].items == 4
     assert by_metric["output_throughput"].change_pct == pytest.approx(-19.0, abs=1.0)
@@ -261,11 +261,11 @@ def test_the_cpu_config_floor_catches_a_drop_inside_the_item_tolerance_and_a_cli
         check, _ = _check(tmp_path, record=True)
         for i in range(4):
             check.check(_measure(check, center, center + 1, center - 1, index=i))
-    check, record = _check(tmp_path)
+    check, run_log = _check(tmp_path)
     for i, drop in enumerate((0.79, 0.82, 0.80, 0.81)):  # -20%: every item passes its 30% tolerance
         assert check.check(_measure(check, 100 * drop, 100 * drop + 1, 100 * drop - 1, index=i)).outcome == "passed"
-    by_metric = {v.metric: v for v in config_verdicts(record, check.runner.matrix, {})}
+    by_metric = {v.metric: v for v in config_verdicts(run_log, check.runner.matrix, {})}
     assert by_metric["output_throughput"].verdict == REGRESSED
     assert by_metric["output_throughput"].allowed_pct == pytest.approx(15.0)
-    loose = {v.metric: v for v in config_verdicts(record, check.runner.matrix, {"output_throughput": Tolerance(0.3)})}
+    loose = {v.metric: v for v in config_verdicts(run_log, check.runner.matrix, {"output_throughput": Tolerance(0.3)})}
     assert loose["output_throughput"].verdict == OK and loose["output_throughput"].allowed_pct == pytest.approx(30.0)

@@ -10,19 +10,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_reports import SCHEMA, make_record
+from test_reports import SCHEMA, make_run_log
 
 from pytest_dsr1 import baseline, report
 from pytest_dsr1.__main__ import main
 from pytest_dsr1.check import entry_of
-from pytest_dsr1.merge import MergeError, merge, read_record
+from pytest_dsr1.merge import MergeError, merge, read_run_log
 from pytest_dsr1.shard import plan, plan_json
 
 
 def _shards(tmp_path: Path, n: int = 2) -> list[Path]:
     """Two shards of two configs: each shard's record is a real run record of one config, written as a shard
     writes its --dsr1-report folder, with the same plan in both."""
-    records = [make_record(tmp_path / f"r{k}", cid) for k, cid in enumerate(("h200-fp8-tp8ep", "h200-fp8-dp8ep"))]
+    records = [make_run_log(tmp_path / f"r{k}", cid) for k, cid in enumerate(("h200-fp8-tp8ep", "h200-fp8-dp8ep"))]
     matrix = records[0].matrix
     configs = {r.configs_run[0]: matrix.config(r.configs_run[0]) for r in records}
     items = {cid: [(k, v.workload, 1.0) for k, v in r.results.items()] for cid, r in zip(configs, records, strict=True)}
@@ -39,11 +39,11 @@ def _shards(tmp_path: Path, n: int = 2) -> list[Path]:
 
 
 def test_a_report_reads_back_into_the_same_summary(tmp_path):
-    record = make_record(tmp_path)
-    report.write_reports(record, tmp_path / "out")
-    _, back = read_record(tmp_path / "out", record.matrix)
-    assert report.summary_markdown(back) == report.summary_markdown(record)
-    assert report.results_json(back)["items"] == json.loads(json.dumps(report.results_json(record)["items"]))
+    run_log = make_run_log(tmp_path)
+    report.write_reports(run_log, tmp_path / "out")
+    _, back = read_run_log(tmp_path / "out", run_log.matrix)
+    assert report.summary_markdown(back) == report.summary_markdown(run_log)
+    assert report.results_json(back)["items"] == json.loads(json.dumps(report.results_json(run_log)["items"]))
 
 
 def test_two_shards_merge_into_one_report(tmp_path, capsys):
@@ -92,15 +92,15 @@ def test_an_item_skipped_in_its_shard_is_not_missing(tmp_path):
     gone = data["items"].pop()
     data["outcomes"][gone["id"]] = "skipped"  # pytest skipped it: reported, with no result
     (dirs[1] / "results.json").write_text(json.dumps(data))
-    assert merge(dirs, make_record(tmp_path).matrix).missing == {}
+    assert merge(dirs, make_run_log(tmp_path).matrix).missing == {}
     del data["outcomes"][gone["id"]]  # ... and never reported at all: missing
     (dirs[1] / "results.json").write_text(json.dumps(data))
-    assert list(merge(dirs, make_record(tmp_path).matrix).missing) == [gone["id"]]
+    assert list(merge(dirs, make_run_log(tmp_path).matrix).missing) == [gone["id"]]
 
 
 def test_shards_of_different_plans_and_a_shard_given_twice_are_refused(tmp_path):
     dirs = _shards(tmp_path)
-    matrix = make_record(tmp_path).matrix
+    matrix = make_run_log(tmp_path).matrix
     with pytest.raises(MergeError, match=r"given more than once"):
         merge([dirs[0], dirs[0]], matrix)
     data = json.loads((dirs[1] / "results.json").read_text())
@@ -116,23 +116,23 @@ def test_an_ab_report_is_refused(tmp_path):
     data["ab"] = {"a": "x", "b": "y"}
     (dirs[0] / "results.json").write_text(json.dumps(data))
     with pytest.raises(MergeError, match=r"A/B run.*unsharded"):
-        merge(dirs, make_record(tmp_path).matrix)
+        merge(dirs, make_run_log(tmp_path).matrix)
 
 
 def test_record_shards_append_their_sessions_to_the_baselines(tmp_path, capsys):
     dirs = _shards(tmp_path)
     target = tmp_path / "baselines"
     for d, cid in zip(dirs, ("h200-fp8-tp8ep", "h200-fp8-dp8ep"), strict=True):
-        record = make_record(tmp_path / "again", cid)
-        for r in record.results.values():
+        run_log = make_run_log(tmp_path / "again", cid)
+        for r in run_log.results.values():
             assert r.measurement is not None
-            record.recorded_entries.setdefault(("h200", "fp8"), {})[r.key] = entry_of(r.measurement)
-        report.write_recorded(record, d)
+            run_log.recorded_entries.setdefault(("h200", "fp8"), {})[r.key] = entry_of(r.measurement)
+        report.write_recorded(run_log, d)
     # One entry already in the target: the shard's session is appended to its history, not put in its place.
-    first = next(iter(make_record(tmp_path / "old").results.values()))
+    first = next(iter(make_run_log(tmp_path / "old").results.values()))
     assert first.measurement is not None
     old = replace(entry_of(first.measurement), date="2026-01-01T00:00:00Z")
-    baseline.record(baseline.baseline_path(target, "h200", "fp8"), "h200", "fp8", first.key, old)
+    baseline.append_session(baseline.baseline_path(target, "h200", "fp8"), "h200", "fp8", first.key, old)
     assert main(["merge", str(tmp_path / "merged"), *map(str, dirs), "--baselines", str(target)]) == 0
     assert "recorded 4 entries into" in capsys.readouterr().out
     written = baseline.load(baseline.baseline_path(target, "h200", "fp8"), "h200", "fp8")
@@ -144,14 +144,14 @@ def test_record_shards_append_their_sessions_to_the_baselines(tmp_path, capsys):
 def test_concurrent_records_into_one_file_lose_nothing(tmp_path):
     """Eight threads append to one baseline file at once (as xdist workers or merges would): every entry lands."""
     path = baseline.baseline_path(tmp_path, "h200", "fp8")
-    record = make_record(tmp_path)
-    m = next(iter(record.results.values())).measurement
+    run_log = make_run_log(tmp_path)
+    m = next(iter(run_log.results.values())).measurement
     assert m is not None
     entry = entry_of(m)
 
     def write(i: int) -> None:
         for j in range(5):
-            baseline.record(path, "h200", "fp8", f"h200-fp8-tp8ep[item{i}-{j}]", entry)
+            baseline.append_session(path, "h200", "fp8", f"h200-fp8-tp8ep[item{i}-{j}]", entry)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
     for t in threads:
@@ -165,9 +165,9 @@ def test_an_xdist_workers_record_is_absorbed_with_its_commit(tmp_path):
     """The controller of pytest -n collects nothing, so it has no commit: the workers' is the run's."""
     from pytest_dsr1.merge import absorb_worker, worker_payload
 
-    worker = make_record(tmp_path / "w")
+    worker = make_run_log(tmp_path / "w")
     worker.metadata = replace(worker.metadata, git_commit="abc123")
-    controller = make_record(tmp_path / "c")
+    controller = make_run_log(tmp_path / "c")
     controller.results.clear()
     controller.configs_run.clear()
     controller.stats.clear()

@@ -8,7 +8,7 @@ from conftest import MATRIX
 from pytest_dsr1.command import server_command
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options
-from pytest_dsr1.record import RunMetadata, RunRecord
+from pytest_dsr1.run_log import RunLog, RunMetadata
 from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle
 from pytest_dsr1.server import VllmServer
 
@@ -39,8 +39,8 @@ def test_the_worker_starts_before_the_first_timed_run(tmp_path: Path):
     start (vLLM's import) must happen in measure, or the first round's timing would include it."""
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
-    record = RunRecord(matrix, tmp_path, RunMetadata("0", None, "py", "pytest", None, "now", "host"))
-    runner = Runner(matrix, Options(run_dir=tmp_path), record, lambda line: None)
+    run_log = RunLog(matrix, tmp_path, RunMetadata("0", None, "py", "pytest", None, "now", "host"))
+    runner = Runner(matrix, Options(run_dir=tmp_path), run_log, lambda line: None)
     worker = WorkerStandIn()
     runner._worker = worker  # type: ignore[assignment]
     command = server_command(config, "m", port=1)
@@ -53,8 +53,8 @@ def test_the_worker_starts_before_the_first_timed_run(tmp_path: Path):
 def test_an_item_of_a_server_that_did_not_start_fails_with_the_reason(tmp_path: Path):
     matrix = load_matrix(MATRIX)
     config = matrix.config("cpu-tiny-tp1")
-    record = RunRecord(matrix, tmp_path, RunMetadata("0", None, "py", "pytest", None, "now", "host"))
-    runner = Runner(matrix, Options(run_dir=tmp_path), record, lambda line: None)
+    run_log = RunLog(matrix, tmp_path, RunMetadata("0", None, "py", "pytest", None, "now", "host"))
+    runner = Runner(matrix, Options(run_dir=tmp_path), run_log, lambda line: None)
     handle = ServerHandle(config, server_command(config, "m"), "m", error="port in use (log tail here)")
     wl = matrix.workloads_for(config)[0]
     try:
@@ -63,4 +63,4 @@ def test_an_item_of_a_server_that_did_not_start_fails_with_the_reason(tmp_path: 
         assert "did not start" in str(exc) and "port in use (log tail here)" in str(exc)
     else:
         raise AssertionError("measure must raise ItemFailed")
-    assert record.results[f"{config.id}[{wl.id}]"].outcome == "failed"
+    assert run_log.results[f"{config.id}[{wl.id}]"].outcome == "failed"

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pytest_dsr1 import server_metrics as sm
-from pytest_dsr1.metrics import CLIENT_METRICS, METRICS, extract
-from pytest_dsr1.metrics_sampler import ServerMetricsSampler, group_cpu_s
+from pytest_dsr1.metric_catalog import CLIENT_METRICS, METRICS, extract
+from pytest_dsr1.server_scraper import ServerMetricsSampler, group_cpu_s
 from pytest_dsr1.tolerance import parse_tolerance_override
 
 LABELS = ["model_name", "engine"]

@@ -18,7 +18,7 @@ from pytest_dsr1.ab import AbConfigVerdict, AbSpec, AbVerdict
 from pytest_dsr1.command import redact
 from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
-from pytest_dsr1.metrics import extract
+from pytest_dsr1.metric_catalog import extract
 
 Outcome = Literal["passed", "REGRESSED", "failed", "skipped", "recorded", "inconclusive"]
 PASSED: Final = "passed"
@@ -104,7 +104,7 @@ class ItemResult:
     ab_verdicts: list[AbVerdict] = field(default_factory=list)  # an A/B run: B against A, per gated metric
 
 
-class RecordedChange(NamedTuple):
+class BaselineWrite(NamedTuple):
     """One metric written into a baseline file by --dsr1-record: old and new median."""
 
     path: str
@@ -180,7 +180,7 @@ class AbStart:
 
 
 @dataclass
-class AbRecord:
+class AbRun:
     """An A/B run (--dsr1-ab): what A and B are, every start, and the verdicts."""
 
     a_label: str
@@ -199,7 +199,7 @@ class AbRecord:
 
 
 @dataclass
-class RunRecord:
+class RunLog:
     """Everything the reports show. The runner and the baseline check write it; nobody else."""
 
     matrix: Matrix
@@ -210,14 +210,14 @@ class RunRecord:
     configs_run: list[str] = field(default_factory=list)
     stats: dict[str, ConfigStats] = field(default_factory=dict)
     results: dict[str, ItemResult] = field(default_factory=dict)
-    records: list[RecordedChange] = field(default_factory=list)
+    baseline_writes: list[BaselineWrite] = field(default_factory=list)
     dry_run: dict[str, list[str]] = field(default_factory=dict)  # config id -> the commands its items would run
     stale_cleaned: list[dict[str, Any]] = field(default_factory=list)  # leftover servers of earlier runs, stopped
     version_changes: dict[tuple[str | None, str | None], int] = field(default_factory=dict)  # (baseline, now) -> n
     # Machine-local baselines used: file -> [(item, "compared" | "recorded")]
     local_baseline_uses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     config_verdicts: list[ConfigVerdict] = field(default_factory=list)  # at the end of the run
-    ab: AbRecord | None = None  # an A/B run (--dsr1-ab); its items are judged against A, not baselines
+    ab: AbRun | None = None  # an A/B run (--dsr1-ab); its items are judged against A, not baselines
     # Waited for the benchmark worker's vLLM import after a server was ready (the rest overlapped its start-up).
     worker_wait_s: float | None = None
     # A record merged from parts (pytest -n workers, shards): the log folders of the parts that started servers.
