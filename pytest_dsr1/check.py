@@ -7,56 +7,35 @@ failure (as pytest-benchmark keeps its regression rule apart from the hook that 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_dsr1 import server_metrics
-from pytest_dsr1.ab import (
-    AB_INCONCLUSIVE,
-    AbConfigVerdict,
-    AbVerdict,
-    b_config,
-    judge_ab,
-    judge_ab_config,
-)
+from pytest_dsr1.ab.judge import ab_item_verdicts, side_medians
+from pytest_dsr1.ab.report import ab_table
+from pytest_dsr1.ab.spec import b_config
+from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.baseline import BaselineError, BaselineStore, Entry, not_comparable
-from pytest_dsr1.compare import (
-    NOT_COMPARED,
-    STALE,
-    ConfigVerdict,
-    History,
-    MetricVerdict,
-    compare,
-    inconclusive,
-    judge_config,
-    median_or_none,
-    regressed,
-)
 from pytest_dsr1.matrix import Matrix, ServerConfig
-from pytest_dsr1.metric_catalog import METRICS
-from pytest_dsr1.options import SkipOrFail
-from pytest_dsr1.report import ab_table, brief, server_side_text, verdict_table
-from pytest_dsr1.run_log import (
+from pytest_dsr1.run_log import BaselineWrite, ItemResult, Measurement, RunLog
+from pytest_dsr1.runner import ItemFailed, Runner
+from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.config import ConfigVerdict, judge_configs
+from pytest_dsr1.verdict.metric import MetricVerdict, compare, inconclusive, median_or_none, regressed
+from pytest_dsr1.verdict.outcomes import (
     FAILED,
     INCONCLUSIVE,
     PASSED,
     RECORDED,
     REGRESSED,
     SKIPPED,
-    AbRun,
-    AbStart,
-    BaselineWrite,
-    ItemResult,
-    Measurement,
+    STALE,
     Outcome,
-    RunLog,
+    SkipOrFail,
 )
-from pytest_dsr1.runner import ItemFailed, Runner
-from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.text import brief, server_side_text, verdict_table
 
 # Fingerprint fields that may differ from the baseline's without stopping the comparison, but are worth a note.
 NOTED_FINGERPRINT_CHANGES = ("host_cpu", "driver", "cuda")
@@ -141,57 +120,6 @@ def histories_of(entry: Entry, fingerprint: dict[str, Any]) -> dict[str, tuple[f
             if value is not None:
                 out.setdefault(name, []).append(value)
     return {k: tuple(v) for k, v in out.items()}
-
-
-def config_verdicts(run_log: RunLog, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
-    """A verdict per config and gated metric, over every item of the config that was compared (see judge_configs)."""
-    by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
-    for result in run_log.results.values():
-        by_config.setdefault(result.config_id, []).extend(
-            (v, result.histories.get(v.metric, ())) for v in result.verdicts
-        )
-    return judge_configs(by_config, matrix, overrides)
-
-
-def judge_configs(
-    by_config: Mapping[str, list[tuple[MetricVerdict, tuple[float, ...]]]],
-    matrix: Matrix,
-    overrides: Mapping[str, Tolerance],
-) -> list[ConfigVerdict]:
-    """The config-level verdicts from each config's item verdicts, each with its metric's session medians.
-
-    An item's ratio is its measured median over its reference (the history's center, or the newest session's
-    median). With 3 or more sessions on every item, each earlier session gets the same geometric mean against
-    the items' centers, and their spread gives the config's band; the sessions are aligned from the newest.
-    """
-    out = []
-    for config_id, all_pairs in by_config.items():
-        pairs = [(v, h) for v, h in all_pairs if v.verdict != NOT_COMPARED and v.baseline and v.measured]
-        config = matrix.config(config_id)
-        tolerances = matrix.tolerances_for(config, overrides)
-        for metric in METRICS:
-            items = [(v, h) for v, h in pairs if v.metric == metric]
-            if not items or metric not in tolerances:
-                continue
-            ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
-            # A --dsr1-tolerance for the metric is the user's word for both levels: no config floor under it.
-            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
-            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), floor))
-    return out
-
-
-def session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
-    """The geometric mean over the items of (session median / the item's history center), per earlier session."""
-    depth = min(len(h) for _, h in items)
-    if depth < 3:
-        return []
-    histories = [(h, History(h).center) for _, h in items]
-    ratios = []
-    for back in range(depth, 0, -1):
-        logs = [math.log(h[-back] / center) for h, center in histories if h[-back] > 0 and center > 0]
-        if logs:
-            ratios.append(math.exp(statistics.fmean(logs)))
-    return ratios
 
 
 @dataclass(frozen=True)
@@ -369,18 +297,6 @@ class BaselineCheck:
 # ---------------------------------------------------------------- A/B (--dsr1-ab)
 
 
-def ab_item_verdicts(
-    starts: list[AbStart], key: str, tolerances: Mapping[str, Tolerance], alpha: float
-) -> list[AbVerdict]:
-    """One verdict per gated metric: the item's start medians on B against those on A."""
-    a = [s.medians(key) for s in starts if s.side == "A" and s.runs.get(key)]
-    b = [s.medians(key) for s in starts if s.side == "B" and s.runs.get(key)]
-    return [
-        judge_ab(metric, [x[metric] for x in a if metric in x], [x[metric] for x in b if metric in x], tol, alpha)
-        for metric, tol in ((m, tolerances[m]) for m in METRICS if m in tolerances)
-    ]
-
-
 class AbCheck:
     """The verdict on one item in A/B mode: B's start medians against A's, from the starts the runner made.
     Nothing is written to baselines."""
@@ -425,7 +341,7 @@ class AbCheck:
         head = f"{m.key}: {self.ab.b_label}, against {self.ab.a_label}"
         if any(v.failed for v in verdicts):
             servers = f"server (A): {m.server_command}\nserver (B): {self.b_server_command(m)}"
-            side = {x: _side_medians([s for s in starts if s.side == x], m.key) for x in ("A", "B")}
+            side = {x: side_medians([s for s in starts if s.side == x], m.key) for x in ("A", "B")}
             b_context = server_context(b_config(m.config, self.ab.spec), m.workload.batch_size, side["B"])
             server_side = server_side_text(side["A"], side["B"], b_context, against="A")
             return Decision(
@@ -435,41 +351,17 @@ class AbCheck:
                 + f"{servers}\nbenchmark: {m.bench_command}",
                 summary=table,
             )
-        unsure = [(v.metric, v.reason) for v in verdicts if v.verdict == AB_INCONCLUSIVE]
+        unsure = [(v.metric, v.reason) for v in verdicts if v.verdict == INCONCLUSIVE]
         if unsure:
             return inconclusive_decision(f"{head}:", unsure, table, self.options.inconclusive)
         return Decision(PASSED, f"{head}\n{table}", summary=table)
 
 
-def _side_medians(starts: list[AbStart], key: str) -> dict[str, float]:
-    """One side's value per metric: the median of its starts' medians."""
-    per_metric: dict[str, list[float]] = {}
-    for start in starts:
-        for metric, value in start.medians(key).items():
-            per_metric.setdefault(metric, []).append(value)
-    return {k: statistics.median(v) for k, v in per_metric.items()}
-
-
-def ab_config_verdicts(
-    ab: AbRun, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
-) -> list[AbConfigVerdict]:
-    """Per config and gated metric, start by start over its judged items (ab.judge_ab_config), against the
-    config's config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
-    judged: dict[str, list[str]] = {}
-    for key in ab.verdicts:
-        judged.setdefault(key.split("[", 1)[0], []).append(key)
-    out = []
-    for config_id, keys in judged.items():
-        config = matrix.config(config_id)
-        tolerances = matrix.tolerances_for(config, overrides)
-        starts = ab.starts_of(config_id)
-        for metric in METRICS:
-            if metric not in tolerances:
-                continue
-            per_start = [(s.side, {k: v for k in keys if (v := s.medians(k).get(metric)) is not None}) for s in starts]
-            if not any(medians for _, medians in per_start):
-                continue
-            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
-            allowed = tolerances[metric].rel if floor is None else floor
-            out.append(judge_ab_config(config_id, metric, per_start, allowed, alpha))
-    return out
+def config_verdicts(run_log: RunLog, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
+    """A verdict per config and gated metric, over every item of the config that was compared (see judge_configs)."""
+    by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
+    for result in run_log.results.values():
+        by_config.setdefault(result.config_id, []).extend(
+            (v, result.histories.get(v.metric, ())) for v in result.verdicts
+        )
+    return judge_configs(by_config, matrix, overrides)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsr1 import baseline
-from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import Matrix, Workload
 from pytest_dsr1.run_log import BaselineWrite, ConfigStats, ItemResult, Measurement, RunLog, RunMetadata
+from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.metric import MetricVerdict
 
 RECORDS_DIR = "baselines"  # in a shard's report folder: the sessions its record run wrote, as baseline files
 

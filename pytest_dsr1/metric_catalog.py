@@ -61,3 +61,12 @@ def extract(result: dict[str, Any]) -> dict[str, float]:
     out = {name: float(result[name]) for name in CLIENT_METRICS if isinstance(result.get(name), (int, float))}
     out.update((k, float(v)) for k, v in server.items() if k in METRICS and isinstance(v, (int, float)))
     return out
+
+
+def samples_of(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Benchmark results -> metric -> one sample per run."""
+    out: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in extract(run).items():
+            out.setdefault(name, []).append(value)
+    return out

@@ -15,13 +15,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.shard import parse_shard
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
+from pytest_dsr1.verdict.outcomes import SkipOrFail
 
-SkipOrFail = Literal["skip", "fail"]
 MISSING_BASELINE_CHOICES: tuple[SkipOrFail, ...] = ("skip", "fail")
 
 

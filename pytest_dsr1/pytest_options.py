@@ -10,14 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dsr1.options import (
-    LIST_OPTIONS,
-    OPTIONS,
-    PATH_OPTIONS,
-    Options,
-    default_local_baselines,
-    resolve_path,
-)
+from pytest_dsr1.options import LIST_OPTIONS, OPTIONS, PATH_OPTIONS, Options, default_local_baselines, resolve_path
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -6,186 +6,50 @@ import json
 import os
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_dsr1 import server_metrics
-from pytest_dsr1.ab import AbConfigVerdict, AbVerdict
+from pytest_dsr1.ab.report import ab_json, ab_markdown, ab_terminal, starts_text
 from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
-from pytest_dsr1.compare import (
+from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.run_log import ItemResult, RunLog
+from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.metric import MetricVerdict
+from pytest_dsr1.verdict.outcomes import (
     BEYOND_TOLERANCE,
     IMPROVED,
     INCONCLUSIVE,
     NOISE,
     NOT_COMPARED,
     OK,
+    RECORDED,
     REGRESSED,
     STALE,
-    ConfigVerdict,
-    MetricVerdict,
+    Outcome,
 )
-from pytest_dsr1.metric_catalog import METRICS
-from pytest_dsr1.run_log import RECORDED, AbRun, ItemResult, Outcome, RunLog
+from pytest_dsr1.verdict.text import VERDICT_HEADER, allowed_text, format_table, md_table, num, pct, verdict_rows
 
 RESULTS_SCHEMA_VERSION = 1
-
-
-def _num(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.2f}" if abs(x) < 1e5 else f"{x:,.0f}"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.1f}%"
-
-
-def _allowed(v: MetricVerdict) -> str:
-    if v.allowed is None or not v.baseline:
-        return v.tolerance
-    return f"±{v.allowed / abs(v.baseline) * 100:.1f}% ({v.tolerance})"
-
-
-def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
-    rows = []
-    for v in verdicts:
-        unit = METRICS[v.metric].unit
-        samples = ""
-        if len(v.measured_samples) > 1 or len(v.baseline_samples) > 1:
-            samples = " [" + ", ".join(_num(s) for s in v.measured_samples) + "]"
-        rows.append(
-            [
-                f"{v.metric} ({unit})",
-                _num(v.baseline),
-                _num(v.measured) + samples,
-                _pct(v.change_pct),
-                _allowed(v),
-                v.verdict + (f": {v.reason}" if v.verdict not in (OK,) and v.reason else ""),
-            ]
-        )
-    return rows
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "verdict"]
-
-
-def server_side_text(
-    baseline: Mapping[str, float], now: Mapping[str, float], ctx: server_metrics.Context, against: str = "baseline"
-) -> str:
-    """A failure message's "server side": vLLM's own metrics, `against` (the baseline, or A) and now, and the
-    known causes the numbers show. "" when neither side has server metrics."""
-    rows = server_metrics.server_side(baseline, now)
-    if not rows:
-        return ""
-    text = "server side (vLLM /metrics and the device, median per run):\n" + format_table(
-        ["metric", against, "now", "change"], rows
-    )
-    if any("-" in (row[1], row[2]) for row in rows):
-        text += (
-            f"\n(-: no value on that side: a gauge, sampled at {server_metrics.SAMPLE_HZ:g} Hz, can miss a run of a "
-            "second or so, and a baseline recorded before server metrics has none)"
-        )
-    found = server_metrics.causes(baseline, now, ctx)
-    if found:
-        text += "\nlikely cause(s):\n" + "\n".join(f"- {c}" for c in found)
-    return text
-
-
-def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
-    return format_table(VERDICT_HEADER, verdict_rows(verdicts))
-
-
-AB_HEADER = [
-    "metric",
-    "A (per start)",
-    "B (per start)",
-    "B vs A",
-    "interval",
-    "p (B worse by > margin)",
-    "margin",
-    "verdict",
-]
-
-
-def _starts(values: tuple[float, ...]) -> str:
-    if not values:
-        return "-"
-    mid = statistics.median(values)
-    return f"{_num(mid)} [" + ", ".join(_num(x) for x in values) + "]"
-
-
-def ab_rows(verdicts: Iterable[AbVerdict]) -> list[list[str]]:
-    rows = []
-    for v in verdicts:
-        interval = (
-            "-"
-            if v.low_pct is None or v.high_pct is None
-            else f"{v.level_pct:g}% [{v.low_pct:+.1f}, {v.high_pct:+.1f}]"
-        )
-        rows.append(
-            [
-                f"{v.metric} ({METRICS[v.metric].unit})",
-                _starts(v.a_starts),
-                _starts(v.b_starts),
-                _pct(v.change_pct),
-                interval,
-                "-" if v.p_worse is None else f"{v.p_worse:.3f}",
-                f"±{v.margin_pct:.1f}%",
-                v.verdict + (f": {v.reason}" if v.verdict != "no difference" else ""),
-            ]
-        )
-    return rows
-
-
-def ab_table(verdicts: Iterable[AbVerdict]) -> str:
-    """An item's A/B verdicts: each side's start medians (their median first), B's change and the verdict."""
-    return format_table(AB_HEADER, ab_rows(verdicts))
-
-
-def ab_cost_line(ab: AbRun) -> str:
-    """What the comparison cost, so that a user can weigh rounds against time."""
-    a, b = ab.wall_s("A"), ab.wall_s("B")
-    n_a = sum(s.side == "A" for s in ab.starts)
-    n_b = len(ab.starts) - n_a
-    return (
-        f"A/B cost: {len(ab.starts)} server starts ({n_a} A, {n_b} B; {ab.rounds} ABBA round(s) per config), "
-        f"{(a + b) / 60:.1f} min wall: A {a / 60:.1f} min, B {b / 60:.1f} min"
-    )
-
-
-def brief(samples: dict[str, list[float]]) -> str:
-    keys = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
-    return ", ".join(f"{k}={statistics.median(samples[k]):.2f}" for k in keys if samples.get(k))
 
 
 def junit_properties(result: ItemResult) -> list[tuple[str, str]]:
     props: list[tuple[str, str]] = [("dsr1_outcome", result.outcome)]
     for v in result.verdicts:
         props += [
-            (f"dsr1_{v.metric}", _num(v.measured)),
-            (f"dsr1_{v.metric}_baseline", _num(v.baseline)),
+            (f"dsr1_{v.metric}", num(v.measured)),
+            (f"dsr1_{v.metric}_baseline", num(v.baseline)),
             (f"dsr1_{v.metric}_verdict", v.verdict),
         ]
     for ab in result.ab_verdicts:
         props += [
-            (f"dsr1_{ab.metric}_a", _starts(ab.a_starts)),
-            (f"dsr1_{ab.metric}_b", _starts(ab.b_starts)),
-            (f"dsr1_{ab.metric}_ab_change", _pct(ab.change_pct)),
+            (f"dsr1_{ab.metric}_a", starts_text(ab.a_starts)),
+            (f"dsr1_{ab.metric}_b", starts_text(ab.b_starts)),
+            (f"dsr1_{ab.metric}_ab_change", pct(ab.change_pct)),
             (f"dsr1_{ab.metric}_ab_verdict", ab.verdict),
         ]
     if not result.verdicts and not result.ab_verdicts and result.measurement is not None:
         for k, xs in result.measurement.samples.items():
-            props.append((f"dsr1_{k}", _num(statistics.median(xs))))
+            props.append((f"dsr1_{k}", num(statistics.median(xs))))
     return props
 
 
@@ -256,7 +120,7 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
     for cv in run_log.config_verdicts:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     if run_log.ab is not None:
-        _ab_terminal(run_log.ab, tr)
+        ab_terminal(run_log.ab, tr)
     other = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
     for r in other:
         if r.outcome == RECORDED:
@@ -294,7 +158,7 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
             by_item: dict[str, list[str]] = {}
             for p, key, metric, old, new in run_log.baseline_writes:
                 if p == path and metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
-                    by_item.setdefault(key, []).append(f"{metric} {_num(old)} -> {_num(new)}")
+                    by_item.setdefault(key, []).append(f"{metric} {num(old)} -> {num(new)}")
             for key, changes in by_item.items():
                 tr.write_line(f"  {key}: " + ", ".join(changes))
     if run_log.configs_run:
@@ -322,17 +186,6 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
         tr.write_line(
             f"dsr1: stopped a leftover server of an earlier run: {info.get('name')} (pgid {info['pgid']})", yellow=True
         )
-
-
-def _ab_terminal(ab: AbRun, tr: Any) -> None:
-    tr.write_line(f"dsr1 A/B: {ab.b_label}, against {ab.a_label}")
-    rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
-    if rows:
-        for line in format_table(["item", *AB_HEADER], rows).splitlines():
-            tr.write_line(line, **({"red": True, "bold": True} if " B slower" in line else {}))
-    for cv in ab.config_verdicts:
-        tr.write_line(f"dsr1: A/B config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
-    tr.write_line(f"dsr1: {ab_cost_line(ab)}")
 
 
 def metrics_line(run_log: RunLog) -> str | None:
@@ -434,40 +287,10 @@ def _item_json(r: ItemResult) -> dict[str, Any]:
     }
 
 
-def _ab_json(ab: AbRun) -> dict[str, Any]:
-    def verdict(v: AbVerdict) -> dict[str, Any]:
-        return {**vars(v), "a_starts": list(v.a_starts), "b_starts": list(v.b_starts)}
-
-    def config(v: AbConfigVerdict) -> dict[str, Any]:
-        return vars(v)
-
-    return {
-        "a": ab.a_label,
-        "b": ab.b_label,
-        "rounds": ab.rounds,
-        "starts": [
-            {
-                "config": s.config_id,
-                "side": s.side,
-                "index": s.index,
-                "ready_s": s.ready_s,
-                "wall_s": s.wall_s,
-                "error": s.error,
-                "medians": {key: s.medians(key) for key in s.runs},
-                "item_errors": s.item_errors,
-            }
-            for s in ab.starts
-        ],
-        "items": {key: [verdict(v) for v in vs] for key, vs in ab.verdicts.items()},
-        "config_verdicts": [config(v) for v in ab.config_verdicts],
-        "cost": {"starts": len(ab.starts), "wall_s": {"A": ab.wall_s("A"), "B": ab.wall_s("B")}},
-    }
-
-
 def results_json(run_log: RunLog) -> dict[str, Any]:
     out = _results_json(run_log)
     if run_log.ab is not None:
-        out["ab"] = _ab_json(run_log.ab)
+        out["ab"] = ab_json(run_log.ab)
     return out
 
 
@@ -529,11 +352,6 @@ def beyond_tolerance(run_log: RunLog) -> list[tuple[str, str, MetricVerdict]]:
     return out
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    cells = [[c.replace("|", "\\|") for c in row] for row in rows]
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in cells)]
-
-
 def summary_markdown(run_log: RunLog) -> str:
     beyond = beyond_tolerance(run_log)
     noise = sum(v.verdict == NOISE for _, _, v in beyond)
@@ -549,7 +367,7 @@ def summary_markdown(run_log: RunLog) -> str:
         out.append(f"A/B: {slower} gated metric(s) B slower, over {len(run_log.ab.verdicts)} item(s).")
     out.append("")
     meta = run_log.metadata
-    out += _md_table(
+    out += md_table(
         ["plugin", "vLLM", "commit", "host", "started (UTC)"],
         [[meta.plugin_version, meta.vllm or "-", meta.git_commit or "-", meta.host or "-", meta.started_at]],
     )
@@ -560,10 +378,10 @@ def summary_markdown(run_log: RunLog) -> str:
             [
                 key,
                 f"{v.metric} ({METRICS[v.metric].unit})",
-                _num(v.baseline),
-                _num(v.measured),
-                _pct(v.change_pct),
-                _allowed(v),
+                num(v.baseline),
+                num(v.measured),
+                pct(v.change_pct),
+                allowed_text(v),
                 v.verdict,
                 "-" if v.p_value is None else f"{v.p_value:.3f}",
                 where or "-",
@@ -571,73 +389,35 @@ def summary_markdown(run_log: RunLog) -> str:
             for key, where, v in beyond
         ]
         header = ["item", "metric", "baseline", "measured", "change", "allowed", "verdict", "p", "server"]
-        out += _md_table(header, rows)
+        out += md_table(header, rows)
         out.append("")
     if run_log.config_verdicts:
         out += ["### Per configuration (all its items together)", ""]
-        out += _md_table(
+        out += md_table(
             ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(run_log)
         )
         out.append("")
     if run_log.ab is not None:
-        out += _ab_markdown(run_log.ab)
+        out += ab_markdown(run_log.ab)
     rows = summary_rows(run_log)
     if rows:
         out += ["### Every gated metric", ""]
-        out += _md_table(["item", *VERDICT_HEADER], rows)
+        out += md_table(["item", *VERDICT_HEADER], rows)
         out.append("")
     others = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
     if others:
         notes = [[r.key, r.outcome, r.message.splitlines()[0] if r.message else ""] for r in others]
-        out += _md_table(["item", "outcome", "note"], notes)
+        out += md_table(["item", "outcome", "note"], notes)
         out.append("")
     t = timing_rows(run_log)
     if t:
-        out += _md_table(TIMING_HEADER, t)
+        out += md_table(TIMING_HEADER, t)
         out.append("")
         out.append(starts_line(run_log) + ".")
         if run_log.worker_wait_s is not None:
             out += ["", worker_line(run_log.worker_wait_s) + "."]
         out += [line + "." for line in [metrics_line(run_log), *gpu_wait_lines(run_log)] if line]
     return "\n".join(out) + "\n"
-
-
-def _ab_markdown(ab: AbRun) -> list[str]:
-    out = [f"### A/B: {ab.b_label}, against {ab.a_label}", ""]
-    if ab.config_verdicts:
-        rows = [
-            [
-                v.config_id,
-                v.metric,
-                f"{v.change_pct:+.1f}%",
-                f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]",
-                str(v.items),
-                str(v.starts),
-                f"±{v.allowed_pct:.1f}%",
-                v.verdict,
-            ]
-            for v in ab.config_verdicts
-        ]
-        out += _md_table(["config", "metric", "B vs A", "interval", "items", "starts", "allowed", "verdict"], rows)
-        out.append("")
-    rows = [[key, *row] for key, verdicts in ab.verdicts.items() for row in ab_rows(verdicts)]
-    if rows:
-        out += _md_table(["item", *AB_HEADER], rows)
-        out.append("")
-    starts = [
-        [
-            s.config_id,
-            str(s.index),
-            s.side,
-            "failed" if s.ready_s is None else f"{s.ready_s:.1f}s",
-            f"{s.wall_s:.1f}s",
-            s.error.splitlines()[0] if s.error else "-",
-        ]
-        for s in ab.starts
-    ]
-    out += _md_table(["config", "start", "side", "ready after", "wall", "error"], starts)
-    out += ["", ab_cost_line(ab) + ".", ""]
-    return out
 
 
 def write_recorded(run_log: RunLog, directory: Path) -> list[Path]:

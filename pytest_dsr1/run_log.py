@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from pytest_dsr1 import __version__
-from pytest_dsr1.ab import AbConfigVerdict, AbSpec, AbVerdict
+from pytest_dsr1.ab.judge import AbVerdict
+from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.command import redact
-from pytest_dsr1.compare import ConfigVerdict, MetricVerdict
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
-from pytest_dsr1.metric_catalog import extract
-
-Outcome = Literal["passed", "REGRESSED", "failed", "skipped", "recorded", "inconclusive"]
-PASSED: Final = "passed"
-REGRESSED: Final = "REGRESSED"
-FAILED: Final = "failed"
-SKIPPED: Final = "skipped"
-RECORDED: Final = "recorded"
-INCONCLUSIVE: Final = "inconclusive"  # beyond tolerance, but the samples cannot say whether it is noise
+from pytest_dsr1.metric_catalog import samples_of
+from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.metric import MetricVerdict
+from pytest_dsr1.verdict.outcomes import Outcome
 
 
 def item_key(config_id: str, workload_id: str) -> str:
@@ -47,15 +41,6 @@ class ConfigStats:
     gpu_memory_after_stop: list[tuple[int, int]] | None = None  # (used, total) MiB per GPU
     gpu_wait_s: float = 0.0  # pytest -n: waited for free GPUs (another worker's server held them)
     metrics_s: float = 0.0  # the /metrics snapshots and CPU-time reads around the runs (part of the overhead)
-
-
-def samples_of(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Benchmark results -> metric -> one sample per run."""
-    out: dict[str, list[float]] = {}
-    for run in runs:
-        for name, value in extract(run).items():
-            out.setdefault(name, []).append(value)
-    return out
 
 
 @dataclass
@@ -159,43 +144,6 @@ def run_metadata(
         started_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         host=host,
     )
-
-
-@dataclass
-class AbStart:
-    """One fresh server start of an A/B comparison, and what each of the config's items measured on it."""
-
-    config_id: str
-    side: str  # "A" or "B"
-    index: int  # its place in the config's ABBA order, from 1
-    ready_s: float | None = None
-    wall_s: float = 0.0  # start, every item's benchmarks, stop
-    error: str | None = None  # the server did not start, or died: every item not measured on it fails
-    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # item key -> benchmark results
-    item_errors: dict[str, str] = field(default_factory=dict)  # item key -> why it was not measured
-
-    def medians(self, key: str) -> dict[str, float]:
-        """The item's median per metric on this start: one observation of the comparison."""
-        return {k: statistics.median(v) for k, v in samples_of(self.runs.get(key, [])).items() if v}
-
-
-@dataclass
-class AbRun:
-    """An A/B run (--dsr1-ab): what A and B are, every start, and the verdicts."""
-
-    a_label: str
-    b_label: str
-    rounds: int
-    spec: AbSpec = field(default_factory=AbSpec)  # what B changes
-    starts: list[AbStart] = field(default_factory=list)
-    verdicts: dict[str, list[AbVerdict]] = field(default_factory=dict)  # item key -> one per gated metric
-    config_verdicts: list[AbConfigVerdict] = field(default_factory=list)
-
-    def starts_of(self, config_id: str) -> list[AbStart]:
-        return [s for s in self.starts if s.config_id == config_id]
-
-    def wall_s(self, side: str) -> float:
-        return sum(s.wall_s for s in self.starts if s.side == side)
 
 
 @dataclass

@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsr1 import hardware, tiny
-from pytest_dsr1.ab import AbSpec, ab_spec, abba_order, b_config
+from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
+from pytest_dsr1.ab.starts import AbStart
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.options import Options
-from pytest_dsr1.run_log import FAILED, AbStart, ItemResult, Measurement, RunLog, item_key
+from pytest_dsr1.run_log import ItemResult, Measurement, RunLog, item_key
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 from pytest_dsr1.server_metrics import Snapshot
 from pytest_dsr1.server_scraper import PendingSnapshot, ServerMetricsSampler
+from pytest_dsr1.verdict.outcomes import FAILED
 
 # Flags the harness adds to every benchmark run: percentiles for the report, and the per-request details, without
 # which vLLM's benchmark drops the request errors from its result (the worker keeps a few of them, not the lists).

@@ -31,7 +31,7 @@ from detection_power import Throttle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_dsr1.ab import judge_ab, judge_ab_config
+from pytest_dsr1.ab.judge import judge_ab, judge_ab_config
 from pytest_dsr1.tolerance import Tolerance
 
 REPO = Path(__file__).resolve().parent.parent

@@ -44,8 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_dsr1.compare import BAND_Z, MAD_TO_SIGMA
 from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive
+from pytest_dsr1.verdict.metric import BAND_Z, MAD_TO_SIGMA
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.01

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ab_power import write_between
 
-from pytest_dsr1.ab import judge_ab
+from pytest_dsr1.ab.judge import judge_ab
 from pytest_dsr1.tolerance import parse_tolerance
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,10 +25,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pytest_dsr1 import baseline as bl
-from pytest_dsr1.check import histories_of, judge_configs, newest_like
-from pytest_dsr1.compare import REGRESSED, MetricVerdict, compare
+from pytest_dsr1.check import histories_of, newest_like
 from pytest_dsr1.hardware import machine_key
 from pytest_dsr1.matrix import Matrix, load_matrix, packaged_matrix_dir
+from pytest_dsr1.verdict.config import judge_configs
+from pytest_dsr1.verdict.metric import MetricVerdict, compare
+from pytest_dsr1.verdict.outcomes import REGRESSED
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,24 +11,17 @@ import jsonschema
 import pytest
 
 from conftest import MATRIX
-from pytest_dsr1.ab import (
-    B_FASTER,
-    B_SLOWER,
-    NO_DIFFERENCE,
-    AbSpec,
-    ab_spec,
-    abba_order,
-    b_config,
-    judge_ab,
-    judge_ab_config,
-)
-from pytest_dsr1.check import AbCheck, ab_config_verdicts
+from pytest_dsr1.ab.judge import ab_config_verdicts, judge_ab, judge_ab_config
+from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
+from pytest_dsr1.ab.starts import AbRun, AbStart
+from pytest_dsr1.check import AbCheck
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options, parse_ab_part, path_problem, selection_problem
 from pytest_dsr1.report import results_json, summary_markdown
-from pytest_dsr1.run_log import AbRun, AbStart, Measurement, RunLog, RunMetadata
+from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
 from pytest_dsr1.runner import Runner
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER, NO_DIFFERENCE
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())

@@ -11,16 +11,10 @@ import pytest
 
 from conftest import MATRIX
 from pytest_dsr1 import baseline as bl
-from pytest_dsr1.compare import (
-    INCONCLUSIVE,
-    OK,
-    REGRESSED,
-    History,
-    compare_metric,
-    judge_config,
-    smallest_p,
-)
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.config import judge_config
+from pytest_dsr1.verdict.metric import History, compare_metric, smallest_p
+from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, OK, REGRESSED
 
 FP = {"hardware": "cpu", "cpu_model": "X", "cpu_count": 2, "vllm": "0.32.0", "model": "m", "server_command": "s"}
 T10 = Tolerance(0.10)

@@ -9,11 +9,12 @@ import pytest
 
 from conftest import MATRIX, REPO
 from pytest_dsr1 import report
-from pytest_dsr1.compare import compare
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.plots import throughput_label
-from pytest_dsr1.run_log import ConfigStats, ItemResult, Measurement, Outcome, RunLog, run_metadata
+from pytest_dsr1.run_log import ConfigStats, ItemResult, Measurement, RunLog, run_metadata
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.metric import compare
+from pytest_dsr1.verdict.outcomes import Outcome
 
 SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
 

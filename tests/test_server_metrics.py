@@ -355,7 +355,7 @@ def test_group_cpu_time_counts_this_process_group():
 
 
 def test_the_failure_text_says_what_a_missing_value_means():
-    from pytest_dsr1.report import server_side_text
+    from pytest_dsr1.verdict.text import server_side_text
 
     ctx = sm.Context(concurrency=16, max_num_seqs=None)
     full = {"server_waiting_max": 0.0, "server_queue_mean_ms": 0.05}

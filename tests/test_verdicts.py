@@ -4,18 +4,9 @@ import argparse
 
 import pytest
 
-from pytest_dsr1.compare import (
-    IMPROVED,
-    INCONCLUSIVE,
-    NOISE,
-    NOT_COMPARED,
-    OK,
-    REGRESSED,
-    STALE,
-    compare,
-    compare_metric,
-)
 from pytest_dsr1.tolerance import Tolerance, ToleranceError, parse_tolerance, parse_tolerance_override
+from pytest_dsr1.verdict.metric import compare, compare_metric
+from pytest_dsr1.verdict.outcomes import IMPROVED, INCONCLUSIVE, NOISE, NOT_COMPARED, OK, REGRESSED, STALE
 
 
 @pytest.mark.parametrize(

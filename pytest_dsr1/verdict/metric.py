@@ -1,4 +1,4 @@
-"""Measured samples vs a baseline + tolerance -> a verdict per metric, with its reason; and per config.
+"""Measured samples vs a baseline + tolerance -> a verdict per metric, with its reason.
 
 With a history of at least 3 sessions, the reference is the median of the session medians, and the allowed
 change is the larger of the tolerance and a band from the measured spread of those medians (3 robust standard
@@ -8,9 +8,6 @@ it is a regression; no test on one session's samples can see that noise, so none
 With fewer sessions, a metric regresses when its median moved the wrong way by more than the tolerance allows
 AND a one-sided Mann-Whitney U test on the samples says the shift is unlikely to be noise. When the sample
 sizes cannot reach p <= alpha at all (3 against 3 reach 0.05 at best), the verdict is `inconclusive`.
-
-A config's verdict pools its items: the geometric mean of their measured/reference ratios, with a 95%
-interval over the items, against the config's tolerance or the spread of the same mean in earlier sessions.
 """
 
 from __future__ import annotations
@@ -19,21 +16,12 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.outcomes import IMPROVED, INCONCLUSIVE, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, Verdict
 
-Verdict = Literal["ok", "REGRESSED", "noise", "improved", "stale", "not compared", "inconclusive"]
-OK: Final = "ok"
-REGRESSED: Final = "REGRESSED"
-NOISE: Final = "noise"
-IMPROVED: Final = "improved"
-STALE: Final = "stale"
-NOT_COMPARED: Final = "not compared"
-INCONCLUSIVE: Final = "inconclusive"
-# Changes beyond tolerance, whatever the noise test said: what a reader of a report must see.
-BEYOND_TOLERANCE: tuple[Verdict, ...] = (REGRESSED, INCONCLUSIVE, NOISE, STALE, IMPROVED)
 STALE_FACTOR = 3.0  # an improvement beyond 3x the tolerance suggests re-recording
 MIN_SESSIONS_FOR_BAND = 3  # below this, the spread of session medians says nothing: the tolerance decides
 BAND_Z = 3.0  # robust standard deviations: a clean session falls outside about 0.3% of the time (normal)
@@ -213,80 +201,3 @@ def inconclusive(verdicts: Iterable[MetricVerdict]) -> list[MetricVerdict]:
 
 
 # ---------------------------------------------------------------- per config
-
-
-@dataclass(frozen=True)
-class ConfigVerdict:
-    """All of a config's items on one metric: the geometric mean of measured/reference, with a 95% interval."""
-
-    config_id: str
-    metric: str
-    items: int
-    change_pct: float
-    low_pct: float
-    high_pct: float
-    allowed_pct: float
-    verdict: Verdict
-    reason: str
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == REGRESSED
-
-    def line(self) -> str:
-        return (
-            f"{self.config_id}: {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] over "
-            f"{self.items} items ({self.metric}, allowed ±{self.allowed_pct:.1f}%): {self.verdict}"
-        )
-
-
-def _t95(df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
-def judge_config(
-    config_id: str,
-    metric: str,
-    ratios: Sequence[float],
-    tolerance_rel: float,
-    session_ratios: Sequence[float] = (),
-    floor_rel: float | None = None,
-) -> ConfigVerdict:
-    """`ratios`: each item's measured median / its reference, for one metric. `session_ratios`: the same
-    geometric mean for each earlier session against the history, from which a band is measured (3 or more).
-    `floor_rel`: the config-level floor once there is a band (the matrix's config_tolerance); without a band,
-    or without a floor, the item tolerance is the allowed change.
-
-    A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
-    interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
-    """
-    higher_is_better = METRICS[metric].higher_is_better
-    logs = [math.log(r) for r in ratios if r > 0]
-    n = len(logs)
-    allowed = tolerance_rel
-    past = History(tuple(session_ratios))
-    band = past.band()
-    if band is not None:
-        allowed = max(tolerance_rel if floor_rel is None else floor_rel, band)
-    if n < 2:
-        change = (math.exp(logs[0]) - 1) * 100 if logs else 0.0
-        return ConfigVerdict(
-            config_id, metric, n, change, change, change, allowed * 100, INCONCLUSIVE, "fewer than 2 items compared"
-        )
-    mean = statistics.fmean(logs)
-    half = _t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
-    change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
-    worse = change < -allowed * 100 if higher_is_better else change > allowed * 100
-    significant = high < 0 if higher_is_better else low > 0
-    if worse and significant:
-        verdict: Verdict = REGRESSED
-        reason = "all items moved the wrong way together beyond the allowed change"
-    elif worse:
-        verdict, reason = NOISE, "beyond the allowed change, but the items disagree (the interval crosses 0)"
-    else:
-        verdict, reason = OK, "within the allowed change"
-    if band is not None:
-        reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
-    return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason)

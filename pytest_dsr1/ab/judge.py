@@ -1,24 +1,5 @@
-"""A/B on one machine: is B slower than A? No stored baseline, no pytest and no vLLM here.
-
-A is the run as configured; B changes one or more things (`--dsr1-ab`): another interpreter with another vLLM
-(`python=PATH`), a server setting (`set=[CONFIG:]KEY=VALUE`, as `--dsr1-set` takes it) or an environment
-variable of the server (`env=NAME=VALUE`). Parts combine: B changes all of them.
-
-Whole server starts move by 20 to 35% on shared machines, so the unit of comparison is the start, not the
-request: each config gets fresh servers in ABBA order (`abba_order`), which cancels a linear drift within each
-round, and each start's median is one observation. An item's verdict compares the logs of B's and A's start
-medians with Welch's t-test, and gives B/A - 1 with its interval at 1 - 2 alpha (90%), whose bounds are the two
-one-sided tests at alpha:
-
-- `B slower`: significantly worse (p <= alpha) and beyond the metric's tolerance: the item fails;
-- `B faster`: significantly better and beyond the tolerance;
-- `no difference`: the interval lies within +-tolerance (equivalence, two one-sided tests);
-- `inconclusive`: none of these; the reason says what it would take.
-
-A config's verdict is taken start by start: each start's value is the mean over the config's items of its log
-start medians (each centred on the item's own level), and B's start values are tested against A's in the same way,
-against the config's `config_tolerance`. The items of one start share a server and a stretch of the machine's
-time, so they are not independent observations; the starts are. "Slower" reads for every metric, latencies too.
+"""B against A: per item and gated metric from the start medians (Welch on logs, an interval at 1 - 2 alpha),
+and per config start by start. Pure: data in, verdicts out.
 """
 
 from __future__ import annotations
@@ -26,84 +7,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from dataclasses import dataclass
 
-from pytest_dsr1.command import REDACTED, is_secret_name
-from pytest_dsr1.matrix import ServerConfig, apply_settings
+from pytest_dsr1.ab.starts import AbRun, AbStart
+from pytest_dsr1.matrix import Matrix
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
-
-Side = Literal["A", "B"]
-AbOutcome = Literal["B slower", "B faster", "no difference", "inconclusive"]
-B_SLOWER: Final = "B slower"
-B_FASTER: Final = "B faster"
-NO_DIFFERENCE: Final = "no difference"
-AB_INCONCLUSIVE: Final = "inconclusive"
-DEFAULT_ROUNDS = 2  # ABBA twice: 4 starts per side
-
-
-@dataclass(frozen=True)
-class AbSpec:
-    """What B changes against A."""
-
-    python: str | None = None
-    settings: tuple[tuple[str | None, str, str], ...] = ()  # (config id or None, setting, value), as --dsr1-set
-    env: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def label(self) -> str:
-        """B's label in reports: what it changes, e.g. `max_num_seqs=4, VLLM_CPU_KVCACHE_SPACE=2`."""
-        parts = [f"{t + ':' if t else ''}{k}={v}" for t, k, v in self.settings]
-        parts += [f"{k}={REDACTED if is_secret_name(k) else v}" for k, v in self.env]
-        if self.python:
-            parts.append(f"python {self.python}")
-        return ", ".join(parts)
-
-
-# One --dsr1-ab part, as options.parse_ab_part reads it: ("python", PATH), ("set", (config, key, value)) or
-# ("env", (name, value)).
-AbPart = tuple[str, Any]
-
-
-def ab_spec(parts: Sequence[AbPart]) -> AbSpec | None:
-    """All --dsr1-ab parts combined into B (None: no A/B). A ValueError says what does not combine."""
-    if not parts:
-        return None
-    pythons = {value for kind, value in parts if kind == "python"}
-    if len(pythons) > 1:
-        raise ValueError(
-            f"--dsr1-ab: B can run one interpreter, not {len(pythons)} ({', '.join(sorted(pythons))}); "
-            "give one python= part"
-        )
-    settings = tuple(value for kind, value in parts if kind == "set")
-    env = tuple(value for kind, value in parts if kind == "env")
-    values: dict[str, set[str]] = {}
-    for name, value in env:
-        values.setdefault(name, set()).add(value)
-    clash = sorted(name for name, vals in values.items() if len(vals) > 1)
-    if clash:
-        raise ValueError(f"--dsr1-ab: env={clash[0]} is given different values; give it once")
-    return AbSpec(next(iter(pythons), None), settings, env)
-
-
-def b_config(config: ServerConfig, spec: AbSpec) -> ServerConfig:
-    """Config `config` as B runs it: B's settings that target it (or every config), B's environment on top."""
-    changed = apply_settings(config, spec.settings)
-    if spec.env:
-        env = dict(changed.env)
-        env.update(spec.env)
-        changed = replace(changed, env=tuple(env.items()))
-    return changed
-
-
-def abba_order(rounds: int) -> list[Side]:
-    """The order of the server starts: A B B A, `rounds` times. Within a round a linear drift hits both sides
-    alike; across rounds, a step change does too."""
-    order: list[Side] = []
-    for _ in range(rounds):
-        order += ["A", "B", "B", "A"]
-    return order
+from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER, INCONCLUSIVE, NO_DIFFERENCE, AbOutcome
 
 
 @dataclass(frozen=True)
@@ -152,10 +62,10 @@ def judge_ab(
     level = 1 - 2 * alpha
     if len(a) < 2 or len(b) < 2:
         why = f"{len(a)} A and {len(b)} B starts measured: each side needs 2 or more"
-        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, AB_INCONCLUSIVE, why, level * 100)
+        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, INCONCLUSIVE, why, level * 100)
     if min(a + b) <= 0:
         why = "a start median of 0 or less cannot be compared as a ratio"
-        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, AB_INCONCLUSIVE, why, level * 100)
+        return AbVerdict(metric, a, b, None, None, None, None, margin * 100, INCONCLUSIVE, why, level * 100)
     outcome, reason, change, low, high, p_worse = _judge_logs(
         [math.log(x) for x in a], [math.log(x) for x in b], METRICS[metric].higher_is_better, margin, alpha
     )
@@ -207,7 +117,7 @@ def _judge_logs(
     else:
         why = f"the {level} interval reaches past ±{margin_pct:.1f}%"
     reason = f"{why} with {len(la)}+{len(lb)} starts: more rounds (--dsr1-ab-rounds)"
-    return AB_INCONCLUSIVE, reason, change, low, high, p_worse
+    return INCONCLUSIVE, reason, change, low, high, p_worse
 
 
 @dataclass(frozen=True)
@@ -262,7 +172,7 @@ def judge_ab_config(
     la, lb = values["A"], values["B"]
     if len(la) < 2 or len(lb) < 2 or not items:
         return AbConfigVerdict(
-            config_id, metric, len(items), len(la) + len(lb), 0.0, 0.0, 0.0, allowed_rel * 100, AB_INCONCLUSIVE,
+            config_id, metric, len(items), len(la) + len(lb), 0.0, 0.0, 0.0, allowed_rel * 100, INCONCLUSIVE,
             "each side needs 2 or more measured starts",
         )  # fmt: skip
     higher_is_better = METRICS[metric].higher_is_better
@@ -270,3 +180,49 @@ def judge_ab_config(
     return AbConfigVerdict(
         config_id, metric, len(items), len(la) + len(lb), change, low, high, allowed_rel * 100, outcome, reason
     )
+
+
+def ab_item_verdicts(
+    starts: list[AbStart], key: str, tolerances: Mapping[str, Tolerance], alpha: float
+) -> list[AbVerdict]:
+    """One verdict per gated metric: the item's start medians on B against those on A."""
+    a = [s.medians(key) for s in starts if s.side == "A" and s.runs.get(key)]
+    b = [s.medians(key) for s in starts if s.side == "B" and s.runs.get(key)]
+    return [
+        judge_ab(metric, [x[metric] for x in a if metric in x], [x[metric] for x in b if metric in x], tol, alpha)
+        for metric, tol in ((m, tolerances[m]) for m in METRICS if m in tolerances)
+    ]
+
+
+def side_medians(starts: list[AbStart], key: str) -> dict[str, float]:
+    """One side's value per metric: the median of its starts' medians."""
+    per_metric: dict[str, list[float]] = {}
+    for start in starts:
+        for metric, value in start.medians(key).items():
+            per_metric.setdefault(metric, []).append(value)
+    return {k: statistics.median(v) for k, v in per_metric.items()}
+
+
+def ab_config_verdicts(
+    ab: AbRun, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
+) -> list[AbConfigVerdict]:
+    """Per config and gated metric, start by start over its judged items (ab.judge_ab_config), against the
+    config's config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
+    judged: dict[str, list[str]] = {}
+    for key in ab.verdicts:
+        judged.setdefault(key.split("[", 1)[0], []).append(key)
+    out = []
+    for config_id, keys in judged.items():
+        config = matrix.config(config_id)
+        tolerances = matrix.tolerances_for(config, overrides)
+        starts = ab.starts_of(config_id)
+        for metric in METRICS:
+            if metric not in tolerances:
+                continue
+            per_start = [(s.side, {k: v for k in keys if (v := s.medians(k).get(metric)) is not None}) for s in starts]
+            if not any(medians for _, medians in per_start):
+                continue
+            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            allowed = tolerances[metric].rel if floor is None else floor
+            out.append(judge_ab_config(config_id, metric, per_start, allowed, alpha))
+    return out

@@ -1,0 +1,134 @@
+"""A config's verdict pools its items: the geometric mean of their measured/reference ratios, with a 95%
+interval over the items, against the config's tolerance or the spread of the same mean in earlier sessions.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pytest_dsr1.matrix import Matrix
+from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.metric import History, MetricVerdict
+from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, NOISE, NOT_COMPARED, OK, REGRESSED, Verdict
+
+
+@dataclass(frozen=True)
+class ConfigVerdict:
+    """All of a config's items on one metric: the geometric mean of measured/reference, with a 95% interval."""
+
+    config_id: str
+    metric: str
+    items: int
+    change_pct: float
+    low_pct: float
+    high_pct: float
+    allowed_pct: float
+    verdict: Verdict
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == REGRESSED
+
+    def line(self) -> str:
+        return (
+            f"{self.config_id}: {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] over "
+            f"{self.items} items ({self.metric}, allowed ±{self.allowed_pct:.1f}%): {self.verdict}"
+        )
+
+
+def _t95(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def judge_config(
+    config_id: str,
+    metric: str,
+    ratios: Sequence[float],
+    tolerance_rel: float,
+    session_ratios: Sequence[float] = (),
+    floor_rel: float | None = None,
+) -> ConfigVerdict:
+    """`ratios`: each item's measured median / its reference, for one metric. `session_ratios`: the same
+    geometric mean for each earlier session against the history, from which a band is measured (3 or more).
+    `floor_rel`: the config-level floor once there is a band (the matrix's config_tolerance); without a band,
+    or without a floor, the item tolerance is the allowed change.
+
+    A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
+    interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
+    """
+    higher_is_better = METRICS[metric].higher_is_better
+    logs = [math.log(r) for r in ratios if r > 0]
+    n = len(logs)
+    allowed = tolerance_rel
+    past = History(tuple(session_ratios))
+    band = past.band()
+    if band is not None:
+        allowed = max(tolerance_rel if floor_rel is None else floor_rel, band)
+    if n < 2:
+        change = (math.exp(logs[0]) - 1) * 100 if logs else 0.0
+        return ConfigVerdict(
+            config_id, metric, n, change, change, change, allowed * 100, INCONCLUSIVE, "fewer than 2 items compared"
+        )
+    mean = statistics.fmean(logs)
+    half = _t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
+    worse = change < -allowed * 100 if higher_is_better else change > allowed * 100
+    significant = high < 0 if higher_is_better else low > 0
+    if worse and significant:
+        verdict: Verdict = REGRESSED
+        reason = "all items moved the wrong way together beyond the allowed change"
+    elif worse:
+        verdict, reason = NOISE, "beyond the allowed change, but the items disagree (the interval crosses 0)"
+    else:
+        verdict, reason = OK, "within the allowed change"
+    if band is not None:
+        reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
+    return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason)
+
+
+def judge_configs(
+    by_config: Mapping[str, list[tuple[MetricVerdict, tuple[float, ...]]]],
+    matrix: Matrix,
+    overrides: Mapping[str, Tolerance],
+) -> list[ConfigVerdict]:
+    """The config-level verdicts from each config's item verdicts, each with its metric's session medians.
+
+    An item's ratio is its measured median over its reference (the history's center, or the newest session's
+    median). With 3 or more sessions on every item, each earlier session gets the same geometric mean against
+    the items' centers, and their spread gives the config's band; the sessions are aligned from the newest.
+    """
+    out = []
+    for config_id, all_pairs in by_config.items():
+        pairs = [(v, h) for v, h in all_pairs if v.verdict != NOT_COMPARED and v.baseline and v.measured]
+        config = matrix.config(config_id)
+        tolerances = matrix.tolerances_for(config, overrides)
+        for metric in METRICS:
+            items = [(v, h) for v, h in pairs if v.metric == metric]
+            if not items or metric not in tolerances:
+                continue
+            ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
+            # A --dsr1-tolerance for the metric is the user's word for both levels: no config floor under it.
+            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), floor))
+    return out
+
+
+def session_ratios(items: list[tuple[MetricVerdict, tuple[float, ...]]]) -> list[float]:
+    """The geometric mean over the items of (session median / the item's history center), per earlier session."""
+    depth = min(len(h) for _, h in items)
+    if depth < 3:
+        return []
+    histories = [(h, History(h).center) for _, h in items]
+    ratios = []
+    for back in range(depth, 0, -1):
+        logs = [math.log(h[-back] / center) for h, center in histories if h[-back] > 0 and center > 0]
+        if logs:
+            ratios.append(math.exp(statistics.fmean(logs)))
+    return ratios
