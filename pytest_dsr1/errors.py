@@ -1,4 +1,5 @@
-"""The suite's input errors: each names the file, the field and the fix, so a mistake costs seconds."""
+"""The suite's errors: bad input (each names the file, the field and the fix, so a mistake costs seconds), and an
+item that could not be measured."""
 
 from __future__ import annotations
 
@@ -12,3 +13,8 @@ class InputError(ValueError):
         self.path = str(path)
         self.field_name = field_name
         super().__init__(f"{path}: {field_name}: {problem}. Fix: {fix}")
+
+
+class ItemFailed(Exception):
+    """The item cannot be measured (its server did not start or died, its benchmark failed). The message says
+    why, with the server's log tail."""

@@ -21,11 +21,13 @@ from typing import Any, NoReturn
 import pytest
 
 from pytest_dsr1 import report
+from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.ab.judge import ab_config_verdicts
 from pytest_dsr1.ab.spec import AbSpec, ab_spec, b_config
 from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.baseline import BaselineError, BaselineStore
-from pytest_dsr1.check import AbCheck, BaselineCheck, Decision, config_verdicts
+from pytest_dsr1.check import BaselineCheck, config_verdicts
+from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.hardware import skip_reason, vllm_version
 from pytest_dsr1.matrix import (
     Matrix,
@@ -41,11 +43,12 @@ from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
 from pytest_dsr1.run_log import Measurement, RunLog, git_commit, item_key, run_metadata
-from pytest_dsr1.runner import ItemFailed, Runner, ServerHandle, run_dir_name
+from pytest_dsr1.runner import Runner, ServerHandle, run_dir_name
 from pytest_dsr1.shard import Plan as ShardPlan
 from pytest_dsr1.shard import plan as shard_plan
 from pytest_dsr1.shard import plan_json as shard_json
 from pytest_dsr1.shard import recorded_run_s
+from pytest_dsr1.verdict.item import Decision
 from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, SKIPPED
 
 SUITE_KEY = pytest.StashKey["Suite"]()

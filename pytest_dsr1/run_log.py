@@ -19,6 +19,7 @@ from pytest_dsr1.command import redact
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metric_catalog import samples_of
 from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.item import Decision, Item
 from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import Outcome
 
@@ -69,6 +70,20 @@ class Measurement:
     @property
     def earlier_samples(self) -> dict[str, list[float]]:
         return samples_of(self.earlier_runs)
+
+    def item(self, config: ServerConfig | None = None) -> Item:
+        """The item as its verdict's text names it; `config`: another server config it ran on (A/B's B)."""
+        config = config or self.config
+        cap = dict(config.settings).get("max_num_seqs")
+        return Item(
+            key=self.key,
+            config_id=self.config.id,
+            server_command=self.server_command,
+            bench_command=self.bench_command,
+            concurrency=self.workload.batch_size,
+            max_num_seqs=int(cap) if cap is not None and str(cap).isdigit() else None,
+            fingerprint=self.fingerprint,
+        )
 
 
 @dataclass
@@ -174,6 +189,12 @@ class RunLog:
     outcomes: dict[str, str] = field(default_factory=dict)  # item -> pytest's outcome, skipped items included
     # --dsr1-record: each recorded session as written, by (hardware, model) -> item -> entry (baseline.Entry)
     recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def keep(self, result: ItemResult, decision: Decision) -> None:
+        """An item's result, as its decision says: what the run's reports show of it."""
+        result.outcome = decision.outcome
+        result.message = decision.message if decision.summary is None else decision.summary
+        self.results[result.key] = result
 
     def stats_for(self, config_id: str) -> ConfigStats:
         return self.stats.setdefault(config_id, ConfigStats())

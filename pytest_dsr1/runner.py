@@ -21,6 +21,7 @@ from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.ab.starts import AbStart
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
+from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.options import Options
@@ -40,11 +41,6 @@ BENCH_REPORT_FLAGS = (
     "--save-detailed",
 )
 MAX_CHUNKED_RETRIES = 3  # re-takes of a sample whose whole stream arrived at once
-
-
-class ItemFailed(Exception):
-    """The item cannot be measured (its server did not start or died, its benchmark failed). The message says
-    why, with the server's log tail."""
 
 
 def model_reference(config: ServerConfig) -> str:

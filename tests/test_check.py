@@ -13,7 +13,8 @@ import pytest
 
 from conftest import MATRIX
 from pytest_dsr1 import baseline as bl
-from pytest_dsr1.check import BaselineCheck, Decision, missing_baseline
+from pytest_dsr1.check import BaselineCheck
+from pytest_dsr1.verdict.item import Decision, missing_baseline
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options
 from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata

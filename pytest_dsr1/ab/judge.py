@@ -9,11 +9,23 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pytest_dsr1.ab.report import ab_table
 from pytest_dsr1.ab.starts import AbRun, AbStart
 from pytest_dsr1.matrix import Matrix
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER, INCONCLUSIVE, NO_DIFFERENCE, AbOutcome
+from pytest_dsr1.verdict.item import Decision, Item, Rules, inconclusive_decision, server_context, tolerances_off
+from pytest_dsr1.verdict.outcomes import (
+    B_FASTER,
+    B_SLOWER,
+    FAILED,
+    INCONCLUSIVE,
+    NO_DIFFERENCE,
+    PASSED,
+    REGRESSED,
+    AbOutcome,
+)
+from pytest_dsr1.verdict.text import server_side_text
 
 
 @dataclass(frozen=True)
@@ -226,3 +238,38 @@ def ab_config_verdicts(
             allowed = tolerances[metric].rel if floor is None else floor
             out.append(judge_ab_config(config_id, metric, per_start, allowed, alpha))
     return out
+
+
+def judge_ab_item(
+    item: Item,
+    b_item: Item,
+    starts: Sequence[AbStart],
+    rules: Rules,
+    labels: tuple[str, str],
+) -> tuple[list[AbVerdict], Decision]:
+    """An item in A/B mode, from the config's starts: B's start medians against A's per gated metric, and the
+    Decision. `b_item`: the item as B serves it (B's server command and cap); `labels`: (A's, B's)."""
+    errors = [f"start {s.index} ({s.side}): {s.item_errors[item.key]}" for s in starts if item.key in s.item_errors]
+    if errors:
+        # A side that crashes or cannot serve is a finding, not noise: the item fails with the server's words.
+        return [], Decision(FAILED, f"{item.key} was not measured on every A/B start:\n" + "\n".join(errors))
+    if not rules.tolerances:
+        return [], tolerances_off(item.config_id)
+    verdicts = ab_item_verdicts(list(starts), item.key, rules.tolerances, rules.alpha)
+    table = ab_table(verdicts)
+    head = f"{item.key}: {labels[1]}, against {labels[0]}"
+    if any(v.failed for v in verdicts):
+        side = {x: side_medians([s for s in starts if s.side == x], item.key) for x in ("A", "B")}
+        server_side = server_side_text(side["A"], side["B"], server_context(b_item, side["B"]), against="A")
+        return verdicts, Decision(
+            REGRESSED,
+            f"{head}: B is slower\n{table}\n"
+            + (f"{server_side}\n" if server_side else "")
+            + f"server (A): {item.server_command}\nserver (B): {b_item.server_command}\n"
+            f"benchmark: {item.bench_command}",
+            summary=table,
+        )
+    unsure = [(v.metric, v.reason) for v in verdicts if v.verdict == INCONCLUSIVE]
+    if unsure:
+        return verdicts, inconclusive_decision(f"{head}:", unsure, table, rules.inconclusive)
+    return verdicts, Decision(PASSED, f"{head}\n{table}", summary=table)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_dsr1.ab.judge import AbConfigVerdict, AbVerdict
 from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.verdict.text import format_table, md_table, num, pct
+
+if TYPE_CHECKING:  # the judge's module writes its tables with these functions
+    from pytest_dsr1.ab.judge import AbConfigVerdict, AbVerdict
 
 AB_HEADER = [
     "metric",

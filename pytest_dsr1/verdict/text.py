@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from pytest_dsr1 import server_metrics
 from pytest_dsr1.metric_catalog import METRICS
@@ -85,7 +85,7 @@ def verdict_table(verdicts: Iterable[MetricVerdict]) -> str:
     return format_table(VERDICT_HEADER, verdict_rows(verdicts))
 
 
-def brief(samples: dict[str, list[float]]) -> str:
+def brief(samples: Mapping[str, Sequence[float]]) -> str:
     keys = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
     return ", ".join(f"{k}={statistics.median(samples[k]):.2f}" for k in keys if samples.get(k))
 

@@ -1,0 +1,248 @@
+"""An item's verdict: its samples against its reference, under the run's rules -> a Decision, or what to measure
+next. Data in, data out: the caller measures, writes files and calls again (check.py does, for a serving item).
+
+A regression is believed only once it holds: while an item looks regressed the verdict asks for more runs on the
+same server (up to `Rules.extra_runs`), then for a freshly started server (shared machines shift a whole server's
+speed between starts), whose samples alone then decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pytest_dsr1 import server_metrics
+from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.metric import MetricVerdict, compare, inconclusive, median_or_none, regressed
+from pytest_dsr1.verdict.outcomes import (
+    ALPHA,
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    REGRESSED,
+    SKIPPED,
+    STALE,
+    Outcome,
+    SkipOrFail,
+)
+from pytest_dsr1.verdict.text import brief, server_side_text, verdict_table
+
+if TYPE_CHECKING:
+    from pytest_dsr1.baseline import Entry
+
+# Fingerprint fields that may differ from the baseline's without stopping the comparison, but are worth a note.
+NOTED_FINGERPRINT_CHANGES = ("host_cpu", "driver", "cuda")
+
+MORE_RUNS: Final = "more runs on this server"
+FRESH_SERVER: Final = "a fresh server"
+NextStep = Literal["more runs on this server", "a fresh server"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What becomes of an item: its outcome and what its report says."""
+
+    outcome: Outcome
+    message: str = ""  # what the test's report says (the failure or skip reason, or a note on a pass)
+    summary: str | None = None  # what the run's reports keep, when shorter than the message
+    strict: bool = False  # an inconclusive item fails (--dsr1-inconclusive=fail)
+
+    @property
+    def fails(self) -> bool:
+        return self.outcome in (FAILED, REGRESSED) or (self.outcome == INCONCLUSIVE and self.strict)
+
+
+def missing_baseline(problem: str, mode: SkipOrFail, measured: str) -> Decision:
+    """The one rule for an item with nothing comparable to judge it against: a skip by default; under
+    --dsr1-missing-baseline=fail (nightly CI), a failure, because a nightly must not stay green while comparing
+    nothing (a baseline of other hardware is no baseline for this machine either)."""
+    message = f"not compared: {problem} (measured: {measured})"
+    return Decision(FAILED if mode == "fail" else SKIPPED, message)
+
+
+def inconclusive_decision(head: str, reasons: list[tuple[str, str]], table: str, mode: SkipOrFail) -> Decision:
+    """The one rule for an item whose change cannot be told from noise: neither a pass nor a failure by default
+    (a skip that says why), a failure under --dsr1-inconclusive=fail."""
+    how = "fails under --dsr1-inconclusive=fail" if mode == "fail" else "neither passes nor fails"
+    why = "; ".join(f"{metric}: {reason}" for metric, reason in reasons)
+    return Decision(INCONCLUSIVE, f"{head} inconclusive ({how}): {why}\n{table}", summary=table, strict=mode == "fail")
+
+
+def tolerances_off(config_id: str, measured: str = "") -> Decision:
+    """The one rule for a config whose every metric has its tolerance turned off: nothing to judge, said so."""
+    seen = f" (measured: {measured})" if measured else ""
+    return Decision(
+        SKIPPED,
+        f"not compared: every metric's tolerance is off for {config_id}{seen}; give a metric a tolerance in the "
+        "matrix or with --dsr1-tolerance",
+    )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an item is judged against: the newest comparable session's samples (the noise test's baseline), each
+    comparable session's median per metric (the history band), and where it came from."""
+
+    samples: Mapping[str, Sequence[float]]
+    histories: Mapping[str, tuple[float, ...]]
+    medians: Mapping[str, float]  # the entry's own medians: the server-side table's baseline column
+    label: str  # e.g. "recorded baseline of 2026-12-05T08:00:00Z (baselines/cpu/tiny.json)"
+    fingerprint: Mapping[str, Any]  # the entry's: version and machine notes
+    note: str = ""  # said on a pass, e.g. that this machine's own baseline was used
+
+
+def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note: str = "") -> Reference:
+    """A baseline entry as the reference of a measurement taken on a machine with `fingerprint`: only sessions
+    recorded on a machine of the same kind count."""
+    sessions = entry.sessions_like(dict(fingerprint))
+    histories: dict[str, list[float]] = {}
+    for session in sessions:
+        for name, samples in session.metrics.items():
+            value = median_or_none(samples)
+            if value is not None:
+                histories.setdefault(name, []).append(value)
+    return Reference(
+        samples=sessions[-1].metrics if sessions else entry.metrics,
+        histories={k: tuple(v) for k, v in histories.items()},
+        medians=medians_of(entry.metrics),
+        label=f"{entry.provenance} baseline of {entry.date} ({source})",
+        fingerprint=entry.fingerprint,
+        note=note,
+    )
+
+
+def medians_of(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    return {k: v for k, xs in samples.items() if (v := median_or_none(xs)) is not None}
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the verdict's text says about the item: its id, commands, load and the server's cap on it."""
+
+    key: str
+    config_id: str
+    server_command: str
+    bench_command: str
+    concurrency: int
+    max_num_seqs: int | None = None
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)  # the machine it was measured on
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How an item is judged: the gated metrics' tolerances, alpha, what an inconclusive item does, and how much
+    more may be measured before a regression is believed."""
+
+    tolerances: Mapping[str, Tolerance]
+    alpha: float = ALPHA
+    inconclusive: SkipOrFail = "skip"
+    extra_runs: int = 0  # runs that may be added on the same server while the item looks regressed
+    fresh_server: bool = False  # whether a regression must then hold on a freshly started server too
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What was measured for the item so far, beyond its planned runs."""
+
+    extra_runs: int = 0  # added on the current server
+    first_server: tuple[MetricVerdict, ...] = ()  # the verdicts on the server the current one replaced
+
+
+@dataclass(frozen=True)
+class ItemVerdict:
+    """The verdicts per metric, and either the decision or the next thing to measure."""
+
+    verdicts: tuple[MetricVerdict, ...]
+    decision: Decision | None = None
+    next_step: NextStep | None = None
+
+
+def server_context(item: Item, now: Mapping[str, float]) -> server_metrics.Context:
+    """What a failure's likely causes are judged against: concurrency, the server's cap, the client's latencies
+    (`now`: this run's medians)."""
+    return server_metrics.Context(
+        concurrency=item.concurrency,
+        max_num_seqs=item.max_num_seqs,
+        client_ttft_ms=now.get("mean_ttft_ms"),
+        client_itl_ms=now.get("mean_itl_ms"),
+    )
+
+
+def judge_item(
+    item: Item,
+    samples: Mapping[str, Sequence[float]],
+    reference: Reference,
+    rules: Rules,
+    progress: Progress = Progress(),
+) -> ItemVerdict:
+    """The item's samples against its reference: a Decision, or the next step (MORE_RUNS, then FRESH_SERVER)
+    while it looks regressed and the rules allow more measurement."""
+    if not rules.tolerances:
+        return ItemVerdict((), tolerances_off(item.config_id, brief(samples)))
+    verdicts = tuple(compare(reference.samples, samples, rules.tolerances, rules.alpha, reference.histories))
+    if regressed(verdicts):
+        if progress.extra_runs < rules.extra_runs:
+            return ItemVerdict(verdicts, next_step=MORE_RUNS)
+        if rules.fresh_server and not progress.first_server:
+            return ItemVerdict(verdicts, next_step=FRESH_SERVER)
+    return ItemVerdict(verdicts, _decide(item, samples, reference, rules, progress, verdicts))
+
+
+def _decide(
+    item: Item,
+    samples: Mapping[str, Sequence[float]],
+    reference: Reference,
+    rules: Rules,
+    progress: Progress,
+    verdicts: tuple[MetricVerdict, ...],
+) -> Decision:
+    note = notes(reference.fingerprint, item.fingerprint, progress, verdicts)
+    if regressed(verdicts):
+        table = verdict_table(verdicts) + note
+        now = medians_of(samples)
+        server_side = server_side_text(reference.medians, now, server_context(item, now))
+        return Decision(
+            REGRESSED,
+            f"{item.key} regressed against {reference.label}:\n{table}\n"
+            + (f"{server_side}\n" if server_side else "")
+            + f"server: {item.server_command}\nbenchmark: {item.bench_command}",
+            summary=table,
+        )
+    unsure = inconclusive(verdicts)
+    if unsure:
+        reasons = [(v.metric, v.reason) for v in unsure]
+        return inconclusive_decision(item.key, reasons, verdict_table(verdicts) + note, rules.inconclusive)
+    stale = [f"{v.metric}: {v.reason}" for v in verdicts if v.verdict == STALE]
+    if stale:
+        return Decision(PASSED, "; ".join(stale))
+    return Decision(PASSED, note.strip() if progress.first_server else reference.note)
+
+
+def version_change(baseline: Mapping[str, Any], now: Mapping[str, Any]) -> tuple[str | None, str | None] | None:
+    """(vLLM in the baseline, vLLM now) where they differ."""
+    versions = (baseline.get("vllm"), now.get("vllm"))
+    return versions if versions[0] != versions[1] else None
+
+
+def notes(
+    baseline: Mapping[str, Any], now: Mapping[str, Any], progress: Progress, verdicts: Sequence[MetricVerdict]
+) -> str:
+    """What a reader of the verdict should know: version and machine changes, confirmations, restarts."""
+    note = ""
+    versions = version_change(baseline, now)
+    if versions:
+        note = f"\n(vLLM {versions[0]} in the baseline, {versions[1]} now)"
+    for key in NOTED_FINGERPRINT_CHANGES:
+        before, current = baseline.get(key), now.get(key)
+        if before and current and before != current:
+            note += f"\n({key} differs: {before!r} in the baseline, {current!r} now)"
+    if progress.extra_runs:
+        note += f"\n(confirmation: {progress.extra_runs} extra run(s); every sample is shown)"
+    if progress.first_server:
+        held = "and it held there" if regressed(verdicts) else "and it did not hold there: not a regression"
+        note += (
+            "\n(it looked regressed on the config's first server, so it was measured again on a freshly started "
+            f"one, {held}; the first server's verdicts:\n{verdict_table(progress.first_server)})"
+        )
+    return note
