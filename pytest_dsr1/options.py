@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, overload
 from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.shard import parse_shard
 from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
-from pytest_dsr1.verdict.outcomes import SkipOrFail
+from pytest_dsr1.verdict.outcomes import ALPHA, SkipOrFail
 
 MISSING_BASELINE_CHOICES: tuple[SkipOrFail, ...] = ("skip", "fail")
 
@@ -185,7 +185,7 @@ OPTIONS: list[OptionSpec] = [
         "--dsr1-alpha",
         "dsr1_alpha",
         parse_alpha,
-        0.05,
+        ALPHA,
         "P",
         "significance level of the noise test (one-sided Mann-Whitney U; default: 0.05)",
     ),
@@ -325,7 +325,7 @@ class Options:
     dry_run: bool = False
     repeat: int | None = None
     confirm: int | None = None
-    alpha: float = 0.05
+    alpha: float = ALPHA
     missing_baseline: SkipOrFail = "skip"
     inconclusive: SkipOrFail = "skip"  # skip | fail, like a missing baseline
     keep_sessions: int = 10

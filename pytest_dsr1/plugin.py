@@ -35,6 +35,7 @@ from pytest_dsr1.matrix import (
     ServerConfig,
     Workload,
     apply_settings,
+    item_key,
     load_matrix,
     matrix_layers,
     packaged_matrix_dir,
@@ -42,7 +43,7 @@ from pytest_dsr1.matrix import (
 from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
-from pytest_dsr1.run_log import Measurement, RunLog, git_commit, item_key, run_metadata
+from pytest_dsr1.run_log import Measurement, RunLog, git_commit, run_metadata
 from pytest_dsr1.runner import Runner, ServerHandle, run_dir_name
 from pytest_dsr1.shard import Plan as ShardPlan
 from pytest_dsr1.shard import plan as shard_plan

@@ -26,6 +26,7 @@ from pytest_dsr1.verdict.outcomes import (
     REGRESSED,
     STALE,
     Outcome,
+    worsening,
 )
 from pytest_dsr1.verdict.text import VERDICT_HEADER, allowed_text, format_table, md_table, num, pct, verdict_rows
 
@@ -57,7 +58,7 @@ def _severity(v: MetricVerdict) -> tuple[int, float]:
     order = {REGRESSED: 0, INCONCLUSIVE: 1, NOISE: 1, STALE: 3, IMPROVED: 4, OK: 2, NOT_COMPARED: 5}
     worse = 0.0
     if v.change_pct is not None:
-        worse = -v.change_pct if METRICS[v.metric].higher_is_better else v.change_pct
+        worse = worsening(v.metric, v.change_pct)
     return order.get(v.verdict, 9), -worse
 
 

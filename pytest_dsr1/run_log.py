@@ -24,11 +24,6 @@ from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import Outcome
 
 
-def item_key(config_id: str, workload_id: str) -> str:
-    """The id of an item in baselines and reports, as the recipe reads: h200-fp8-tp8ep[prompt_heavy-bs16]."""
-    return f"{config_id}[{workload_id}]"
-
-
 @dataclass
 class ConfigStats:
     startup_s: float = 0.0

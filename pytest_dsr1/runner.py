@@ -23,9 +23,9 @@ from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
-from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
+from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
-from pytest_dsr1.run_log import ItemResult, Measurement, RunLog, item_key
+from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 from pytest_dsr1.server_metrics import Snapshot
 from pytest_dsr1.server_scraper import PendingSnapshot, ServerMetricsSampler

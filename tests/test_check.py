@@ -14,12 +14,12 @@ import pytest
 from conftest import MATRIX
 from pytest_dsr1 import baseline as bl
 from pytest_dsr1.check import BaselineCheck
-from pytest_dsr1.verdict.item import Decision, missing_baseline
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options
 from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
 from pytest_dsr1.runner import Runner
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES
+from pytest_dsr1.verdict.item import Decision, missing_baseline
 
 FP = {"hardware": "cpu", "cpu_model": "X", "cpu_count": 2, "vllm": "0.32.0", "model": "m", "server_command": "s"}
 META = RunMetadata("0", None, "py", "pytest", None, "now", "host")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from conftest import MATRIX
 from pytest_dsr1.command import server_command
+from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options
 from pytest_dsr1.run_log import RunLog, RunMetadata
-from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.runner import Runner, ServerHandle
 from pytest_dsr1.server import VllmServer
 

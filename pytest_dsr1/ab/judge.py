@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from pytest_dsr1.ab.report import ab_table
 from pytest_dsr1.ab.starts import AbRun, AbStart
-from pytest_dsr1.matrix import Matrix
+from pytest_dsr1.matrix import Matrix, split_item_key
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.config import ConfigVerdict, config_floor
 from pytest_dsr1.verdict.item import Decision, Item, Rules, inconclusive_decision, server_context, tolerances_off
 from pytest_dsr1.verdict.outcomes import (
+    ALPHA,
     B_FASTER,
     B_SLOWER,
     FAILED,
@@ -60,7 +62,7 @@ def _welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]
 
 
 def judge_ab(
-    metric: str, a_starts: Sequence[float], b_starts: Sequence[float], tol: Tolerance, alpha: float = 0.05
+    metric: str, a_starts: Sequence[float], b_starts: Sequence[float], tol: Tolerance, alpha: float = ALPHA
 ) -> AbVerdict:
     """B's start medians against A's on one metric: the change with its interval, the test and the verdict.
 
@@ -133,19 +135,10 @@ def _judge_logs(
 
 
 @dataclass(frozen=True)
-class AbConfigVerdict:
+class AbConfigVerdict(ConfigVerdict):
     """All of a config's items on one metric, start by start: B's starts against A's."""
 
-    config_id: str
-    metric: str
-    items: int
-    starts: int
-    change_pct: float
-    low_pct: float
-    high_pct: float
-    allowed_pct: float
-    verdict: AbOutcome
-    reason: str
+    starts: int = 0
 
     @property
     def failed(self) -> bool:
@@ -164,7 +157,7 @@ def judge_ab_config(
     metric: str,
     starts: Sequence[tuple[str, Mapping[str, float]]],
     allowed_rel: float,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
 ) -> AbConfigVerdict:
     """`starts`: (side, item -> start median) for each start of the config, in order. The items of one start move
     together (one server, one stretch of the machine's time), so the config is judged start by start, not item by
@@ -184,13 +177,13 @@ def judge_ab_config(
     la, lb = values["A"], values["B"]
     if len(la) < 2 or len(lb) < 2 or not items:
         return AbConfigVerdict(
-            config_id, metric, len(items), len(la) + len(lb), 0.0, 0.0, 0.0, allowed_rel * 100, INCONCLUSIVE,
-            "each side needs 2 or more measured starts",
+            config_id, metric, len(items), 0.0, 0.0, 0.0, allowed_rel * 100, INCONCLUSIVE,
+            "each side needs 2 or more measured starts", starts=len(la) + len(lb),
         )  # fmt: skip
     higher_is_better = METRICS[metric].higher_is_better
     outcome, reason, change, low, high, _ = _judge_logs(la, lb, higher_is_better, allowed_rel, alpha)
     return AbConfigVerdict(
-        config_id, metric, len(items), len(la) + len(lb), change, low, high, allowed_rel * 100, outcome, reason
+        config_id, metric, len(items), change, low, high, allowed_rel * 100, outcome, reason, starts=len(la) + len(lb)
     )
 
 
@@ -216,13 +209,13 @@ def side_medians(starts: list[AbStart], key: str) -> dict[str, float]:
 
 
 def ab_config_verdicts(
-    ab: AbRun, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = 0.05
+    ab: AbRun, matrix: Matrix, overrides: Mapping[str, Tolerance], alpha: float = ALPHA
 ) -> list[AbConfigVerdict]:
     """Per config and gated metric, start by start over its judged items (ab.judge_ab_config), against the
     config's config_tolerance (the item tolerance where it has none; a --dsr1-tolerance for the metric rules both)."""
     judged: dict[str, list[str]] = {}
     for key in ab.verdicts:
-        judged.setdefault(key.split("[", 1)[0], []).append(key)
+        judged.setdefault(split_item_key(key)[0], []).append(key)
     out = []
     for config_id, keys in judged.items():
         config = matrix.config(config_id)
@@ -234,7 +227,7 @@ def ab_config_verdicts(
             per_start = [(s.side, {k: v for k in keys if (v := s.medians(k).get(metric)) is not None}) for s in starts]
             if not any(medians for _, medians in per_start):
                 continue
-            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            floor = config_floor(config, metric, overrides)
             allowed = tolerances[metric].rel if floor is None else floor
             out.append(judge_ab_config(config_id, metric, per_start, allowed, alpha))
     return out

@@ -31,7 +31,9 @@ from pytest_dsr1.matrix.model import (
     Workload,
     WorkloadDef,
     apply_settings,
+    item_key,
     setting_problem,
+    split_item_key,
 )
 
 __all__ = [
@@ -50,9 +52,11 @@ __all__ = [
     "Workload",
     "WorkloadDef",
     "apply_settings",
+    "item_key",
     "load_matrix",
     "matrix_files",
     "matrix_layers",
     "packaged_matrix_dir",
     "setting_problem",
+    "split_item_key",
 ]

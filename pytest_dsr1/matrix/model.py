@@ -273,3 +273,14 @@ def apply_settings(config: ServerConfig, overrides: Iterable[tuple[str | None, s
         if target is None or target == config.id:
             settings[key] = value
     return replace(config, settings=tuple(settings.items())) if settings != dict(config.settings) else config
+
+
+def item_key(config_id: str, workload_id: str) -> str:
+    """The id of an item in baselines and reports, as the recipe reads: h200-fp8-tp8ep[prompt_heavy-bs16]."""
+    return f"{config_id}[{workload_id}]"
+
+
+def split_item_key(key: str) -> tuple[str, str]:
+    """(config id, workload id) of an item key, as item_key wrote it."""
+    config_id, _, rest = key.partition("[")
+    return config_id, rest.removesuffix("]")

@@ -9,11 +9,21 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pytest_dsr1.matrix import Matrix
+from pytest_dsr1.matrix import Matrix, ServerConfig
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.metric import History, MetricVerdict
-from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, NOISE, NOT_COMPARED, OK, REGRESSED, Verdict
+from pytest_dsr1.verdict.outcomes import (
+    INCONCLUSIVE,
+    NOISE,
+    NOT_COMPARED,
+    OK,
+    REGRESSED,
+    AbOutcome,
+    Verdict,
+    is_worse,
+    worsening,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +37,7 @@ class ConfigVerdict:
     low_pct: float
     high_pct: float
     allowed_pct: float
-    verdict: Verdict
+    verdict: Verdict | AbOutcome  # AbOutcome in an A/B run's (AbConfigVerdict)
     reason: str
 
     @property
@@ -63,7 +73,6 @@ def judge_config(
     A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
     interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
     """
-    higher_is_better = METRICS[metric].higher_is_better
     logs = [math.log(r) for r in ratios if r > 0]
     n = len(logs)
     allowed = tolerance_rel
@@ -79,8 +88,8 @@ def judge_config(
     mean = statistics.fmean(logs)
     half = _t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
     change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
-    worse = change < -allowed * 100 if higher_is_better else change > allowed * 100
-    significant = high < 0 if higher_is_better else low > 0
+    worse = worsening(metric, change) > allowed * 100
+    significant = is_worse(metric, low) and is_worse(metric, high)  # the whole interval on the bad side
     if worse and significant:
         verdict: Verdict = REGRESSED
         reason = "all items moved the wrong way together beyond the allowed change"
@@ -91,6 +100,13 @@ def judge_config(
     if band is not None:
         reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
     return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason)
+
+
+def config_floor(config: ServerConfig, metric: str, overrides: Mapping[str, Tolerance]) -> float | None:
+    """The config level's allowed change where it differs from the item tolerance (the matrix's config_tolerance),
+    for baseline and A/B runs alike. None where --dsr1-tolerance names the metric (or '*'): the user's word is for
+    both levels."""
+    return None if metric in overrides or "*" in overrides else config.config_tolerance
 
 
 def judge_configs(
@@ -114,8 +130,7 @@ def judge_configs(
             if not items or metric not in tolerances:
                 continue
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
-            # A --dsr1-tolerance for the metric is the user's word for both levels: no config floor under it.
-            floor = None if metric in overrides or "*" in overrides else config.config_tolerance
+            floor = config_floor(config, metric, overrides)
             out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), floor))
     return out
 

@@ -20,7 +20,18 @@ from typing import Literal
 
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.outcomes import IMPROVED, INCONCLUSIVE, NOISE, NOT_COMPARED, OK, REGRESSED, STALE, Verdict
+from pytest_dsr1.verdict.outcomes import (
+    ALPHA,
+    IMPROVED,
+    INCONCLUSIVE,
+    NOISE,
+    NOT_COMPARED,
+    OK,
+    REGRESSED,
+    STALE,
+    Verdict,
+    is_worse,
+)
 
 STALE_FACTOR = 3.0  # an improvement beyond 3x the tolerance suggests re-recording
 MIN_SESSIONS_FOR_BAND = 3  # below this, the spread of session medians says nothing: the tolerance decides
@@ -111,7 +122,7 @@ def compare_metric(
     baseline: Sequence[float],
     measured: Sequence[float],
     tol: Tolerance,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     history: Sequence[float] = (),
 ) -> MetricVerdict:
     """`baseline`: the newest comparable session's samples; `history`: every comparable session's median."""
@@ -141,7 +152,7 @@ def compare_metric(
     m = statistics.median(measured)
     allowed = max(tol.allowed(center), band or 0.0)
     delta = m - center
-    worse = delta < 0 if info.higher_is_better else delta > 0
+    worse = is_worse(metric, delta)
     within = "within the history band" if band is not None and band > tol.allowed(center) else "within tolerance"
     if abs(delta) <= allowed:
         return verdict(OK, within)
@@ -178,7 +189,7 @@ def compare(
     baseline: Mapping[str, Sequence[float]],
     measured: Mapping[str, Sequence[float]],
     tolerances: Mapping[str, Tolerance],
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     histories: Mapping[str, Sequence[float]] | None = None,
 ) -> list[MetricVerdict]:
     """A verdict for each gated metric (each metric with a tolerance), in the order of METRICS."""

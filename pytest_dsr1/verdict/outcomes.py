@@ -38,6 +38,12 @@ NO_DIFFERENCE: Final = "no difference"
 SkipOrFail = Literal["skip", "fail"]
 
 
+def worsening(metric: str, change: float) -> float:
+    """A change (new - old, in any unit, a percentage or a log ratio) signed so that positive is worse: the one
+    place that knows which way each metric's bad direction lies."""
+    return -change if METRICS[metric].higher_is_better else change
+
+
 def is_worse(metric: str, change: float) -> bool:
-    """Whether a change (new - old, in any unit or as a log ratio) goes the metric's bad way."""
-    return change < 0 if METRICS[metric].higher_is_better else change > 0
+    """Whether a change goes the metric's bad way."""
+    return worsening(metric, change) > 0
