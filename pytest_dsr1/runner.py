@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsr1 import hardware, tiny
-from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
-from pytest_dsr1.ab.starts import AbStart
+from pytest_dsr1.ab.spec import ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
 from pytest_dsr1.errors import ItemFailed
@@ -288,8 +287,6 @@ class Runner:
         if self._worker is not None:
             self._worker.close()
 
-    # ------------------------------------------------------------ A/B
-
     def fingerprint_for(self, config: ServerConfig, model_path: str | None = None) -> dict[str, Any]:
         """The fingerprint a server of `config` has, its port written PORT: the port is picked per run, and a
         fingerprint must not change with it."""
@@ -298,45 +295,6 @@ class Runner:
         command = server_command(config, model_path, self.options.host, "PORT", self.options.api_key)
         shown = redact(" ".join(command.display_argv), command.secret_values)
         return hardware.fingerprint(config, self.host, shown, config.model.hf_id)
-
-    def ab_labels(self, spec: AbSpec) -> tuple[str, str]:
-        """A's and B's labels for the reports: what each runs, with the vLLM version of each interpreter."""
-        a_version = hardware.vllm_version_of(self.python)
-        b_version = hardware.vllm_version_of(spec.python) if spec.python else a_version
-        return f"A: as configured (vLLM {a_version})", f"B: {spec.label} (vLLM {b_version})"
-
-    def run_ab(
-        self, config: ServerConfig, workloads: list[Workload], spec: AbSpec, rounds: int, into: list[AbStart]
-    ) -> None:
-        """Fresh servers of A (the config as it is) and B (`spec` applied) in ABBA order, `rounds` times; on each
-        start every item of `workloads` is warmed up and measured `repeat` times. One server alive at a time. A
-        start that fails, or a server that dies, is kept with its error, and the schedule goes on. Each start is
-        appended to `into` as soon as it is made, so an interrupted schedule still reports what it measured."""
-        variant = {"A": config, "B": b_config(config, spec)}
-        for index, side in enumerate(abba_order(rounds), 1):
-            t0 = time.monotonic()
-            start = AbStart(config.id, side, index)
-            self.write_line(f"dsr1: A/B {config.id}: start {index} of {4 * rounds}, {side}")
-            handle = self.start_server(
-                variant[side],
-                python=spec.python if side == "B" else None,
-                log_name=f"{config.id}-{side}{index}.log",
-            )
-            if handle.error is None:
-                start.ready_s = self.run_log.stats_for(config.id).ready_s
-            for workload in workloads:
-                key = item_key(config.id, workload.id)
-                if handle.error is not None:
-                    start.error = handle.error
-                    start.item_errors[key] = handle.error
-                    continue
-                try:
-                    start.runs[key] = self.measure(handle, workload).runs
-                except ItemFailed as exc:
-                    start.item_errors[key] = str(exc)
-            self.stop_server(handle)
-            start.wall_s = time.monotonic() - t0
-            into.append(start)
 
     # ------------------------------------------------------------ benchmarks
 

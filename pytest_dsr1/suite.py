@@ -1,0 +1,447 @@
+"""The suite as a pytest plugin: the object that holds a run's matrix, options, runner and log, and the hooks that
+need them (collection, sharding, reports, xdist). `start_suite` registers it only in a run that asks for the suite
+or collects a serving test (as pytest-xdist registers its DSession), so a project that selects no serving item
+reads no matrix file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import Callable, Generator
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from pytest_dsr1 import report
+from pytest_dsr1.ab import run as ab_run
+from pytest_dsr1.ab.judge import ab_config_verdicts
+from pytest_dsr1.ab.spec import AbSpec, ab_spec
+from pytest_dsr1.ab.starts import AbRun
+from pytest_dsr1.baseline import BaselineError, BaselineStore
+from pytest_dsr1.check import config_verdicts
+from pytest_dsr1.hardware import skip_reason, vllm_version
+from pytest_dsr1.matrix.loading import load_matrix, matrix_layers, packaged_matrix_dir
+from pytest_dsr1.matrix.model import Matrix, MatrixError, ServerConfig, Workload, apply_settings, item_key
+from pytest_dsr1.merge import absorb_worker, worker_payload
+from pytest_dsr1.options import Options, path_problem, selection_problem
+from pytest_dsr1.pytest_options import suite_requested
+from pytest_dsr1.run_log import RunLog, git_commit, run_metadata
+from pytest_dsr1.runner import Runner, run_dir_name
+from pytest_dsr1.shard import Plan as ShardPlan
+from pytest_dsr1.shard import plan as shard_plan
+from pytest_dsr1.shard import plan_json as shard_json
+from pytest_dsr1.shard import recorded_run_s
+
+SUITE_KEY = pytest.StashKey["Suite"]()
+OPTIONS_KEY = pytest.StashKey[Options]()
+
+
+PARAMS_KEY = pytest.StashKey[tuple[ServerConfig, Workload]]()
+
+
+WORKER_OUTPUT_KEY = "dsr1"  # an xdist worker's record, in its workeroutput, for the controller
+
+
+def xdist_problem(dist: str, ab: AbSpec | None) -> str | None:
+    """Why this pytest -n run cannot go as asked, or None. Items go to workers a whole config at a time."""
+    if ab is not None:
+        return (
+            "pytest-dsr1: --dsr1-ab compares B against A on fresh servers, one at a time on a quiet machine: "
+            "run it without -n (or with -n 0)"
+        )
+    if dist not in ("load", "loadscope", "loadgroup"):
+        return (
+            f"pytest-dsr1: --dist {dist} would run a config's items on several workers, each starting its own "
+            "server: leave out --dist (the suite hands each worker whole configs)"
+        )
+    return None
+
+
+def _under_xdist(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None))
+
+
+def names_the_suite(config: pytest.Config) -> bool:
+    """`pytest test_matrix` in this repo, or a path into the installed suite: asks for the suite too. (A project's
+    own test_matrix/ is not the suite: `pytest -n 4 test_matrix` there is none of this plugin's business.)"""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return False
+    shipped = packaged_matrix_dir().resolve()
+    for arg in config.args:
+        path = (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
+        if path == shipped or shipped in path.parents:
+            return True
+    return False
+
+
+def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
+    def write_line(line: str) -> None:
+        # Looked up at each call: the terminal reporter registers after pytest_configure.
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        if tr is None or config.option.verbose <= 0:
+            return
+        if capman is None:
+            tr.write_line(line)
+            return
+        with capman.global_and_fixture_disabled():
+            tr.ensure_newline()
+            tr.write_line(line)
+
+    return write_line
+
+
+class Suite:
+    """The run's hooks, registered as the plugin `dsr1-suite` once the matrix is loaded."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        matrix: Matrix,
+        options: Options,
+        matrix_error: str | None,
+        ab: AbSpec | None = None,
+    ) -> None:
+        self.config = config
+        self.ab = ab  # --dsr1-ab: what B changes; None: compare against baselines
+        self.matrix = matrix
+        self.options = options
+        self.matrix_error = matrix_error  # a broken matrix nobody asked for: an error only if its items are collected
+        self.matrix_needed = False
+        secrets = (options.api_key,) if options.api_key else ()
+        # No git here: every pytest start in a project with the plugin would pay for it; the commit is looked
+        # up once the suite's items are collected.
+        metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
+        self.run_log = RunLog(matrix, options.run_dir / run_dir_name(), metadata)
+        self.runner = Runner(matrix, options, self.run_log, _terminal_writer(config))
+        self.runner.share_gpus = hasattr(config, "workerinput")  # an xdist worker: GPUs go in disjoint slices
+        self.store = BaselineStore(
+            options.baselines, options.local_baselines, options.keep_sessions, options.fresh_history
+        )
+        self.previous_sigterm: Any = None
+        self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
+        self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
+        # pytest -n: this process hands out items and merges the workers' records; it starts no server.
+        self.xdist_controller = not hasattr(config, "workerinput") and _under_xdist(config)
+
+    def ab_run(self) -> AbRun:
+        """The A/B part of the run's record, made at the first A/B start."""
+        assert self.ab is not None
+        if self.run_log.ab is None:
+            a_label, b_label = ab_run.labels(self.runner, self.ab)
+            self.run_log.ab = AbRun(a_label, b_label, self.options.ab_rounds, self.ab)
+        return self.run_log.ab
+
+    def make_ab_starts(self, config: ServerConfig) -> None:
+        """Every A/B start of `config`, once per config even if pytest sets its server fixture up again (items
+        reordered by another plugin)."""
+        assert self.ab is not None
+        ab = self.ab_run()
+        if not ab.starts_of(config.id):
+            workloads = self.ab_workloads.get(config.id, [])
+            ab_run.run_starts(self.runner, config, workloads, self.ab, self.options.ab_rounds, into=ab.starts)
+
+    def selected_configs(self) -> list[ServerConfig]:
+        return [c for c in self.matrix.configs if self.options.model in (None, c.model.name)]
+
+    # ------------------------------------------------------------ collection
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if not (config.option.verbose > 0 or suite_requested(config)):
+            return []
+        lines = [f"dsr1: matrix {', '.join(self.matrix.files)}"]
+        if self.matrix.ignored:
+            lines.append(
+                "dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: "
+                + ", ".join(self.matrix.ignored)
+            )
+        return lines
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "dsr1_server" not in metafunc.fixturenames:
+            return
+        if self.matrix_error is not None:
+            self.matrix_needed = True  # a usage error once collection is done (exit 4)
+            return
+        configs = self.selected_configs()
+        # One indirect, session-scoped call: pytest then groups items by server and keeps one alive.
+        metafunc.parametrize(
+            "dsr1_server",
+            [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, m) for m in c.markers]) for c in configs],
+            indirect=True,
+            scope="session",
+        )
+        if "dsr1_workload" in metafunc.fixturenames:
+            # The parameter is (workload name, batch size): ids read like the recipe (prompt_heavy-bs16) on
+            # every hardware, and the lengths come from the item's config (the CPU scales them down).
+            keys = dict.fromkeys((w.name, w.batch_size) for c in configs for w in self.matrix.workloads_for(c))
+            metafunc.parametrize(
+                "dsr1_workload",
+                [pytest.param(k, id=f"{k[0]}-bs{k[1]}", marks=[getattr(pytest.mark, k[0])]) for k in keys],
+                indirect=True,  # its own call, function scope: the grouping by server is untouched
+            )
+
+    def _resolve(self, item: pytest.Item) -> tuple[ServerConfig, Workload] | bool | None:
+        """(config, workload) of a serving item; None for an item that is not one; False for a config x
+        workload pair that the matrix does not define (the workload parameter is the union over hardware)."""
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "dsr1_server" not in callspec.params or "dsr1_workload" not in callspec.params:
+            return None
+        config: ServerConfig = callspec.params["dsr1_server"]
+        for w in self.matrix.workloads_for(config):
+            if (w.name, w.batch_size) == callspec.params["dsr1_workload"]:
+                return config, w
+        return False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Resolve each serving item's config and workload once (item.stash), drop pairs the matrix does not
+        define, and skip items whose hardware is absent. Items are removed, never reordered, so pytest's grouping
+        by server survives."""
+        if self.matrix_needed:
+            raise pytest.UsageError(f"pytest-dsr1: {self.matrix_error}")
+        keep, drop = [], []
+        for item in items:
+            params = self._resolve(item)
+            if params is False:
+                drop.append(item)
+                continue
+            if isinstance(params, tuple):
+                item.stash[PARAMS_KEY] = params
+            keep.append(item)
+        if drop:
+            items[:] = keep
+            config.hook.pytest_deselected(items=drop)
+        serving = [item for item in items if PARAMS_KEY in item.stash]
+        if self.options.dry_run:
+            return
+        reasons: dict[str, str | None] = {}
+        for item in serving:
+            cfg = item.stash[PARAMS_KEY][0]
+            if cfg.id not in reasons:
+                reasons[cfg.id] = skip_reason(cfg, self.runner.host)
+            reason = reasons[cfg.id]
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+    @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+    def pytest_collection_modifyitems_shard(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--dsr1-shard K/N: keep this shard's configs, whole. After -k/-m (trylast), so that every shard process
+        plans the same selection. Items that are not serving items run in shard 1 only."""
+        if self.options.shard is None:
+            return
+        index, count = self.options.shard
+        serving = [item for item in items if PARAMS_KEY in item.stash]
+        configs: dict[str, ServerConfig] = {}
+        planned: dict[str, list[tuple[str, Workload, float | None]]] = {}
+        for item in serving:
+            cfg, wl = item.stash[PARAMS_KEY]
+            configs[cfg.id] = cfg
+            planned.setdefault(cfg.id, []).append((item_key(cfg.id, wl.id), wl, self._recorded_run_s(cfg, wl)))
+        split = shard_plan(configs, planned, count)
+        mine = set(split.configs_of(index))
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            params = item.stash.get(PARAMS_KEY, None)
+            ours = params[0].id in mine if params else index == 1
+            (keep if ours else drop).append(item)
+        items[:] = keep
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        self.shard_plan = split
+        self.run_log.shard = shard_json(split, index)
+
+    def _recorded_run_s(self, config: ServerConfig, workload: Workload) -> float | None:
+        """Seconds per measured run of the item, from its committed baseline (none: modelled)."""
+        try:
+            entries = self.store.file(config.hardware.name, config.model.name).entries
+        except BaselineError:
+            return None  # reported as a usage error once collection is done
+        entry = entries.get(item_key(config.id, workload.id))
+        if entry is None:
+            return None
+        return recorded_run_s(str(entry.extra.get("bench_command", "")), entry.metrics.get("output_throughput", []))
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+        if self.shard_plan is None or self.options.shard is None:
+            return []
+        return [f"dsr1: {self.shard_plan.describe(self.options.shard[0])}"]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Every baseline file the selected items will read is read now: a broken one is a usage error before the
+        first server starts (and in --collect-only and the dry run), not a failure after each item's benchmark."""
+        pairs = {(p[0].hardware.name, p[0].model.name) for i in session.items if (p := i.stash.get(PARAMS_KEY, None))}
+        for item in session.items:  # after -k/-m and every other deselection: what each server start runs in A/B
+            params = item.stash.get(PARAMS_KEY, None)
+            if params:
+                self.ab_workloads.setdefault(params[0].id, []).append(params[1])
+        if pairs:
+            # The commit that runs, before a record writes the tracked baselines (which would make it '+dirty');
+            # not at start-up, where every pytest run of a project with the plugin would pay for it.
+            commit = git_commit(Path(session.config.rootpath))
+            self.run_log.metadata = replace(self.run_log.metadata, git_commit=commit)
+        for hw, model in sorted(pairs if self.ab is None else ()):  # an A/B run reads no baseline
+            try:
+                self.store.file(hw, model)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+
+    # ------------------------------------------------------------ running
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        params = item.stash.get(PARAMS_KEY, None)
+        if params:
+            self.runner.current_config = params[0].id
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        rep = yield
+        params = item.stash.get(PARAMS_KEY, None)
+        if params and (call.when == "call" or rep.outcome != "passed"):
+            # The item's outcome as pytest reports it (a skip or error at set-up too): a merge of shards checks it.
+            self.run_log.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
+        if params:
+            stats = self.run_log.stats.get(params[0].id)
+            if stats is not None:
+                stats.wall_s += call.duration
+                stats.items += call.when == "call"
+            result = self.run_log.results.get(item_key(params[0].id, params[1].id))
+            if result is not None and call.when == "call":
+                result.wall_s = call.duration
+                item.user_properties.extend(report.junit_properties(result))
+        return rep
+
+    def install_sigterm_handler(self) -> None:
+        """SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so fixtures stop the servers: no orphans. Only where
+        servers run, and put back at the end (pytest-timeout's way), so a project that does not use the suite
+        keeps its own handler."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        if self.previous_sigterm is not None:
+            return
+        try:
+            current = signal.getsignal(signal.SIGTERM)
+            if current in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, handler)
+                self.previous_sigterm = signal.SIG_DFL
+        except ValueError:  # not the main thread
+            pass
+
+    # ------------------------------------------------------------ reporting
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
+        fails the run (exit code 1) even where no single item crossed its own band."""
+        if not self.xdist_controller:  # under xdist each worker judged its own (whole) configs
+            self.run_log.config_verdicts = config_verdicts(self.run_log, self.matrix, self.options.tolerances)
+        failed = any(v.failed for v in self.run_log.config_verdicts)
+        if self.run_log.ab is not None:
+            ab = self.run_log.ab
+            ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances, self.options.alpha)
+            failed = failed or any(v.failed for v in ab.config_verdicts)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: its record goes to the controller (pytest-cov's way)
+            self._describe_host()
+            workeroutput[WORKER_OUTPUT_KEY] = json.dumps(worker_payload(self.run_log), default=str)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """pytest -n: whole configs per worker, so each config's server starts once (xdist_scheduling.py)."""
+        from pytest_dsr1.xdist_scheduling import ConfigScheduling
+
+        return ConfigScheduling(config, log, [c.id for c in self.matrix.configs])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """The controller of pytest -n: a worker finished; add its record to the run's."""
+        payload = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+        if payload:
+            absorb_worker(self.run_log, json.loads(payload), str(getattr(node, "gateway", node).id))
+
+    def _describe_host(self) -> None:
+        if self.run_log.configs_run:  # the hardware was detected for this run: say what it was
+            host = self.runner.host
+            described = f"{host.cpu_model} ({host.cpu_count} cores), {host.describe_gpus()}"
+            self.run_log.metadata = replace(self.run_log.metadata, host=described)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        self._describe_host()
+        report.terminal_summary(self.run_log, terminalreporter)
+        if self.options.report is not None:
+            path = report.write_reports(self.run_log, self.options.report)
+            terminalreporter.write_line(f"dsr1: reports written to {path}")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.runner.close()
+        if self.previous_sigterm is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, self.previous_sigterm)
+            self.previous_sigterm = None
+
+
+def start_suite(config: pytest.Config, requested: bool) -> Suite:
+    """Load the matrix layers, check the options against them and register the Suite (`requested`: the run asked
+    for the suite, so a broken matrix is a usage error now; otherwise only once its items are collected)."""
+    options = config.stash[OPTIONS_KEY]
+    layers = matrix_layers(Path(config.rootpath), options.matrix)
+    matrix_error = None
+    try:
+        # Only files meant for pytest-dsr1 are read: a project's own test_matrix/ of other things is left alone.
+        matrix = load_matrix(*layers)
+    except MatrixError as exc:
+        if requested:
+            raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        # Not asked for: a project's YAML that merely looks like a matrix must not stop its own tests.
+        matrix = load_matrix(*layers[:1])
+        matrix_error = str(exc)
+    for hw in matrix.hardware.values():
+        config.addinivalue_line("markers", f"{hw.name}: configs on {hw.name} hardware (pytest-dsr1)")
+    for wl in matrix.workloads:
+        config.addinivalue_line(
+            "markers", f"{wl.name}: the {wl.name} workload, {wl.input_len}/{wl.output_len} tokens (pytest-dsr1)"
+        )
+    problem = selection_problem(options, matrix)
+    if problem:
+        raise pytest.UsageError(problem)
+    try:
+        spec = ab_spec(options.ab)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if spec is not None and options.record:
+        raise pytest.UsageError(
+            "--dsr1-ab compares B against A on this machine and writes no baseline: leave out --dsr1-record"
+        )
+    if options.settings:
+        matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
+    if requested:
+        problem = path_problem(options)
+        if problem:
+            raise pytest.UsageError(problem)
+        if not hasattr(config, "workerinput") and _under_xdist(config):
+            problem = xdist_problem(str(getattr(config.option, "dist", "load")), spec)
+            if problem:
+                raise pytest.UsageError(problem)
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            # `pytest -m h200 --dsr1-model fp8` with no path: the suite is what was asked for, wherever pytest
+            # runs and whatever its testpaths say. Named paths are left as they are.
+            # The folder, not the file: a module given as a path outside the rootdir gets an empty node id.
+            config.args[:] = [str(packaged_matrix_dir())]
+            config.args_source = pytest.Config.ArgsSource.ARGS
+    suite = Suite(config, matrix, options, matrix_error, spec)
+    config.stash[SUITE_KEY] = suite
+    config.pluginmanager.register(suite, "dsr1-suite")
+    return suite
