@@ -8,6 +8,7 @@ so a crashed worker never holds a GPU. No pytest and no vLLM here.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -95,3 +96,11 @@ class GpuSlots:
                 on_wait(now - t0)
                 last_note = now
             time.sleep(POLL_S)
+
+
+def visible_gpus(env: tuple[tuple[str, str], ...]) -> list[int] | None:
+    """The GPU indices a server's CUDA_VISIBLE_DEVICES names (None: every GPU; ids that are not indices too)."""
+    value = dict(env).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if value is None or not all(part.strip().isdigit() for part in value.split(",") if part.strip()):
+        return None
+    return [int(part) for part in value.split(",") if part.strip()]

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from pytest_dsr1 import dry_run
 from pytest_dsr1.ab import run as ab_run
 from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.check import BaselineCheck
@@ -137,7 +138,7 @@ def dsr1_benchmark(request: pytest.FixtureRequest) -> Callable[[ServerHandle | N
         assert params is not None, "dsr1_benchmark needs the dsr1_server and dsr1_workload parameters"
         config = params[0]
         if suite.options.dry_run:
-            runner.dry_run(config, workload)
+            dry_run.note_commands(runner, config, workload)
             pytest.skip("dry-run: not run")
         if suite.ab is not None:
             return ab_run.measurement(runner, suite.ab_run(), config, workload)

