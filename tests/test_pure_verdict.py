@@ -1,0 +1,105 @@
+"""The item verdict and the config verdict on literal data: no pytest plugin, no vLLM, no runner, no file. Each
+outcome once, and the next steps the verdict asks for while an item looks regressed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_dsr1.ab.judge import judge_ab_config
+from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.config import judge_config
+from pytest_dsr1.verdict.item import (
+    FRESH_SERVER,
+    MORE_RUNS,
+    Item,
+    Progress,
+    Reference,
+    Rules,
+    judge_item,
+)
+from pytest_dsr1.verdict.outcomes import (
+    B_SLOWER,
+    INCONCLUSIVE,
+    NO_DIFFERENCE,
+    NOISE,
+    OK,
+    PASSED,
+    REGRESSED,
+    SKIPPED,
+)
+
+ITEM = Item("cpu-tiny-tp1[balanced-bs16]", "cpu-tiny-tp1", "vllm serve ...", "vllm bench serve ...", 16, None)
+TOL = {"output_throughput": Tolerance(0.10)}
+
+
+def reference(samples: list[float], history: tuple[float, ...] = ()) -> Reference:
+    histories = {"output_throughput": history} if history else {}
+    return Reference({"output_throughput": samples}, histories, {}, "recorded baseline of today (literal)", {})
+
+
+def judge(measured: list[float], ref: Reference, rules: Rules = Rules(TOL), progress: Progress = Progress()):
+    return judge_item(ITEM, {"output_throughput": measured}, ref, rules, progress)
+
+
+def test_a_clean_measurement_passes():
+    judged = judge([101.0, 99.0, 100.0], reference([100.0, 100.5, 99.5]))
+    assert judged.next_step is None and judged.decision is not None
+    assert judged.decision.outcome == PASSED and [v.verdict for v in judged.verdicts] == [OK]
+
+
+def test_a_clear_slowdown_regresses_with_its_commands():
+    judged = judge([80.0, 81.0, 79.0, 80.0], reference([100.0, 101.0, 99.0, 100.0]))
+    assert judged.decision is not None and judged.decision.outcome == REGRESSED and judged.decision.fails
+    assert "vllm bench serve ..." in judged.decision.message
+
+
+def test_a_slowdown_outside_the_history_band_regresses():
+    judged = judge([70.0, 71.0, 69.0], reference([100.0], history=(100.0, 101.0, 99.0, 100.0, 102.0)))
+    assert judged.decision is not None and judged.decision.outcome == REGRESSED
+    assert "outside the history band" in judged.decision.message
+
+
+def test_one_sample_against_one_cannot_decide_and_fails_only_when_strict():
+    ref = reference([100.0])
+    lenient = judge([80.0], ref).decision
+    strict = judge([80.0], ref, Rules(TOL, inconclusive="fail")).decision
+    assert lenient is not None and lenient.outcome == INCONCLUSIVE and not lenient.fails
+    assert strict is not None and strict.outcome == INCONCLUSIVE and strict.fails
+
+
+def test_every_tolerance_off_is_not_compared():
+    judged = judge([80.0], reference([100.0]), Rules({}))
+    assert judged.decision is not None and judged.decision.outcome == SKIPPED
+    assert "tolerance is off for cpu-tiny-tp1" in judged.decision.message
+
+
+def test_a_regressed_look_asks_for_more_runs_then_a_fresh_server_then_decides():
+    ref, slow = reference([100.0, 101.0, 99.0, 100.0]), [80.0, 81.0, 79.0, 80.0]
+    rules = Rules(TOL, extra_runs=1, fresh_server=True)
+    first = judge(slow, ref, rules)
+    assert first.next_step == MORE_RUNS and first.decision is None
+    second = judge(slow, ref, rules, Progress(extra_runs=1))
+    assert second.next_step == FRESH_SERVER
+    last = judge([100.0, 99.0, 101.0, 100.0], ref, rules, Progress(0, second.verdicts))
+    assert last.decision is not None and last.decision.outcome == PASSED
+    assert "did not hold there: not a regression" in last.decision.message
+
+
+@pytest.mark.parametrize(
+    "ratios, verdict",
+    [
+        ([0.99, 1.01, 1.00, 0.98], OK),
+        ([0.70, 0.72, 0.69, 0.71], REGRESSED),  # every item down together, beyond the allowed 10%
+        ([0.50, 1.10, 0.60, 1.05], NOISE),  # the mean is down, the items disagree
+        ([0.70], INCONCLUSIVE),  # one item is no config
+    ],
+)
+def test_the_config_verdict_on_literal_ratios(ratios, verdict):
+    assert judge_config("cpu-tiny-tp1", "output_throughput", ratios, 0.10).verdict == verdict
+
+
+def test_the_ab_config_verdict_on_literal_starts():
+    same = [("A", {"x": 100.0}), ("B", {"x": 100.5}), ("B", {"x": 99.5}), ("A", {"x": 100.2})]
+    slower = [("A", {"x": 100.0}), ("B", {"x": 70.0}), ("B", {"x": 70.5}), ("A", {"x": 100.5})]
+    assert judge_ab_config("c", "output_throughput", same, 0.10).verdict == NO_DIFFERENCE
+    assert judge_ab_config("c", "output_throughput", slower, 0.10).verdict == B_SLOWER
