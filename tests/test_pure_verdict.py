@@ -30,6 +30,8 @@ from pytest_dsr1.verdict.outcomes import (
 
 ITEM = Item("cpu-tiny-tp1[balanced-bs16]", "cpu-tiny-tp1", "vllm serve ...", "vllm bench serve ...", 16, None)
 TOL = {"output_throughput": Tolerance(0.10)}
+RULES = Rules(TOL)
+START = Progress()
 
 
 def reference(samples: list[float], history: tuple[float, ...] = ()) -> Reference:
@@ -37,7 +39,7 @@ def reference(samples: list[float], history: tuple[float, ...] = ()) -> Referenc
     return Reference({"output_throughput": samples}, histories, {}, "recorded baseline of today (literal)", {})
 
 
-def judge(measured: list[float], ref: Reference, rules: Rules = Rules(TOL), progress: Progress = Progress()):
+def judge(measured: list[float], ref: Reference, rules: Rules = RULES, progress: Progress = START):
     return judge_item(ITEM, {"output_throughput": measured}, ref, rules, progress)
 
 
