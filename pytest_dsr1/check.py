@@ -56,16 +56,37 @@ def entry_of(m: Measurement) -> Entry:
     )
 
 
-class BaselineCheck:
-    def __init__(self, runner: Runner, store: BaselineStore) -> None:
+class ItemCheck:
+    """What an item's check needs of the run: its runner (to measure more), options and log."""
+
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.run_log = runner.run_log
         self.options = runner.options
+
+    def rules(self, m: Measurement) -> Rules:
+        """How `m` is judged: the config's tolerances, the run's alpha and strictness, and how much more may be
+        measured (more runs where the measurement can add them, a fresh server where the config may restart)."""
+        return Rules(
+            self.runner.matrix.tolerances_for(m.config, self.options.tolerances),
+            self.options.alpha,
+            self.options.inconclusive,
+            extra_runs=self.runner.confirm_for(m.config) if m.more is not None else 0,
+            fresh_server=m.fresh is not None and self.runner.can_restart(m.config),
+        )
+
+    def result(self, m: Measurement) -> ItemResult:
+        return ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
+
+
+class BaselineCheck(ItemCheck):
+    def __init__(self, runner: Runner, store: BaselineStore) -> None:
+        super().__init__(runner)
         self.store = store
 
     def check(self, m: Measurement) -> Decision:
         """Write the measurement as the baseline (--dsr1-record), or judge it against its reference."""
-        result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
+        result = self.result(m)
         try:
             decision = self._write_baseline(m) if self.options.record else self._compare(m, result)
         except ItemFailed as exc:  # a confirmation run, or the fresh server, failed
@@ -133,13 +154,7 @@ class BaselineCheck:
             return reference
         result.baseline_medians = dict(reference.medians)
         result.histories = dict(reference.histories)
-        rules = Rules(
-            self.runner.matrix.tolerances_for(m.config, self.options.tolerances),
-            self.options.alpha,
-            self.options.inconclusive,
-            extra_runs=self.runner.confirm_for(m.config) if m.more is not None else 0,
-            fresh_server=m.fresh is not None and self.runner.can_restart(m.config),
-        )
+        rules = self.rules(m)
         progress = Progress()
         while True:
             judged = judge_item(m.item(), m.samples, reference, rules, progress)

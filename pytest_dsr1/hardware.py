@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_dsr1.matrix import Hardware, ServerConfig
 
@@ -20,8 +20,9 @@ NVIDIA_SMI_QUERY = ["--query-gpu=name,memory.total,driver_version", "--format=cs
 NVIDIA_SMI_UUIDS = ["--query-gpu=uuid", "--format=csv,noheader"]
 
 
-@dataclass(frozen=True)
-class Gpu:
+class Gpu(NamedTuple):
+    """One GPU as nvidia-smi reports it: a row of its CSV."""
+
     name: str
     memory_mib: int
     driver: str

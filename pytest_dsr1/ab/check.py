@@ -8,30 +8,24 @@ from typing import TYPE_CHECKING
 from pytest_dsr1.ab.judge import judge_ab_item
 from pytest_dsr1.ab.spec import b_config
 from pytest_dsr1.ab.starts import AbRun
-from pytest_dsr1.run_log import ItemResult, Measurement
-from pytest_dsr1.verdict.item import Decision, Rules
-from pytest_dsr1.verdict.outcomes import PASSED
+from pytest_dsr1.check import ItemCheck
+from pytest_dsr1.run_log import Measurement
+from pytest_dsr1.verdict.item import Decision
 
 if TYPE_CHECKING:
     from pytest_dsr1.runner import Runner
 
 
-class AbCheck:
+class AbCheck(ItemCheck):
     """The verdict on one item in A/B mode: B's start medians against A's."""
 
     def __init__(self, runner: Runner, ab: AbRun) -> None:
-        self.runner = runner
-        self.run_log = runner.run_log
-        self.options = runner.options
+        super().__init__(runner)
         self.ab = ab
 
     def check(self, m: Measurement) -> Decision:
-        result = ItemResult(m.key, m.config.id, m.workload, PASSED, measurement=m)
-        rules = Rules(
-            self.runner.matrix.tolerances_for(m.config, self.options.tolerances),
-            self.options.alpha,
-            self.options.inconclusive,
-        )
+        result = self.result(m)
+        rules = self.rules(m)  # an A/B measurement adds no runs: its starts are made
         b = b_config(m.config, self.ab.spec)
         b_item = m.item(b)
         b_item = type(b_item)(**{**vars(b_item), "server_command": self.b_server_command(m)})

@@ -68,6 +68,8 @@ class Hardware:
 
 @dataclass(frozen=True)
 class WorkloadDef:
+    """A workload as the matrix defines it (the recipe's lengths), before a hardware section scales it."""
+
     name: str
     input_len: int
     output_len: int
