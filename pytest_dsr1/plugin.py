@@ -19,10 +19,7 @@ from pytest_dsr1.ab import run as ab_run
 from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.check import BaselineCheck
 from pytest_dsr1.errors import ItemFailed
-from pytest_dsr1.matrix import (
-    ServerConfig,
-    Workload,
-)
+from pytest_dsr1.matrix import ServerConfig, Workload
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
 from pytest_dsr1.run_log import Measurement
 from pytest_dsr1.runner import Runner, ServerHandle

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pytest_dsr1 import __version__
-from pytest_dsr1.ab.judge import AbVerdict
-from pytest_dsr1.ab.starts import AbRun
+from pytest_dsr1.ab.data import AbRun, AbVerdict
 from pytest_dsr1.command import redact
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metric_catalog import samples_of

@@ -19,14 +19,23 @@ import pytest
 
 from pytest_dsr1 import report
 from pytest_dsr1.ab import run as ab_run
+from pytest_dsr1.ab.data import AbRun
 from pytest_dsr1.ab.judge import ab_config_verdicts
 from pytest_dsr1.ab.spec import AbSpec, ab_spec
-from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.check import config_verdicts
 from pytest_dsr1.hardware import skip_reason, vllm_version
-from pytest_dsr1.matrix.loading import load_matrix, matrix_layers, packaged_matrix_dir
-from pytest_dsr1.matrix.model import Matrix, MatrixError, ServerConfig, Workload, apply_settings, item_key
+from pytest_dsr1.matrix import (
+    Matrix,
+    MatrixError,
+    ServerConfig,
+    Workload,
+    apply_settings,
+    item_key,
+    load_matrix,
+    matrix_layers,
+    packaged_matrix_dir,
+)
 from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
 from pytest_dsr1.pytest_options import suite_requested

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 
 def vllm_processes() -> list[psutil.Process]:

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import MATRIX
 from pytest_dsr1.ab.check import AbCheck
+from pytest_dsr1.ab.data import AbRun, AbStart
 from pytest_dsr1.ab.judge import ab_config_verdicts, judge_ab, judge_ab_config
 from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
-from pytest_dsr1.ab.starts import AbRun, AbStart
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.options import Options, parse_ab_part, path_problem, selection_problem
 from pytest_dsr1.report import results_json, summary_markdown

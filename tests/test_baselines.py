@@ -3,8 +3,10 @@
 import json
 import os
 import re
+from collections.abc import Callable
 
 import pytest
+from helpers import CAUGHT_WHEN_COLLECTION_ENDS, MATRIX, REPO, bad_input, schema1_baseline
 
 from pytest_dsr1 import baseline as bl
 
@@ -50,33 +52,15 @@ def test_record_merges_keeps_other_entries_and_reports_old(tmp_path):
 def test_old_single_value_baselines_load(tmp_path):
     path = tmp_path / "h200" / "fp8.json"
     path.parent.mkdir()
-    path.write_text(
-        json.dumps(
-            {
-                "schema_version": 1,
-                "hardware": "h200",
-                "model": "fp8",
-                "entries": {
-                    "x": {
-                        "provenance": "published",
-                        "date": "2025",
-                        "fingerprint": {"hardware": "h200"},
-                        "metrics": {"output_throughput": 61.0},
-                    }
-                },
-            }
-        )
-    )
+    path.write_text(json.dumps(schema1_baseline("h200", "fp8", "x", "published", "2025", {"output_throughput": 61.0})))
     assert bl.load(path, "h200", "fp8").entries["x"].metrics == {"output_throughput": [61.0]}
 
 
 def _one_metric_file(tmp_path, name: str, value: float):
     path = tmp_path / "cpu" / "tiny.json"
     path.parent.mkdir(exist_ok=True)
-    entry = {"provenance": "recorded", "date": "2026", "fingerprint": {"hardware": "cpu"}}
-    entry["metrics"] = {"output_throughput": {"samples": [100.0]}, name: {"samples": [value, value]}}
-    data = {"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {"x": entry}}
-    path.write_text(json.dumps(data))
+    metrics = {"output_throughput": {"samples": [100.0]}, name: {"samples": [value, value]}}
+    path.write_text(json.dumps(schema1_baseline("cpu", "tiny", "x", "recorded", "2026", metrics)))
     return path
 
 
@@ -96,13 +80,15 @@ def _good(tmp_path):
     return path
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="baseline file",
-    per_param=True,
-    caught="when collection ends: a usage error (exit 4) before any server starts; "
-    "--collect-only, the dry run and --dsr1-record too",
-)
+FIRST_THROUGHPUT = "entries.a[w-bs1].sessions[0].metrics.output_throughput"
+
+
+def _first_throughput_sample(value: str) -> Callable[[str], str]:
+    """A corruption of _good's file: its output_throughput sample (100.0) becomes `value`, as JSON text."""
+    return lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', f'"samples": [{value}]', t, count=1)
+
+
+@bad_input("baseline file", CAUGHT_WHEN_COLLECTION_ENDS, per_param=True)
 @pytest.mark.parametrize(
     "corrupt, field, fix",
     [
@@ -126,32 +112,12 @@ def _good(tmp_path):
             "entries.a[w-bs1].sessions[0].fingerprint.hardware",
             "move the entry",
         ),
-        (
-            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": ["fast"]', t, count=1),
-            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
-            "move it aside",
-        ),
+        (_first_throughput_sample('"fast"'), FIRST_THROUGHPUT, "move it aside"),
         # Values that would switch the gate off: every comparison against them passes.
-        (
-            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [NaN]', t, count=1),
-            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
-            "git checkout --",
-        ),
-        (
-            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [Infinity]', t, count=1),
-            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
-            "move it aside",
-        ),
-        (
-            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [-100.0]', t, count=1),
-            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
-            "move it aside",
-        ),
-        (
-            lambda t: re.sub(r'"samples": \[\s*100.0\s*\]', '"samples": [0]', t, count=1),
-            "entries.a[w-bs1].sessions[0].metrics.output_throughput",
-            "move it aside",
-        ),
+        (_first_throughput_sample("NaN"), FIRST_THROUGHPUT, "git checkout --"),
+        (_first_throughput_sample("Infinity"), FIRST_THROUGHPUT, "move it aside"),
+        (_first_throughput_sample("-100.0"), FIRST_THROUGHPUT, "move it aside"),
+        (_first_throughput_sample("0"), FIRST_THROUGHPUT, "move it aside"),
     ],
     ids=[
         "truncated JSON",
@@ -216,8 +182,6 @@ def test_read_only_directory(tmp_path):
 
 
 def test_committed_baselines_are_valid():
-    from conftest import REPO
-
     files = list((REPO / "baselines").glob("*/*.json"))
     assert files, "baselines/ holds at least the published H200 FP8 entry"
     for f in files:
@@ -226,8 +190,6 @@ def test_committed_baselines_are_valid():
 
 
 def test_published_recipe_sample():
-    from conftest import REPO
-
     e = bl.load(REPO / "baselines" / "h200" / "fp8.json", "h200", "fp8").entries["h200-fp8-tp8ep[prompt_heavy-bs1]"]
     assert e.provenance == "published"
     assert {k: v[0] for k, v in e.metrics.items()} == {
@@ -264,9 +226,8 @@ def _umount(path) -> None:
 def _session_record(directory):
     """Record one entry the way a --dsr1-record run does (the baseline check in record mode), without a server.
     Returns the check's Decision."""
-    from conftest import MATRIX
     from pytest_dsr1.check import BaselineCheck
-    from pytest_dsr1.matrix import load_matrix
+    from pytest_dsr1.matrix import item_key, load_matrix
     from pytest_dsr1.options import Options
     from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
     from pytest_dsr1.runner import Runner
@@ -280,7 +241,7 @@ def _session_record(directory):
     m = Measurement(
         config,
         wl,
-        f"{config.id}[{wl.id}]",
+        item_key(config.id, wl.id),
         "vllm serve x",
         "vllm bench serve x",
         dict(FP),
@@ -359,8 +320,6 @@ def test_a_baseline_measured_under_another_load_is_not_compared():
 
 def test_the_committed_h200_smoke_history_spans_sessions_and_machines():
     """The pre-flight's band needs 3 sessions; machines of one kind pool, so the history should hold several."""
-    from conftest import REPO
-
     loaded = bl.load(REPO / "baselines" / "h200" / "tiny.json", "h200", "tiny")
     assert len(loaded.entries) == 18
     for key, entry in loaded.entries.items():

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import REPO
 
 from pytest_dsr1 import bench_worker
 from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.bench_worker import handle_line
 
-REPO = Path(__file__).resolve().parent.parent
 VAR = "DSR1_TEST_BENCH_WORKER_VAR"
 
 

@@ -5,55 +5,36 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1.command import VLLM_CLI, bench_command, server_command
 from pytest_dsr1.matrix import load_matrix
 
 MATRIX_ = load_matrix(MATRIX)
 
-# Copied from the vLLM recipe for DeepSeek-R1/V3 (backslash continuations joined).
-RECIPE_SERVER = {
-    "h200-fp8-tp8ep": (
-        {},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
-    ),
-    "h200-fp8-dp8ep": (
-        {},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
-    ),
-    "h200-fp8-tp8ep-deepgemm-ht": (
-        {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_high_throughput"},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
-    ),
-    "h200-fp8-dp8ep-deepgemm-ll": (
-        {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
-    ),
-    "b200-fp8-tp8ep": (
-        {"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel",
-    ),
-    "b200-fp8-dp8ep": (
-        {"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"},
-        "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel",
-    ),
-    "b200-fp4-tp4ep": (
-        {
-            "VLLM_ATTENTION_BACKEND": "CUTLASS_MLA",
-            "VLLM_USE_FLASHINFER_MOE_FP4": "1",
-            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
-        },
-        "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --tensor-parallel-size 4 --enable-expert-parallel",
-    ),
-    "b200-fp4-dp4ep": (
-        {
-            "VLLM_ATTENTION_BACKEND": "CUTLASS_MLA",
-            "VLLM_USE_FLASHINFER_MOE_FP4": "1",
-            "CUDA_VISIBLE_DEVICES": "0,1,2,3",
-        },
-        "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel",
-    ),
+# Copied from the vLLM recipe for DeepSeek-R1/V3 (backslash continuations joined): its four `vllm serve` lines and
+# the environments its configs run them in.
+FP8_TP = "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --tensor-parallel-size 8 --enable-expert-parallel"
+FP8_DP = "vllm serve deepseek-ai/DeepSeek-R1-0528 --trust-remote-code --data-parallel-size 8 --enable-expert-parallel"
+FP4_TP = "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --tensor-parallel-size 4 --enable-expert-parallel"
+FP4_DP = "vllm serve nvidia/DeepSeek-R1-FP4 --trust-remote-code --data-parallel-size 4 --enable-expert-parallel"
+DEEP_GEMM_HT = {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_high_throughput"}
+DEEP_GEMM_LL = {"VLLM_USE_DEEP_GEMM": "1", "VLLM_ALL2ALL_BACKEND": "deepep_low_latency"}
+B200_FP8 = {"VLLM_ATTENTION_BACKEND": "CUTLASS_MLA", "VLLM_USE_FLASHINFER_MOE_FP8": "1"}
+B200_FP4 = {
+    "VLLM_ATTENTION_BACKEND": "CUTLASS_MLA",
+    "VLLM_USE_FLASHINFER_MOE_FP4": "1",
+    "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+}
+RECIPE_SERVER: dict[str, tuple[dict[str, str], str]] = {
+    "h200-fp8-tp8ep": ({}, FP8_TP),
+    "h200-fp8-dp8ep": ({}, FP8_DP),
+    "h200-fp8-tp8ep-deepgemm-ht": (DEEP_GEMM_HT, FP8_TP),
+    "h200-fp8-dp8ep-deepgemm-ll": (DEEP_GEMM_LL, FP8_DP),
+    "b200-fp8-tp8ep": (B200_FP8, FP8_TP),
+    "b200-fp8-dp8ep": (B200_FP8, FP8_DP),
+    "b200-fp4-tp4ep": (B200_FP4, FP4_TP),
+    "b200-fp4-dp4ep": (B200_FP4, FP4_DP),
 }
 # The flags the suite adds on purpose to the recipe's server command: benchmarks must not hit the prefix cache (the
 # recipe says so), and the harness owns the address.

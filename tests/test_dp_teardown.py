@@ -13,8 +13,8 @@ import time
 import psutil
 import pytest
 from e2e_helpers import wait_no_vllm
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1 import tiny
 from pytest_dsr1.command import server_command
 from pytest_dsr1.matrix import load_matrix

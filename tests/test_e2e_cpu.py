@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 from e2e_helpers import run_suite, wait_no_vllm
+from helpers import REPO, bad_input
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +38,16 @@ COMPARE_SELECTION = [
     "median_tpot_ms=100%:1",
 ]
 COMPARED = 4
+
+
+def run_against(
+    baselines: Path, selection: str, settings: list[str], run_dir: Path, *, timeout: float, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """The CPU job on the items that `selection` (-k) picks, compared against `baselines`, with a --dsr1-set for
+    each of `settings`, then the `extra` arguments."""
+    sets = [arg for setting in settings for arg in ("--dsr1-set", setting)]
+    args = [*CPU, "-k", selection, "--dsr1-baselines", str(baselines), *sets, *extra]
+    return run_suite(args, run_dir, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +132,6 @@ def test_reports_have_every_item(compared):
     import jsonschema
     from PIL import Image
 
-    from conftest import REPO
-
     _result, out = compared
     report = out / "report"
     data = json.loads((report / "results.json").read_text())
@@ -187,19 +197,8 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     # The balanced workload only: each regressed item costs confirmation runs and a fresh server start, and 16
     # serialized 250-token decodes alone took minutes on the AVX2 machines. The TP2 config is left out: it would
     # only add a server start and TP2's own noise on 2 cores to a test of TP1's setting.
-    result = run_suite(
-        [
-            *CPU,
-            "-k",
-            "cpu-tiny-tp1 and balanced",
-            "--dsr1-baselines",
-            str(baselines),
-            "--dsr1-set",
-            "cpu-tiny-tp1:max_num_seqs=1",
-        ],
-        tmp_path / "runs",
-        timeout=1800,
-    )
+    slower = ["cpu-tiny-tp1:max_num_seqs=1"]
+    result = run_against(baselines, "cpu-tiny-tp1 and balanced", slower, tmp_path / "runs", timeout=1800)
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
     failed = re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[([^\]]+)\]", out, re.M)
@@ -234,25 +233,19 @@ def test_a_kv_cache_too_small_names_preemptions(recorded, baselines, tmp_path):
     without. The failure names the cause from the server's own metrics: preemptions where the baseline had none,
     the cache at its limit."""
     assert recorded.returncode == 0
-    result = run_suite(
-        [
-            *CPU,
-            "-k",
-            "cpu-tiny-tp1 and balanced-bs16",
-            "--dsr1-baselines",
-            str(baselines),
-            # max_model_len must fit in the cache: 7 usable blocks of 16 tokens (no AMX) hold 112.
-            "--dsr1-set",
-            "cpu-tiny-tp1:num_gpu_blocks_override=8",
-            "--dsr1-set",
-            "cpu-tiny-tp1:block_size=32",
-            "--dsr1-set",
-            "cpu-tiny-tp1:max_model_len=96",
-            "--dsr1-confirm",
-            "0",
-        ],
+    settings = [
+        "cpu-tiny-tp1:num_gpu_blocks_override=8",
+        "cpu-tiny-tp1:block_size=32",
+        # max_model_len must fit in the cache: 7 usable blocks of 16 tokens (no AMX) hold 112.
+        "cpu-tiny-tp1:max_model_len=96",
+    ]
+    result = run_against(
+        baselines,
+        "cpu-tiny-tp1 and balanced-bs16",
+        settings,
         tmp_path / "runs",
         timeout=900,
+        extra=("--dsr1-confirm", "0"),
     )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
@@ -270,16 +263,13 @@ def test_a_kv_cache_too_small_names_preemptions(recorded, baselines, tmp_path):
     assert wait_no_vllm() == []
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="a machine that no committed baseline fits (another CPU recorded it)",
-    caught="not an error: the first run records this machine's own baseline and says so",
+@bad_input(
+    "a machine that no committed baseline fits (another CPU recorded it)",
+    "not an error: the first run records this machine's own baseline and says so",
 )
 def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
     """The committed CPU baseline, as if another CPU model had recorded it. The first run cannot compare, so it
     records this machine's own baseline and says where; the second run compares against that one and passes."""
-    from conftest import REPO
-
     committed = json.loads((REPO / "baselines" / "cpu" / "tiny.json").read_text())
     for entry in committed["entries"].values():
         for session in entry.get("sessions", [entry]):  # schema 2 holds a history, schema 1 one session

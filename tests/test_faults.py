@@ -16,25 +16,39 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from e2e_helpers import REPO, run_suite, vllm_processes, wait_no_vllm
+from e2e_helpers import run_suite, vllm_processes, wait_no_vllm
+from helpers import REPO, schema1_baseline
 
 pytestmark = [pytest.mark.e2e]
 
-# Each matrix here is a layer on top of the shipped recipe matrix; its model name `faults` selects its own configs.
-FAULT_MATRIX = """
-models:
-  faults: {id: "generated:tiny", precision: bf16}
-hardware:
-  cpu: {kind: cpu, startup_timeout_s: 300, bench_timeout_s: 180, repeat: 1, batch_sizes: [4]}
-workloads:
-  first: {input_len: 32, output_len: 16}
-  second: {input_len: 16, output_len: 16}
-configs:
+
+def faults_matrix(repeat: int, batch_size: int, workloads: dict[str, tuple[int, int]], configs: str) -> str:
+    """A matrix layered on the shipped recipe matrix: its model name `faults` selects its own configs, on a CPU
+    measured `repeat` times at `batch_size`. `workloads`: name -> (input_len, output_len); `configs`: YAML lines."""
+    lines = [
+        "models:",
+        '  faults: {id: "generated:tiny", precision: bf16}',
+        "hardware:",
+        f"  cpu: {{kind: cpu, startup_timeout_s: 300, bench_timeout_s: 180, repeat: {repeat}, "
+        f"batch_sizes: [{batch_size}]}}",
+        "workloads:",
+        *(f"  {name}: {{input_len: {i}, output_len: {o}}}" for name, (i, o) in workloads.items()),
+        "configs:",
+    ]
+    return "\n".join(lines) + "\n" + configs
+
+
+FAULT_MATRIX = faults_matrix(
+    repeat=1,
+    batch_size=4,
+    workloads={"first": (32, 16), "second": (16, 16)},
+    configs="""\
   cpu-a-bad-flag:
     hardware: cpu
     model: faults
@@ -58,21 +72,20 @@ configs:
     model: faults
     extra_args: ["--enforce-eager"]
     settings: {gpu_memory_utilization: 0.1, max_model_len: 512}
-"""
-ONE_GOOD = """
-models:
-  faults: {id: "generated:tiny", precision: bf16}
-hardware:
-  cpu: {kind: cpu, startup_timeout_s: 300, bench_timeout_s: 180, repeat: 3, batch_sizes: [16]}
-workloads:
-  long: {input_len: 64, output_len: 512}
-configs:
+""",
+)
+ONE_GOOD = faults_matrix(
+    repeat=3,
+    batch_size=16,
+    workloads={"long": (64, 512)},
+    configs="""\
   cpu-tiny-one:
     hardware: cpu
     model: faults
     extra_args: ["--enforce-eager"]   # no compile warm-up: these tests judge start, stop and cleanup, not speed
     settings: {gpu_memory_utilization: 0.1, max_model_len: 1024}
-"""
+""",
+)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -99,6 +112,21 @@ def suite_cmd(matrix: Path, run_dir: Path, *extra: str) -> list[str]:
         *extra,
         "test_matrix/test_serving.py",
     ]
+
+
+def start_recording(
+    matrix: Path, run_dir: Path, baselines: Path, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
+    """The suite on `matrix` with --dsr1-record into `baselines`, started in the background; stdout and stderr
+    come as one text stream."""
+    return subprocess.Popen(
+        suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(baselines)),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
 
 
 def pidfile_info(run_dir: Path, config_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -142,13 +170,7 @@ def fault_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     matrix = write(tmp, "faults.yaml", FAULT_MATRIX)
     run_dir = tmp / "runs"
-    proc = subprocess.Popen(
-        suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp / "baselines")),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_recording(matrix, run_dir, tmp / "baselines")
     victim = pidfile_info(run_dir, "cpu-c-victim", timeout=600)
     wait_requests_running(victim["port"])
     os.killpg(victim["pgid"], signal.SIGKILL)  # the fault: the server dies in the middle of a benchmark
@@ -269,32 +291,13 @@ def _interrupt(tmp_path: Path, when: str, sig: int) -> tuple[int, str, Path]:
     baselines = tmp_path / "baselines" / "cpu"
     baselines.mkdir(parents=True)
     before = json.dumps(
-        {
-            "schema_version": 1,
-            "hardware": "cpu",
-            "model": "faults",
-            "entries": {
-                "keep[x-bs1]": {
-                    "provenance": "recorded",
-                    "date": "2026",
-                    "fingerprint": {"hardware": "cpu"},
-                    "metrics": {"output_throughput": 1.0},
-                }
-            },
-        }
+        schema1_baseline("cpu", "faults", "keep[x-bs1]", "recorded", "2026", {"output_throughput": 1.0})
     )
     (baselines / "faults.json").write_text(before)
     run_dir = tmp_path / "runs"
-    proc = subprocess.Popen(
-        suite_cmd(matrix, run_dir, "--dsr1-record", "--dsr1-baselines", str(tmp_path / "baselines")),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # A test run started with `&` from a script inherits SIGINT ignored, and so would this pytest: give it
-        # the default back, as a terminal's Ctrl-C finds it.
-        preexec_fn=_sigint_default,
-    )
+    # A test run started with `&` from a script inherits SIGINT ignored, and so would this pytest: give it the
+    # default back, as a terminal's Ctrl-C finds it.
+    proc = start_recording(matrix, run_dir, tmp_path / "baselines", preexec_fn=_sigint_default)
     info = pidfile_info(run_dir, "cpu-tiny-one")
     if when == "start-up":
         time.sleep(3)

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import CAUGHT_AT_START_UP, REPO, bad_input
 
-from conftest import REPO
+from pytest_dsr1.options import PATH_OPTIONS
 
 SUITE_ITEM = "::test_serving["
 
@@ -133,11 +134,7 @@ def test_project_test_matrix_adds_and_replaces_configs(project):
     }
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="a project's test_matrix/ file that is meant as a matrix but is wrong",
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("a project's test_matrix/ file that is meant as a matrix but is wrong", CAUGHT_AT_START_UP)
 def test_a_bad_matrix_file_in_a_project_is_a_usage_error(project, observed):
     folder = project.mkdir("test_matrix")
     (folder / "mine.yaml").write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
@@ -236,11 +233,10 @@ def test_xdist_dry_run_prints_every_command_once(suite):
     assert len(re.findall(r"^  \[\S+\] vllm bench serve ", out, re.M)) == 126
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="pytest -n 2 (pytest-xdist) where it cannot work",
+@bad_input(
+    "pytest -n 2 (pytest-xdist) where it cannot work",
+    "at start-up, before any server: what to run instead",
     per_param=True,
-    caught="at start-up, before any server: what to run instead",
 )
 @pytest.mark.parametrize(
     "args,expected",
@@ -264,15 +260,6 @@ def test_xdist_is_refused_where_it_cannot_work(suite, args, expected, observed):
 
 
 # ---------------------------------------------------------------- path options
-
-PATH_OPTIONS = [
-    "--dsr1-baselines",
-    "--dsr1-local-baselines",
-    "--dsr1-matrix",
-    "--dsr1-report",
-    "--dsr1-run-dir",
-    "--dsr1-python",
-]
 
 
 @pytest.mark.parametrize("spelling", ["space", "equals"])

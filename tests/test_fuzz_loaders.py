@@ -22,7 +22,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from pytest_dsr1 import baseline as bl
 from pytest_dsr1.matrix import MatrixError, load_matrix
-from pytest_dsr1.matrix.model import CONFIG_KEYS, HW_KEYS
+from pytest_dsr1.matrix.model import CONFIG_KEYS, HW_KEYS  # the loader's own key sets
 from pytest_dsr1.options import (
     parse_alpha,
     parse_missing_baseline,

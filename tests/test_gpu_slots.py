@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
+from helpers import REPO
 
-from conftest import REPO
 from pytest_dsr1.gpu_slots import GpuSlots
 
 

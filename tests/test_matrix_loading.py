@@ -1,11 +1,12 @@
 """The matrix files: the real recipe loads, and every kind of bad input is refused with file, field and fix."""
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import CAUGHT_AT_START_UP, MATRIX, bad_input
 
-from conftest import MATRIX
 from pytest_dsr1.matrix import MatrixError, load_matrix
 
 BASE = """
@@ -24,6 +25,24 @@ def write(tmp_path: Path, text: str, name: str = "m.yaml") -> Path:
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
     return p
+
+
+C1 = "  c1: {hardware: cpu, model: m}"  # BASE's config
+
+
+def _c2_with(fields: str) -> Callable[[str], str]:
+    """A change of BASE: a config c2 on its hardware and model, with `fields` added."""
+    return lambda t: t + f"  c2: {{hardware: cpu, model: m, {fields}}}\n"
+
+
+def _c1_as(line: str) -> Callable[[str], str]:
+    """A change of BASE: its config c1 written as `line`."""
+    return lambda t: t.replace(C1, line)
+
+
+def _c1_with(fields: str) -> Callable[[str], str]:
+    """A change of BASE: its config c1 with `fields` added."""
+    return _c1_as(f"  c1: {{hardware: cpu, model: m, {fields}}}")
 
 
 def test_recipe_matrix_loads_with_recipe_names():
@@ -80,56 +99,23 @@ def test_minimal_matrix(tmp_path):
     assert m.configs[0].markers == ("cpu", "fp8", "tp")
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="matrix file",
-    per_param=True,
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("matrix file", CAUGHT_AT_START_UP, per_param=True)
 @pytest.mark.parametrize(
     "mutate, field, fix",
     [
         (lambda t: t + "  c2: {hardware: cpu, model: m\n", "(yaml)", "YAML syntax"),
         (lambda t: t + "bogus: 1\n", "bogus", "use one of"),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, tensor_paralel_size: 2}\n",
-            "configs.c2.tensor_paralel_size",
-            "use one of",
-        ),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, tensor_parallel_size: two}\n",
-            "configs.c2.tensor_parallel_size",
-            "positive integer",
-        ),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, enable_expert_parallel: 1}\n",
-            "configs.c2.enable_expert_parallel",
-            "true or false",
-        ),
+        (_c2_with("tensor_paralel_size: 2"), "configs.c2.tensor_paralel_size", "use one of"),
+        (_c2_with("tensor_parallel_size: two"), "configs.c2.tensor_parallel_size", "positive integer"),
+        (_c2_with("enable_expert_parallel: 1"), "configs.c2.enable_expert_parallel", "true or false"),
         (lambda t: t + "  c1: {hardware: cpu, model: m}\n", "(yaml)", "duplicate key 'c1'"),
         (lambda t: t + "  c2: {hardware: cpu, model: nosuch}\n", "configs.c2.model", "use one of: m"),
         (lambda t: t + "  c2: {hardware: tpu, model: m}\n", "configs.c2.hardware", "use one of: cpu"),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, workloads: [nosuch]}\n",
-            "configs.c2.workloads[0]",
-            "use one of: w",
-        ),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, settings: {max_modl_len: 5}}\n",
-            "configs.c2.settings.max_modl_len",
-            "max_model_len",
-        ),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, tolerances: {mean_ttft_ms: 'ten'}}\n",
-            "configs.c2.tolerances.mean_ttft_ms",
-            "15%:5",
-        ),
-        (lambda t: t + "  c2: {hardware: cpu, model: m, batch_sizes: [0]}\n", "configs.c2.batch_sizes[0]", "above 0"),
-        (
-            lambda t: t + "  c2: {hardware: cpu, model: m, extra_args: --foo}\n",
-            "configs.c2.extra_args",
-            "list of strings",
-        ),
+        (_c2_with("workloads: [nosuch]"), "configs.c2.workloads[0]", "use one of: w"),
+        (_c2_with("settings: {max_modl_len: 5}"), "configs.c2.settings.max_modl_len", "max_model_len"),
+        (_c2_with("tolerances: {mean_ttft_ms: 'ten'}"), "configs.c2.tolerances.mean_ttft_ms", "15%:5"),
+        (_c2_with("batch_sizes: [0]"), "configs.c2.batch_sizes[0]", "above 0"),
+        (_c2_with("extra_args: --foo"), "configs.c2.extra_args", "list of strings"),
         (lambda t: t.replace("precision: fp8", "precision: fp16"), "models.m.precision", "fp8, fp4, bf16"),
     ],
     ids=[
@@ -159,11 +145,7 @@ def test_bad_matrix_names_file_field_and_fix(tmp_path, mutate, field, fix, obser
     observed(str(exc.value).replace(str(tmp_path), "<dir>"))
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="matrix: duplicate config id across two files",
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("matrix: duplicate config id across two files", CAUGHT_AT_START_UP)
 def test_duplicate_id_across_files(tmp_path, observed):
     write(tmp_path, BASE, "a.yaml")
     write(tmp_path, "configs:\n  c1: {hardware: cpu, model: m}\n", "b.yaml")
@@ -251,11 +233,7 @@ def test_layers_add_and_replace_and_keep_their_own_workloads(tmp_path):
         load_matrix(base, over)  # named explicitly (--dsr1-matrix), every YAML file must be a matrix file
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="an empty matrix file named with --dsr1-matrix",
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("an empty matrix file named with --dsr1-matrix", CAUGHT_AT_START_UP)
 def test_an_empty_named_matrix_file_is_named(tmp_path, observed):
     empty = write(tmp_path, "", "empty.yaml")
     with pytest.raises(
@@ -274,91 +252,30 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
         load_matrix(d)
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="matrix value that would misbehave later",
-    per_param=True,
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("matrix value that would misbehave later", CAUGHT_AT_START_UP, per_param=True)
 @pytest.mark.parametrize(
     "patch, field",
     [
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .nan}"
-            ),
-            "configs.c1.workload_scale",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, workload_scale: .inf}"
-            ),
-            "configs.c1.workload_scale",
-        ),
-        (
-            lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: [cpu], model: m}"),
-            "configs.c1.hardware",
-        ),
-        (
-            lambda t: t.replace("  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: {name: m}}"),
-            "configs.c1.model",
-        ),
-        (
-            lambda t: t.replace("  c1: {hardware: cpu, model: m}", '  "c1\\n": {hardware: cpu, model: m}'),
-            "configs.c1\n",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"X$(touch f)": "1"}}'
-            ),
-            "configs.c1.env.X$(touch f)",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", '  c1: {hardware: cpu, model: m, env: {"Y;cmd;Z": "1"}}'
-            ),
-            "configs.c1.env.Y;cmd;Z",
-        ),
+        (_c1_with("workload_scale: .nan"), "configs.c1.workload_scale"),
+        (_c1_with("workload_scale: .inf"), "configs.c1.workload_scale"),
+        (_c1_as("  c1: {hardware: [cpu], model: m}"), "configs.c1.hardware"),
+        (_c1_as("  c1: {hardware: cpu, model: {name: m}}"), "configs.c1.model"),
+        (_c1_as('  "c1\\n": {hardware: cpu, model: m}'), "configs.c1\n"),
+        (_c1_with('env: {"X$(touch f)": "1"}'), "configs.c1.env.X$(touch f)"),
+        (_c1_with('env: {"Y;cmd;Z": "1"}'), "configs.c1.env.Y;cmd;Z"),
         (
             lambda t: t.replace("m: {id: org/model, precision: fp8}", "m: {id: 'generated:huge', precision: fp8}"),
             "models.m.id",
         ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}",
-                "  c1: {hardware: cpu, model: m, tolerances: {output_throughput: '100%'}}",
-            ),
-            "configs.c1.tolerances.output_throughput",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_num_seqs: -1}}"
-            ),
-            "configs.c1.settings.max_num_seqs",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}",
-                "  c1: {hardware: cpu, model: m, settings: {gpu_memory_utilization: 1.5}}",
-            ),
-            "configs.c1.settings.gpu_memory_utilization",
-        ),
+        (_c1_with("tolerances: {output_throughput: '100%'}"), "configs.c1.tolerances.output_throughput"),
+        (_c1_with("settings: {max_num_seqs: -1}"), "configs.c1.settings.max_num_seqs"),
+        (_c1_with("settings: {gpu_memory_utilization: 1.5}"), "configs.c1.settings.gpu_memory_utilization"),
         (lambda t: t + "benchmark: {random_range_ratio: 1.5}\n", "benchmark.random_range_ratio"),
         (lambda t: t + "benchmark: {request_rate: '-3'}\n", "benchmark.request_rate"),
         (lambda t: t + "benchmark: {num_warmups: -1}\n", "benchmark.num_warmups"),
         (lambda t: t + "benchmark: {dataset_name: nosuch}\n", "benchmark.dataset_name"),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, settings: {max_model_len: abc}}"
-            ),
-            "configs.c1.settings.max_model_len",
-        ),
-        (
-            lambda t: t.replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: cpu, model: m, batch_sizes: [1000000000]}"
-            ),
-            "configs.c1.batch_sizes[0]",
-        ),
+        (_c1_with("settings: {max_model_len: abc}"), "configs.c1.settings.max_model_len"),
+        (_c1_with("batch_sizes: [1000000000]"), "configs.c1.batch_sizes[0]"),
         (
             lambda t: t.replace(
                 "  cpu: {kind: cpu, batch_sizes: [1, 4]}",
@@ -370,9 +287,7 @@ def test_a_duplicate_id_within_one_layer_is_still_an_error(tmp_path):
             lambda t: t.replace(
                 "  cpu: {kind: cpu, batch_sizes: [1, 4]}",
                 "  cpu: {kind: cpu, batch_sizes: [1, 4]}\n  g: {kind: gpu, gpu_name: H200}",
-            ).replace(
-                "  c1: {hardware: cpu, model: m}", "  c1: {hardware: g, model: m, tensor_parallel_size: 3, gpus: 8}"
-            ),
+            ).replace(C1, "  c1: {hardware: g, model: m, tensor_parallel_size: 3, gpus: 8}"),
             "configs.c1.gpus",
         ),
     ],

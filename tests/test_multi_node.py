@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1.command import node_commands
 from pytest_dsr1.hardware import Host, skip_reason
 from pytest_dsr1.matrix import MatrixError, load_matrix

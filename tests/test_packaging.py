@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 import pytest_dsr1
-from conftest import REPO
 
 pytestmark = pytest.mark.packaging
 

@@ -4,6 +4,16 @@ None of these start vLLM: the CPU machine has no GPU, so the GPU items skip, and
 """
 
 import pytest
+from helpers import CAUGHT_AT_START_UP, CAUGHT_WHEN_COLLECTION_ENDS, bad_input
+
+
+def usage_error(suite: pytest.Pytester, *args: str, stderr: str) -> pytest.RunResult:
+    """pytest with `args` in the `suite` project, which must stop with a usage error (exit 4) and a line on stderr
+    that matches `stderr` (fnmatch)."""
+    result = suite.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([stderr])
+    return result
 
 
 def test_help_lists_options(suite):
@@ -83,24 +93,14 @@ def test_markers_work_under_strict_markers(suite):
         result.stdout.fnmatch_lines([f"@pytest.mark.{m}*"])
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="--dsr1-model that is not in the matrix",
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("--dsr1-model that is not in the matrix", CAUGHT_AT_START_UP)
 def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
-    result = suite.runpytest("--dsr1-model", "fp16", "test_matrix")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--dsr1-model 'fp16' is not in the matrix*choose one of: fp8, fp4, tiny*"])
+    stderr = "*--dsr1-model 'fp16' is not in the matrix*choose one of: fp8, fp4, tiny*"
+    result = usage_error(suite, "--dsr1-model", "fp16", "test_matrix", stderr=stderr)
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "fp16" in line))
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="bad option value",
-    per_param=True,
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("bad option value", CAUGHT_AT_START_UP, per_param=True)
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -143,22 +143,14 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
     ],
 )
 def test_bad_option_values_are_usage_errors(suite, args, message, observed):
-    result = suite.runpytest(*args, "test_matrix")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
+    result = usage_error(suite, *args, "test_matrix", stderr=message)
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "error" in line.lower()))
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="bad tolerance expression in the ini file",
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("bad tolerance expression in the ini file", CAUGHT_AT_START_UP)
 def test_bad_ini_value_is_a_usage_error(suite, observed):
     suite.makeini("[pytest]\ndsr1_tolerance =\n    mean_ttft_ms=lots\n")
-    result = suite.runpytest("test_matrix")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini key dsr1_tolerance*bad tolerance 'lots'*"])
+    result = usage_error(suite, "test_matrix", stderr="*ini key dsr1_tolerance*bad tolerance 'lots'*")
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "lots" in line))
 
 
@@ -171,34 +163,26 @@ def test_ini_keys_select_like_options(suite):
     assert sum("::test_serving[" in line for line in result.stdout.lines) == 54  # 18 CPU + 36 H200 tiny items
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="a path option that cannot work",
-    per_param=True,
-    caught="at start-up: a usage error (exit 4) before collection, in the dry run too",
-)
+@bad_input("a path option that cannot work", CAUGHT_AT_START_UP, per_param=True)
 @pytest.mark.parametrize(
-    "args, message",
+    "option, value, error",
     [
-        (["--dsr1-python", "/nonexistent/python"], "*--dsr1-python /nonexistent/python: no such executable*"),
-        (["--dsr1-report", "/proc/dsr1-report"], "*--dsr1-report /proc/dsr1-report: cannot create it*"),
-        (["--dsr1-report", "/etc/hostname"], "*--dsr1-report /etc/hostname: cannot create it (File exists)*"),
+        ("--dsr1-python", "/nonexistent/python", "no such executable"),
+        ("--dsr1-report", "/proc/dsr1-report", "cannot create it"),
+        ("--dsr1-report", "/etc/hostname", "cannot create it (File exists)"),
     ],
     ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place", "--dsr1-report naming a file"],
 )
-def test_paths_are_checked_before_any_server_starts(suite, args, message, observed):
-    result = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", *args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
+def test_paths_are_checked_before_any_server_starts(suite, option, value, error, observed):
+    stderr = f"*{option} {value}: {error}*"
+    result = usage_error(suite, "-m", "cpu", "--dsr1-model", "tiny", option, value, stderr=stderr)
     observed(f"exit {int(result.ret)} at start-up: " + next(line for line in result.stderr.lines if "--dsr1-" in line))
 
 
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
     bad = suite.path / "test_matrix" / "zz-bad.yaml"
     bad.write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
-    result = suite.runpytest("test_matrix")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*zz-bad.yaml: configs.x.tensor_parallel_size: must be positive*Fix:*"])
+    usage_error(suite, "test_matrix", stderr="*zz-bad.yaml: configs.x.tensor_parallel_size: must be positive*Fix:*")
 
 
 def test_without_gpus_every_h200_item_skips_with_the_hardware_reason(suite, monkeypatch, tmp_path):
@@ -299,13 +283,7 @@ def test_quiet_in_a_project_without_a_matrix(pytester):
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-@pytest.mark.reliability(
-    kind="input",
-    case="a broken baseline file, found before any server starts",
-    per_param=True,
-    caught="when collection ends: a usage error (exit 4) before any server starts; "
-    "--collect-only, the dry run and --dsr1-record too",
-)
+@bad_input("a broken baseline file, found before any server starts", CAUGHT_WHEN_COLLECTION_ENDS, per_param=True)
 @pytest.mark.parametrize(
     "mode",
     [["--collect-only"], ["--dsr1-dry-run"], ["--dsr1-record"], []],
@@ -338,9 +316,8 @@ def test_a_broken_baseline_is_a_usage_error_before_any_server_starts(suite, mode
 
 
 def test_an_override_is_blamed_on_the_override_not_the_ini_file(suite):
-    result = suite.runpytest("-o", "dsr1_repeat=abc", "-m", "cpu", "--dsr1-model", "tiny", "--collect-only")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini key dsr1_repeat (from -o/--override-ini): 'abc' is not an integer*"])
+    stderr = "*ini key dsr1_repeat (from -o/--override-ini): 'abc' is not an integer*"
+    usage_error(suite, "-o", "dsr1_repeat=abc", "-m", "cpu", "--dsr1-model", "tiny", "--collect-only", stderr=stderr)
 
 
 def test_sigterm_handler_is_put_back_when_the_run_ends(suite):
@@ -355,6 +332,7 @@ def test_sigterm_handler_is_put_back_when_the_run_ends(suite):
         from pytest_dsr1.plugin import SUITE_KEY
 
         def test_handler_installed(request):
+            request.getfixturevalue("dsr1_runner")  # a suite fixture starts the suite in a run that did not ask
             request.config.stash[SUITE_KEY].install_sigterm_handler()  # what dsr1_server does before a start
             assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
         """

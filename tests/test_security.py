@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from conftest import MATRIX, REPO
+from helpers import MATRIX, REPO
+
 from pytest_dsr1.command import server_command
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.server import redact_env_secrets, tail

@@ -186,9 +186,16 @@ def test_server_side_rows_show_baseline_now_and_change():
 
 
 class _Metrics(http.server.BaseHTTPRequestHandler):
+    """/metrics of `vllm`; every request's path is kept in `hits`, and every answer after the first waits `late_s`."""
+
     vllm: FakeVllm
+    hits: list[str]
+    late_s: float = 0.0
 
     def do_GET(self) -> None:
+        self.hits.append(self.path)
+        if len(self.hits) > 1:
+            threading.Event().wait(self.late_s)
         body = self.vllm.text().encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -198,6 +205,11 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def _metrics_of(vllm: FakeVllm, late_s: float = 0.0) -> type[_Metrics]:
+    """A handler class of _Metrics for `vllm`, with hits of its own."""
+    return type("Metrics", (_Metrics,), {"vllm": vllm, "hits": [], "late_s": late_s})
 
 
 @contextlib.contextmanager
@@ -213,7 +225,7 @@ def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]
 
 def test_sampler_scrapes_before_during_and_after_a_run():
     v = FakeVllm()
-    with _serving(type("H", (_Metrics,), {"vllm": v})) as url:
+    with _serving(_metrics_of(v)) as url:
         v.preempt.labels("m", "0").inc(3)
         with ServerMetricsSampler(url, os.getpgid(0), gpus=[], hz=20) as s:
             v.waiting.labels("m", "0").set(4)
@@ -235,24 +247,16 @@ def test_the_next_run_starts_from_the_last_runs_after_snapshot():
     """Back-to-back runs on one server: the second takes the first's `after` as its `before` (one scrape fewer),
     and its counters are still exactly its own."""
     v = FakeVllm()
-    hits: list[str] = []
-
-    class Counting(_Metrics):
-        vllm = v
-
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            super().do_GET()
-
-    with _serving(Counting) as url:
+    handler = _metrics_of(v)
+    with _serving(handler) as url:
         # hz=1: a run this short takes no gauge sample, so every hit is a before or after snapshot.
         with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
             v.preempt.labels("m", "0").inc(2)
-        assert first.after is not None and first.after.get() is not None and len(hits) == 2
+        assert first.after is not None and first.after.get() is not None and len(handler.hits) == 2
         with ServerMetricsSampler(url, None, gpus=[], hz=1, before=first.after) as second:
             v.preempt.labels("m", "0").inc(5)
         first_result, second_result = first.finish(), second.finish()
-    assert len(hits) == 3  # the second run scraped only its `after`
+    assert len(handler.hits) == 3  # the second run scraped only its `after`
     assert first_result["counters"]["vllm:num_preemptions"] == 2
     assert second_result["counters"]["vllm:num_preemptions"] == 5
 
@@ -302,7 +306,7 @@ def test_a_snapshot_that_finds_requests_in_the_server_keeps_no_counters():
     """The snapshot after a run found requests running: they are the next run's (the benchmark had returned), so
     the snapshot is no boundary, and neither the run it ends nor the run it would start keeps counters from it."""
     v = FakeVllm()
-    with _serving(type("H", (_Metrics,), {"vllm": v})) as url:
+    with _serving(_metrics_of(v)) as url:
         with ServerMetricsSampler(url, None, gpus=[], hz=1) as first:
             v.preempt.labels("m", "0").inc(1)
             v.running.labels("m", "0").set(3)
@@ -326,18 +330,7 @@ def test_a_run_whose_gauge_scrapes_all_came_back_late_says_so():
     any of its runs): the answers are dropped, as they may show the next run, and the run's error says why the
     gauges are missing. A small server of this test's own: a real one cannot be made to answer late on demand."""
     v = FakeVllm()
-    hits: list[str] = []
-
-    class Slow(_Metrics):
-        vllm = v
-
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            if len(hits) > 1:  # the snapshot before the run is answered at once
-                threading.Event().wait(0.4)
-            super().do_GET()
-
-    with _serving(Slow) as url:
+    with _serving(_metrics_of(v, late_s=0.4)) as url:  # the snapshot before the run is answered at once
         with ServerMetricsSampler(url, None, gpus=[], hz=10) as s:
             v.waiting.labels("m", "0").set(4)
             threading.Event().wait(0.25)  # the run: a scrape sent at 0.1 s, answered after its end

@@ -7,20 +7,24 @@ import re
 from typing import Any
 
 import pytest
+from helpers import MATRIX
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MATRIX
-from pytest_dsr1.matrix import load_matrix
+from pytest_dsr1.matrix import ServerConfig, item_key, load_matrix
 from pytest_dsr1.shard import modelled_run_s, parse_shard, plan, recorded_run_s
 
 RECIPE = load_matrix(MATRIX)
 
 
+def _unrecorded_items(configs: dict[str, ServerConfig]) -> dict[str, Any]:
+    """Each config's items as plan() takes them: (key, workload, no recorded run time)."""
+    return {cid: [(item_key(cid, w.id), w, None) for w in RECIPE.workloads_for(c)] for cid, c in configs.items()}
+
+
 def _selection(model: str, hardware: str) -> tuple[dict[str, Any], dict[str, Any]]:
     configs = {c.id: c for c in RECIPE.configs if c.model.name == model and c.hardware.name == hardware}
-    items = {cid: [(f"{cid}[{w.id}]", w, None) for w in RECIPE.workloads_for(c)] for cid, c in configs.items()}
-    return configs, items
+    return configs, _unrecorded_items(configs)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 7])
@@ -63,7 +67,7 @@ def test_split_is_deterministic_and_bounded(seconds, n):
     config = next(c for c in RECIPE.configs if c.hardware.kind == "gpu")
     wl = RECIPE.workloads_for(config)[0]
     configs = {f"c{i}": config for i in range(len(seconds))}
-    items = {f"c{i}": [(f"c{i}[x]", wl, s)] for i, s in enumerate(seconds)}
+    items = {f"c{i}": [(item_key(f"c{i}", "x"), wl, s)] for i, s in enumerate(seconds)}
     a, b = plan(configs, items, n), plan(dict(reversed(configs.items())), dict(reversed(items.items())), n)
     assert a.shard_of == {k: b.shard_of[k] for k in a.shard_of}
     if len(seconds) >= n:
@@ -74,8 +78,7 @@ def test_a_config_the_matrix_skips_costs_nothing():
     configs = {c.id: c for c in RECIPE.configs if c.hardware.name == "cpu"}
     skipped = [cid for cid, c in configs.items() if c.skip]
     assert skipped, "the CPU matrix skips expert parallelism"
-    items = {cid: [(f"{cid}[{w.id}]", w, None) for w in RECIPE.workloads_for(c)] for cid, c in configs.items()}
-    split = plan(configs, items, 2)
+    split = plan(configs, _unrecorded_items(configs), 2)
     assert all(split.config_s[cid] == 0 for cid in skipped)
 
 

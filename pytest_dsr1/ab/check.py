@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pytest_dsr1.ab.data import AbRun
 from pytest_dsr1.ab.judge import judge_ab_item
 from pytest_dsr1.ab.spec import b_config
-from pytest_dsr1.ab.starts import AbRun
 from pytest_dsr1.check import ItemCheck
 from pytest_dsr1.run_log import Measurement
 from pytest_dsr1.verdict.item import Decision

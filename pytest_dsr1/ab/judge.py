@@ -7,14 +7,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from pytest_dsr1.ab.data import AbConfigVerdict, AbRun, AbStart, AbVerdict
 from pytest_dsr1.ab.report import ab_table
-from pytest_dsr1.ab.starts import AbRun, AbStart
 from pytest_dsr1.matrix import Matrix, split_item_key
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.config import ConfigVerdict, config_floor
+from pytest_dsr1.verdict.config import config_floor
 from pytest_dsr1.verdict.item import Decision, Item, Rules, inconclusive_decision, server_context, tolerances_off
 from pytest_dsr1.verdict.outcomes import (
     ALPHA,
@@ -28,27 +27,6 @@ from pytest_dsr1.verdict.outcomes import (
     AbOutcome,
 )
 from pytest_dsr1.verdict.text import server_side_text
-
-
-@dataclass(frozen=True)
-class AbVerdict:
-    """One metric of one item: B's start medians against A's."""
-
-    metric: str
-    a_starts: tuple[float, ...]
-    b_starts: tuple[float, ...]
-    change_pct: float | None  # B/A - 1, from the geometric means of the start medians
-    low_pct: float | None  # its interval at level_pct (1 - 2 alpha: the one-sided tests' own interval)
-    high_pct: float | None
-    p_worse: float | None  # one-sided: is B worse?
-    margin_pct: float  # the tolerance, as a relative change at A's level: the equivalence margin too
-    verdict: AbOutcome
-    reason: str
-    level_pct: float = 90.0
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == B_SLOWER
 
 
 def _welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
@@ -132,24 +110,6 @@ def _judge_logs(
         why = f"the {level} interval reaches past ±{margin_pct:.1f}%"
     reason = f"{why} with {len(la)}+{len(lb)} starts: more rounds (--dsr1-ab-rounds)"
     return INCONCLUSIVE, reason, change, low, high, p_worse
-
-
-@dataclass(frozen=True)
-class AbConfigVerdict(ConfigVerdict):
-    """All of a config's items on one metric, start by start: B's starts against A's."""
-
-    starts: int = 0
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == B_SLOWER
-
-    def line(self) -> str:
-        return (
-            f"{self.config_id}: B {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] against A over "
-            f"{self.items} items and {self.starts} starts ({self.metric}, allowed ±{self.allowed_pct:.1f}%): "
-            f"{self.verdict}"
-        )
 
 
 def judge_ab_config(

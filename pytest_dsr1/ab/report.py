@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_dsr1.ab.starts import AbRun
+from pytest_dsr1.ab.data import AbConfigVerdict, AbRun, AbVerdict
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.verdict.text import format_table, md_table, num, pct
-
-if TYPE_CHECKING:  # the judge's module writes its tables with these functions
-    from pytest_dsr1.ab.judge import AbConfigVerdict, AbVerdict
 
 AB_HEADER = [
     "metric",

@@ -7,8 +7,8 @@ import time
 from typing import TYPE_CHECKING
 
 from pytest_dsr1 import hardware
+from pytest_dsr1.ab.data import AbRun, AbStart
 from pytest_dsr1.ab.spec import AbSpec, abba_order, b_config
-from pytest_dsr1.ab.starts import AbRun, AbStart
 from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.matrix import ServerConfig, Workload, item_key
 from pytest_dsr1.run_log import Measurement

@@ -1,16 +1,16 @@
-"""An A/B run's data: each fresh server start, what each item measured on it, and the verdicts."""
+"""An A/B run's data: each fresh server start, what each item measured on it, and the verdicts (B against A, per
+item and per config)."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_dsr1.ab.spec import AbSpec
 from pytest_dsr1.metric_catalog import samples_of
-
-if TYPE_CHECKING:  # the verdicts' module judges these starts
-    from pytest_dsr1.ab.judge import AbConfigVerdict, AbVerdict
+from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.outcomes import B_SLOWER, AbOutcome
 
 
 @dataclass
@@ -48,3 +48,42 @@ class AbRun:
 
     def wall_s(self, side: str) -> float:
         return sum(s.wall_s for s in self.starts if s.side == side)
+
+
+@dataclass(frozen=True)
+class AbVerdict:
+    """One metric of one item: B's start medians against A's."""
+
+    metric: str
+    a_starts: tuple[float, ...]
+    b_starts: tuple[float, ...]
+    change_pct: float | None  # B/A - 1, from the geometric means of the start medians
+    low_pct: float | None  # its interval at level_pct (1 - 2 alpha: the one-sided tests' own interval)
+    high_pct: float | None
+    p_worse: float | None  # one-sided: is B worse?
+    margin_pct: float  # the tolerance, as a relative change at A's level: the equivalence margin too
+    verdict: AbOutcome
+    reason: str
+    level_pct: float = 90.0
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == B_SLOWER
+
+
+@dataclass(frozen=True)
+class AbConfigVerdict(ConfigVerdict):
+    """All of a config's items on one metric, start by start: B's starts against A's."""
+
+    starts: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == B_SLOWER
+
+    def line(self) -> str:
+        return (
+            f"{self.config_id}: B {self.change_pct:+.1f}% [{self.low_pct:+.1f}, {self.high_pct:+.1f}] against A over "
+            f"{self.items} items and {self.starts} starts ({self.metric}, allowed ±{self.allowed_pct:.1f}%): "
+            f"{self.verdict}"
+        )
