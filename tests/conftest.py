@@ -4,17 +4,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import MATRIX, REPO, activate_plugin
 
 pytest_plugins = ["pytester"]
-
-REPO = Path(__file__).resolve().parent.parent
-MATRIX = REPO / "test_matrix"
-
-
-def activate_plugin(pytester: pytest.Pytester) -> None:
-    """Make the plugin active in a pytester project the way this repo does: its root conftest.py registers the
-    plugin where the pytest11 entry point has not (a checkout without an install, PYTEST_DISABLE_PLUGIN_AUTOLOAD)."""
-    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
 
 
 @pytest.fixture

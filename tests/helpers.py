@@ -3,6 +3,7 @@ baseline files in the first format."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,9 @@ def schema1_baseline(
     """A baseline file in the first format (schema 1: one session per entry), holding one entry, `key`."""
     entry = {"provenance": provenance, "date": date, "fingerprint": {"hardware": hardware}, "metrics": metrics}
     return {"schema_version": 1, "hardware": hardware, "model": model, "entries": {key: entry}}
+
+
+def activate_plugin(pytester: pytest.Pytester) -> None:
+    """Make the plugin active in a pytester project the way this repo does: its root conftest.py registers the
+    plugin where the pytest11 entry point has not (a checkout without an install, PYTEST_DISABLE_PLUGIN_AUTOLOAD)."""
+    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")

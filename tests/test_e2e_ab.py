@@ -14,8 +14,7 @@ import sys
 import jsonschema
 import pytest
 from e2e_helpers import run_suite, wait_no_vllm
-
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.e2e
 

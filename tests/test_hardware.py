@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import stat
 
-from conftest import MATRIX
+from helpers import MATRIX
+
 from pytest_dsr1.hardware import (
     Gpu,
     Host,

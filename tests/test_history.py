@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
+from factories import baseline_check, measurement_of
+from helpers import MATRIX
 
-from conftest import MATRIX
 from pytest_dsr1 import baseline as bl
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.config import judge_config
@@ -173,20 +174,11 @@ def test_the_config_band_comes_from_earlier_sessions_when_there_are_three():
 
 
 def _check(tmp_path: Path, **options: object):
-    from test_check import setup
-
-    return setup(tmp_path, MATRIX, **options)
+    return baseline_check(tmp_path, MATRIX, **options)
 
 
 def _measure(check, *tputs: float, index: int = 0):
-    from test_check import FP as CHECK_FP
-    from test_check import run
-
-    from pytest_dsr1.run_log import Measurement
-
-    config = check.runner.matrix.config("cpu-tiny-tp1")
-    wl = check.runner.matrix.workloads_for(config)[index]
-    return Measurement(config, wl, f"{config.id}[{wl.id}]", "s", "b", dict(CHECK_FP), runs=[run(t) for t in tputs])
+    return measurement_of(check, *tputs, index=index)
 
 
 def test_recorded_sessions_become_the_band_and_a_real_drop_fails_with_the_history(tmp_path: Path):

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_reports import SCHEMA, make_run_log
+from factories import SCHEMA, make_run_log
 
 from pytest_dsr1 import baseline, report
 from pytest_dsr1.__main__ import main

@@ -276,7 +276,7 @@ def test_tunables_override_from_the_command_line(suite):
 
 def test_quiet_in_a_project_without_a_matrix(pytester):
     """Installed in another project, the plugin does nothing unless asked."""
-    from conftest import activate_plugin
+    from helpers import activate_plugin
 
     activate_plugin(pytester)
     pytester.makepyfile("def test_ok():\n    pass\n")

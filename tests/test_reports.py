@@ -6,56 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from factories import SCHEMA, make_run_log
+from helpers import REPO
 
-from conftest import MATRIX, REPO
 from pytest_dsr1 import report
-from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.plots import throughput_label
-from pytest_dsr1.run_log import ConfigStats, ItemResult, Measurement, RunLog, run_metadata
-from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.metric import compare
-from pytest_dsr1.verdict.outcomes import Outcome
-
-SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
-
-
-def make_run_log(tmp_path: Path, config_id: str = "h200-fp8-tp8ep") -> RunLog:
-    matrix = load_matrix(MATRIX)
-    meta = run_metadata(["-m", "h200", "--dsr1-api-key", "sk-secret-1"], REPO, "0.24.0", "test host", ("sk-secret-1",))
-    run_log = RunLog(matrix, tmp_path / "runs", meta)
-    config = matrix.config(config_id)
-    run_log.configs_run.append(config.id)
-    run_log.server_starts = 1
-    run_log.stats[config.id] = ConfigStats(
-        startup_s=600, ready_s=600, bench_s=100, measured_s=80, stop_s=10, wall_s=720, items=2
-    )
-    tol = {k: Tolerance(0.1) for k in ("output_throughput", "mean_tpot_ms", "mean_ttft_ms")}
-    # Item 1: throughput -23% on 3 samples a side that separate (Mann-Whitney p=0.05: REGRESSED). Item 2: -37.5%
-    # on 3 samples that overlap (Mann-Whitney says noise), TTFT +120% likewise.
-    cases = (
-        ([60.0, 61.0, 59.0], [78.0, 79.0, 77.0], [500.0] * 3, [500.0] * 3),
-        ([480.0, 900.0, 500.0], [800.0, 810.0, 450.0], [1100.0, 400.0, 1200.0], [500.0, 1000.0, 450.0]),
-    )
-    for wl, (tput, base_tput, ttft, base_ttft) in zip(matrix.workloads_for(config)[:2], cases, strict=True):
-        runs = [
-            {
-                "output_throughput": t,
-                "mean_tpot_ms": 16.0,
-                "mean_ttft_ms": f,
-                "completed": 1,
-                "failed": 0,
-                "duration": 1,
-            }
-            for t, f in zip(tput, ttft, strict=True)
-        ]
-        fp = {"hardware": "h200", "vllm": None, "model": "m", "server_command": "x"}
-        m = Measurement(config, wl, f"{config.id}[{wl.id}]", "vllm serve x", "vllm bench serve x", fp, runs=runs)
-        base = {"output_throughput": base_tput, "mean_tpot_ms": [15.0] * len(base_tput), "mean_ttft_ms": base_ttft}
-        v = compare(base, m.samples, tol)
-        outcome: Outcome = "REGRESSED" if any(x.failed for x in v) else "passed"
-        medians = {k: sorted(x)[len(x) // 2] for k, x in base.items()}
-        run_log.results[m.key] = ItemResult(m.key, config.id, wl, outcome, "", v, m, medians)
-    return run_log
+from pytest_dsr1.run_log import RunLog
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import MATRIX
+from helpers import MATRIX
+
 from pytest_dsr1.command import server_command
 from pytest_dsr1.errors import ItemFailed
-from pytest_dsr1.matrix import load_matrix
+from pytest_dsr1.matrix import item_key, load_matrix
 from pytest_dsr1.options import Options
 from pytest_dsr1.run_log import RunLog, RunMetadata
 from pytest_dsr1.runner import Runner, ServerHandle
@@ -64,4 +65,4 @@ def test_an_item_of_a_server_that_did_not_start_fails_with_the_reason(tmp_path: 
         assert "did not start" in str(exc) and "port in use (log tail here)" in str(exc)
     else:
         raise AssertionError("measure must raise ItemFailed")
-    assert run_log.results[f"{config.id}[{wl.id}]"].outcome == "failed"
+    assert run_log.results[item_key(config.id, wl.id)].outcome == "failed"
