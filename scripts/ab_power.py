@@ -10,7 +10,7 @@ code and `results.json` (its `ab` object).
 - A/A (`--aa N`): B is A (`python=` this interpreter): every `B slower` or `B faster` is a false difference.
 - A real slowdown (`--slow N`): B = `set=max_num_seqs=4`, at batch 16, where the cap shows.
 - A graded slowdown (`--throttle LEVEL:N,...`): B is A, but B's servers are stopped for LEVEL of every 10 ms
-  once they answer /health (scripts/detection_power.py's Throttle, on B's pidfiles only): a CPU quota.
+  once they answer /health (pytest_dsr1.throttle.Throttle, on B's pidfiles only): a CPU quota.
 
 The tables replace the part of `--out` between `<!-- ab-power:start -->` and `<!-- ab-power:end -->` (or are
 appended to it), so the command that made them stays beside them.
@@ -25,27 +25,27 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-from detection_power import Throttle
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from typing import Any
 
 from pytest_dsr1.ab.judge import judge_ab, judge_ab_config
+from pytest_dsr1.doc_tables import markers, write_between
+from pytest_dsr1.throttle import Throttle
 from pytest_dsr1.tolerance import Tolerance
+from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def markers(section: str) -> tuple[str, str]:
-    """The comments that delimit a section's tables in --out, so a second set (e.g. other rounds) sits beside."""
-    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-
+Session = dict[str, Any]  # a session as this script keeps it (session.json): name, select, rc, items, configs, ...
+Row = tuple[str, str, list[Session]]  # (the sessions' selection, what B is, the sessions)
 
 SUITE = ["-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q", "-p", "no:cacheprovider"]
 
 
-def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: int, level: float, log) -> dict:
+def run_session(
+    work: Path, name: str, selection: str, ab: list[str], rounds: int, level: float, log: Callable[[str], None]
+) -> Session:
     report, runs = work / name / "report", work / name / "runs"
     argv = [sys.executable, *SUITE, "-k", selection, "--dsr1-ab-rounds", str(rounds)]
     argv += [x for part in ab for x in ("--dsr1-ab", part)]
@@ -84,18 +84,7 @@ def run_session(work: Path, name: str, selection: str, ab: list[str], rounds: in
     return session
 
 
-def write_between(path: Path, start: str, end: str, text: str) -> None:
-    """Replace the part of `path` between the markers `start` and `end` (which `text` carries) with `text`, or
-    append `text` where the markers are not there yet: the command that made a table stays beside it."""
-    old = path.read_text() if path.exists() else ""
-    if start in old and end in old:
-        new = old[: old.index(start)] + text + old[old.index(end) + len(end) + 1 :]
-    else:
-        new = old + ("\n" if old else "") + text
-    path.write_text(new)
-
-
-def rejudge(session: dict, work: Path) -> dict:
+def rejudge(session: Session, work: Path) -> Session:
     """The session's verdicts again, by the current rules (pytest_dsr1.ab), from the start medians its
     results.json stored: no server. The margins are the ones the session used."""
     path = work / session["name"] / "report" / "results.json"
@@ -115,31 +104,31 @@ def rejudge(session: dict, work: Path) -> dict:
             if s["config"] == c["config_id"]
         ]
         configs.append(vars(judge_ab_config(c["config_id"], c["metric"], starts, c["allowed_pct"] / 100)))
-    failed = any(v["verdict"] == "B slower" for vs in items.values() for v in vs) or any(
-        c["verdict"] == "B slower" for c in configs
+    failed = any(v["verdict"] == B_SLOWER for vs in items.values() for v in vs) or any(
+        c["verdict"] == B_SLOWER for c in configs
     )
     return {**session, "items": items, "configs": configs, "rc": int(failed), "live_rc": session["rc"]}
 
 
-def _differs(s: dict) -> bool:
+def _differs(s: Session) -> bool:
     """Any item or config verdict of B slower or B faster."""
     every = [v["verdict"] for vs in s["items"].values() for v in vs] + [c["verdict"] for c in s["configs"]]
-    return any(v in ("B slower", "B faster") for v in every)
+    return any(v in (B_SLOWER, B_FASTER) for v in every)
 
 
-def _slower(s: dict) -> bool:
+def _slower(s: Session) -> bool:
     """Caught: the session failed (exit 1) with B slower on an item or a config."""
-    items = any(v["verdict"] == "B slower" for vs in s["items"].values() for v in vs)
-    configs = any(c["verdict"] == "B slower" for c in s["configs"])
+    items = any(v["verdict"] == B_SLOWER for vs in s["items"].values() for v in vs)
+    configs = any(c["verdict"] == B_SLOWER for c in s["configs"])
     return s["rc"] == 1 and (items or configs)
 
 
-def _change(s: dict, metric: str = "output_throughput") -> float | None:
+def _change(s: Session, metric: str = "output_throughput") -> float | None:
     changes = [c["change_pct"] for c in s["configs"] if c["metric"] == metric]
     return changes[0] if changes else None
 
 
-def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str, section: str = "ab-power") -> str:
+def markdown(rows: list[Row], cmd: str, section: str = "ab-power") -> str:
     start, end = markers(section)
     out = [
         start,
@@ -184,7 +173,7 @@ def markdown(rows: list[tuple[str, str, list[dict]]], cmd: str, section: str = "
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--aa", type=int, default=10, help="A/A sessions (default 10)")
     ap.add_argument("--slow", type=int, default=5, help="sessions with B = set=max_num_seqs=4 (default 5)")
@@ -204,7 +193,8 @@ def main() -> int:
         action="store_true",
         help="with --report-only: judge each session again by the current rules, from its stored start medians",
     )
-    a = ap.parse_args()
+    args = sys.argv[1:] if argv is None else argv
+    a = ap.parse_args(args)
     throttle_select = a.throttle_select or a.select
 
     def log(msg: str) -> None:
@@ -212,14 +202,14 @@ def main() -> int:
 
     a.work.mkdir(parents=True, exist_ok=True)
     same = f"python={sys.executable}"
-    rows: list[tuple[str, str, list[dict]]] = []
+    rows: list[Row] = []
     if a.report_only:
         # Rows from the sessions already run (e.g. a run cut short): the same names as below.
-        def done(prefix: str) -> list[dict]:
+        def done(prefix: str) -> list[Session]:
             found = [json.loads(p.read_text()) for p in sorted(a.work.glob(f"{prefix}*/session.json"))]
             return [rejudge(s, a.work) for s in found] if a.rejudge else found
 
-        def selected(sessions: list[dict], default: str) -> str:
+        def selected(sessions: list[Session], default: str) -> str:
             return f"`-k '{sessions[0].get('select', default) if sessions else default}'`"
 
         aa_done, slow_done = done("aa-"), done("slow-")
@@ -246,7 +236,7 @@ def main() -> int:
             for i in range(int(n or 1))
         ]
         rows.append((f"`-k '{throttle_select}'`", f"A, its servers throttled {level:.0%}", runs))
-    cmd = ".venv/bin/python scripts/ab_power.py " + shlex.join(sys.argv[1:])
+    cmd = ".venv/bin/python scripts/ab_power.py " + shlex.join(args)
     text = markdown(rows, cmd.strip(), a.section)
     write_between(a.out, *markers(a.section), text)
     print(text)

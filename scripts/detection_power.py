@@ -14,11 +14,11 @@ script reads each session's exit code and `results.json`.
    fails: an item, or a config-level verdict.
 3. Detection: sessions with a slowdown injected into the server by a real mechanism, CPU throttling. Once a
    session's server answers /health, the script stops the server's whole process group (API server, engine
-   core, workers) with SIGSTOP for `level` of every 10 ms period and resumes it with SIGCONT. This is what a
-   cgroup CPU quota of (1 - level) does: the server gets (1 - level) of the wall time, so its throughput drops
-   by `level`. The benchmark client (the suite's bench worker) is not throttled. The table gives, per level,
-   the measured throughput drop and the share of items the suite failed, at the default settings and with
-   `--dsr1-repeat 5`.
+   core, workers: pytest_dsr1.throttle) with SIGSTOP for `level` of every 10 ms period and resumes it with
+   SIGCONT. This is what a cgroup CPU quota of (1 - level) does: the server gets (1 - level) of the wall time,
+   so its throughput drops by `level`. The benchmark client (the suite's bench worker) is not throttled. The
+   table gives, per level, the measured throughput drop and the share of items the suite failed, at the default
+   settings and with `--dsr1-repeat 5`.
 4. GPU projection: a simulation, for between-session coefficients of variation of 1%, 2% and 5% and histories of
    3, 5 and 10 sessions, of the smallest drop detected with >= 95% power at <= 1% false alarms, item-level and
    config-level.
@@ -27,28 +27,25 @@ script reads each session's exit code and `results.json`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pytest_dsr1.server import PIDFILE_SUFFIX, group_alive
-from pytest_dsr1.verdict.metric import BAND_Z, MAD_TO_SIGMA
+from pytest_dsr1.throttle import Throttle
+from pytest_dsr1.verdict.metric import History
+from pytest_dsr1.verdict.outcomes import PASSED, RECORDED, REGRESSED, SKIPPED
 
 REPO = Path(__file__).resolve().parent.parent
-PERIOD_S = 0.01
 SUITE = [
     "-m",
     "pytest",
@@ -64,98 +61,11 @@ SUITE = [
     "off",
 ]  # judged against the baselines it records, never a machine-local one
 
-
-class Throttle:
-    """SIGSTOP/SIGCONT duty cycle on every server process group that a pytest session starts: a CPU quota.
-
-    The groups are found through the suite's pidfiles in the session's run directory; throttling starts once the
-    server answers /health (start-up is not throttled) and ends when the group is gone."""
-
-    def __init__(self, run_root: Path, level: float, only: str = "*") -> None:
-        self.run_root, self.level = run_root, level
-        self.only = only  # a glob on the pidfile's name: which servers to throttle (A/B: only B's, "*-B*")
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.stopped_s = self.running_s = 0.0
-
-    def __enter__(self) -> Throttle:
-        if self.level > 0:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def _ready_group(self, seen: set[int]) -> int | None:
-        for pidfile in self.run_root.glob(f"*/{self.only}{PIDFILE_SUFFIX}"):
-            with contextlib.suppress(OSError, ValueError):
-                info = json.loads(pidfile.read_text())
-                pgid = int(info["pgid"])
-                if pgid in seen or not group_alive(pgid):
-                    continue
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/health", timeout=1) as r,
-                ):
-                    if r.status == 200:
-                        return pgid
-        return None
-
-    def _loop(self) -> None:
-        _raise_priority()
-        seen: set[int] = set()
-        while not self.done.is_set():
-            pgid = self._ready_group(seen)
-            if pgid is None:
-                time.sleep(0.5)
-                continue
-            seen.add(pgid)
-            try:
-                self._throttle(pgid)
-            except ProcessLookupError:
-                continue  # the suite stopped this server; look for the next config's
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGCONT)
-
-    def _throttle(self, pgid: int) -> None:
-        # On a loaded 2-core machine this thread wakes late; timing each phase and sizing the next stop from
-        # the totals keeps the stopped share at `level` however late it wakes (a fixed 4/6 ms cycle measured
-        # only 8% stopped at a nominal 40%).
-        ratio = self.level / (1 - self.level)
-        while not self.done.is_set():
-            stop_for = max(0.0, ratio * self.running_s - self.stopped_s)
-            t0 = time.monotonic()
-            os.killpg(pgid, signal.SIGSTOP)
-            time.sleep(stop_for)
-            os.killpg(pgid, signal.SIGCONT)
-            t1 = time.monotonic()
-            time.sleep(PERIOD_S * (1 - self.level))
-            t2 = time.monotonic()
-            self.stopped_s += t1 - t0
-            self.running_s += t2 - t1
-
-    @property
-    def applied(self) -> float:
-        """The share of wall time the servers were actually stopped while throttled."""
-        total = self.stopped_s + self.running_s
-        return self.stopped_s / total if total else 0.0
+Session = dict[str, Any]  # a session as this script keeps it: name, rc, items, configs, wall_s, level, applied
+Log = Callable[[str], None]
 
 
-def _raise_priority() -> None:
-    """Real-time priority for the throttling thread where allowed (root), else the highest nice: it must
-    wake on time on a loaded machine. It sleeps almost always, so it takes no CPU from the server."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(10))
-    except (PermissionError, OSError):
-        with contextlib.suppress(PermissionError, OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, -20)
-
-
-def run_session(work: Path, name: str, baselines: Path, extra: list[str], level: float, log) -> dict:
+def run_session(work: Path, name: str, baselines: Path, extra: list[str], level: float, log: Log) -> Session:
     """One pytest session of the CPU matrix; returns its exit code, items and wall time."""
     report, run_root = work / name / "report", work / name / "runs"
     argv = [
@@ -182,14 +92,14 @@ def run_session(work: Path, name: str, baselines: Path, extra: list[str], level:
     wall = time.monotonic() - t0
     results = json.loads((report / "results.json").read_text()) if (report / "results.json").exists() else {"items": []}
     items = results["items"]
-    failed = [i for i in items if i["outcome"] not in ("passed", "recorded")]
+    failed = [i for i in items if i["outcome"] not in (PASSED, RECORDED)]
     log(
         f"{name}: exit {rc}, {len(items)} items, {len(failed)} not passed, {wall:.0f}s"
         + (f", servers stopped {throttle.applied:.1%} of the throttled time" if level else "")
         + "".join(
             f"\n    {i['id']}: {i['outcome']}: "
             + ", ".join(
-                f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == "REGRESSED"
+                f"{v['metric']} {v['change_pct']:+.1f}%" for v in i.get("verdicts", []) if v["verdict"] == REGRESSED
             )
             for i in failed
         )
@@ -213,13 +123,13 @@ def run_session(work: Path, name: str, baselines: Path, extra: list[str], level:
     return session
 
 
-def _reread(session_dir: Path) -> dict:
+def _reread(session_dir: Path) -> Session:
     """A finished session from its results.json (for --reuse)."""
     results = json.loads((session_dir / "report" / "results.json").read_text())
     items = results["items"]
-    failed = any(i["outcome"] not in ("passed", "recorded") for i in items)
+    failed = any(i["outcome"] not in (PASSED, RECORDED) for i in items)
     configs = results.get("config_verdicts", [])
-    failed = failed or any(c["verdict"] == "REGRESSED" for c in configs)
+    failed = failed or any(c["verdict"] == REGRESSED for c in configs)
     wall = sum(t["wall_s"] for t in results["timing"].values())
     return {
         "name": session_dir.name,
@@ -232,15 +142,15 @@ def _reread(session_dir: Path) -> dict:
     }
 
 
-def _config_failed(session: dict) -> bool:
-    return any(c["verdict"] == "REGRESSED" for c in session.get("configs", []))
+def _config_failed(session: Session) -> bool:
+    return any(c["verdict"] == REGRESSED for c in session.get("configs", []))
 
 
-def _item_failed(session: dict) -> bool:
+def _item_failed(session: Session) -> bool:
     return bool(_not_passed(session))
 
 
-def throughput_drop(session: dict) -> float | None:
+def throughput_drop(session: Session) -> float | None:
     """Median over items of 1 - measured/baseline median output throughput."""
     drops = []
     for item in session["items"]:
@@ -254,11 +164,14 @@ def throughput_drop(session: dict) -> float | None:
 # ---------------------------------------------------------------- GPU projection (simulation)
 
 
-def _band(values: np.ndarray, n: int) -> np.ndarray:
-    """The suite's history band over the last axis (absolute, in the values' unit), as compare.History.band."""
-    center = np.median(values, axis=-1, keepdims=True)
-    mad = np.median(np.abs(values - center), axis=-1)
-    return BAND_Z * MAD_TO_SIGMA * mad * np.sqrt(1 + 1 / n)
+def _band(values: np.ndarray) -> np.ndarray:
+    """The suite's history band (pytest_dsr1.verdict.metric.History.band) of each history along the last axis,
+    absolute, in the values' unit. The projection models histories of 3 or more sessions, which have a band."""
+    flat = values.reshape(-1, values.shape[-1])
+    bands = [History(tuple(row.tolist())).band() for row in flat]
+    if any(b is None for b in bands):
+        raise ValueError(f"histories of {values.shape[-1]} sessions have no band (3 or more have one)")
+    return np.array(bands, dtype=float).reshape(values.shape[:-1])
 
 
 def _item_rate(cv: float, n: int, delta: float, floor: float, trials: int, rng: np.random.Generator) -> float:
@@ -267,7 +180,7 @@ def _item_rate(cv: float, n: int, delta: float, floor: float, trials: int, rng: 
     hist = np.exp(rng.normal(0.0, cv, size=(trials, n)))
     center = np.median(hist, axis=1)
     cur = (1 - delta) * np.exp(rng.normal(0.0, cv, size=trials))
-    return float(((center - cur) > np.maximum(floor * center, _band(hist, n))).mean())
+    return float(((center - cur) > np.maximum(floor * center, _band(hist))).mean())
 
 
 def _config_rate(
@@ -289,10 +202,13 @@ def _config_rate(
     logs = np.log(1 - delta) + session((trials,)) - centers  # (trials, k)
     mean, sd = logs.mean(axis=1), logs.std(axis=1, ddof=1)
     change, high = np.exp(mean) - 1, np.exp(mean + student.ppf(0.975, k - 1) * sd / np.sqrt(k)) - 1
-    return float(((change < -np.maximum(floor, _band(ratios, n))) & (high < 0)).mean())
+    return float(((change < -np.maximum(floor, _band(ratios))) & (high < 0)).mean())
 
 
-def _bisect(ok, lo: float, hi: float, step: float = 0.0005) -> float | None:
+Rate = Callable[[float, float], float]  # (drop, floor) -> the share of trials judged REGRESSED
+
+
+def _bisect(ok: Callable[[float], bool], lo: float, hi: float, step: float = 0.0005) -> float | None:
     """The smallest x in [lo, hi] with ok(x), for a monotonic ok; None if ok(hi) is false."""
     if not ok(hi):
         return None
@@ -302,9 +218,24 @@ def _bisect(ok, lo: float, hi: float, step: float = 0.0005) -> float | None:
     return hi
 
 
+def _smallest_floor(rate: Rate) -> float | None:
+    """The smallest floor (up to 50%) at which a clean session (no drop) is REGRESSED in <= 1% of the trials."""
+    return _bisect(lambda f: rate(0.0, f) <= 0.01, 0.0, 0.5)
+
+
+def _smallest_drop(rate: Rate, floor: float) -> float | None:
+    """The smallest drop (up to 60%) REGRESSED in >= 95% of the trials at `floor`."""
+    return _bisect(lambda d: rate(d, floor) >= 0.95, 0.0, 0.6)
+
+
 def projection(
-    cvs=(0.01, 0.02, 0.05), ns=(3, 5, 10), items: int = 21, shared: float = 0.5, trials: int = 4000, seed: int = 0
-) -> list[dict]:
+    cvs: Sequence[float] = (0.01, 0.02, 0.05),
+    ns: Sequence[int] = (3, 5, 10),
+    items: int = 21,
+    shared: float = 0.5,
+    trials: int = 4000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """For each between-session CV and history length: the smallest floor (tolerance, or config_tolerance) with
     <= 1% false alarms, and the smallest drop then caught with >= 95% power, item-level and config-level
     (both rates are monotonic in their argument, so bisection to 0.05 percentage points)."""
@@ -312,15 +243,15 @@ def projection(
     rows = []
     for cv in cvs:
         for n in ns:
-            row: dict = {"cv": cv, "n": n}
-            item = lambda d, f, cv=cv, n=n: _item_rate(cv, n, d, f, trials, rng)  # noqa: E731
-            config = lambda d, f, cv=cv, n=n: _config_rate(cv, n, items, shared, d, f, trials, rng)  # noqa: E731
-            for name, rate in (("item", item), ("config", config)):
-                floor = _bisect(lambda f, rate=rate: rate(0.0, f) <= 0.01, 0.0, 0.5)
+            row: dict[str, Any] = {"cv": cv, "n": n}
+            rates: tuple[tuple[str, Rate], ...] = (
+                ("item", partial(_item_rate, cv, n, trials=trials, rng=rng)),
+                ("config", partial(_config_rate, cv, n, items, shared, trials=trials, rng=rng)),
+            )
+            for name, rate in rates:
+                floor = _smallest_floor(rate)
                 row[f"{name}_floor"] = floor
-                row[f"{name}_drop"] = (
-                    None if floor is None else _bisect(lambda d, rate=rate, f=floor: rate(d, f) >= 0.95, 0.0, 0.6)
-                )
+                row[f"{name}_drop"] = None if floor is None else _smallest_drop(rate, floor)
             rows.append(row)
     return rows
 
@@ -328,22 +259,22 @@ def projection(
 # ---------------------------------------------------------------- report
 
 
-def _not_passed(session: dict) -> list[dict]:
+def _not_passed(session: Session) -> list[dict[str, Any]]:
     """The items the suite failed (a skipped item, e.g. one with no history, is neither)."""
-    return [i for i in session["items"] if i["outcome"] not in ("passed", "recorded", "skipped")]
+    return [i for i in session["items"] if i["outcome"] not in (PASSED, RECORDED, SKIPPED)]
 
 
-def _why(item: dict) -> str:
-    bad = [f"{v['metric']} {v['change_pct']:+.1f}%" for v in item.get("verdicts", []) if v["verdict"] == "REGRESSED"]
+def _why(item: dict[str, Any]) -> str:
+    bad = [f"{v['metric']} {v['change_pct']:+.1f}%" for v in item.get("verdicts", []) if v["verdict"] == REGRESSED]
     return f"{item['id']} ({', '.join(bad) if bad else item['outcome']})"
 
 
-def _config_change(session: dict, metric: str = "output_throughput") -> float | None:
+def _config_change(session: Session, metric: str = "output_throughput") -> float | None:
     changes = [c["change_pct"] for c in session.get("configs", []) if c["metric"] == metric]
     return changes[0] if changes else None
 
 
-def paired_table(pairs: list[tuple[dict, dict]]) -> list[str]:
+def paired_table(pairs: list[tuple[Session, Session]]) -> list[str]:
     """Each throttled session beside the clean session run just before it: the machine's state that hour."""
     out = [
         "## Throttled sessions beside a clean one",
@@ -368,12 +299,12 @@ def paired_table(pairs: list[tuple[dict, dict]]) -> list[str]:
 
 
 def markdown(
-    clean: list[dict],
-    detect: list[dict],
-    proj: list[dict],
+    clean: list[Session],
+    detect: list[Session],
+    proj: list[dict[str, Any]],
     cmd: str,
     selection: str,
-    pairs: list[tuple[dict, dict]] | None = None,
+    pairs: list[tuple[Session, Session]] | None = None,
 ) -> str:
     out = [
         "# Detection power",
@@ -475,7 +406,7 @@ def markdown(
             )
         out += ["", "Missed items (throttled, yet passed):", ""]
         for s in detect:
-            missed = [i["id"] for i in s["items"] if i["outcome"] == "passed"]
+            missed = [i["id"] for i in s["items"] if i["outcome"] == PASSED]
             if missed:
                 out.append(f"- {s['name']} ({s['level']:.0%}, {s['settings']}): {', '.join(missed)}")
         out.append("")
@@ -505,7 +436,7 @@ def markdown(
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clean", type=int, default=10, help="clean sessions against the history (default 10)")
     ap.add_argument(
@@ -551,7 +482,8 @@ def main() -> int:
     )
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "detection" / time.strftime("%Y%m%d-%H%M%S"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "detection-power.md")
-    a = ap.parse_args()
+    args = sys.argv[1:] if argv is None else argv
+    a = ap.parse_args(args)
     # SIGTERM unwinds like Ctrl-C: the running pytest session is told to stop its servers, and the throttle
     # thread always ends with SIGCONT.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -559,9 +491,9 @@ def main() -> int:
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
-    clean: list[dict] = []
-    detect: list[dict] = []
-    pairs: list[tuple[dict, dict]] = []
+    clean: list[Session] = []
+    detect: list[Session] = []
+    pairs: list[tuple[Session, Session]] = []
     selection = "`pytest -m cpu --dsr1-model tiny test_matrix" + (
         f" -k {a.detect_k}` (the whole matrix from {a.full_matrix_at:.0%} up)" if a.detect_k else "`"
     )
@@ -598,8 +530,8 @@ def main() -> int:
             for i in range(a.clean):
                 clean.append(run_session(a.work, f"clean-{i + 1:02d}", baselines, [], 0.0, log))
         for spec in filter(None, a.levels.split(",")):
-            level, _, n = spec.partition(":")
-            level = float(level)
+            level_text, _, n = spec.partition(":")
+            level = float(level_text)
             k = ["-k", a.detect_k] if a.detect_k and level < a.full_matrix_at else []
             for i in range(int(n or 1)):
                 before = None
@@ -625,7 +557,7 @@ def main() -> int:
                 json.dumps({"clean": clean, "detect": detect, "pairs": pairs}, default=str)
             )
     proj = projection()
-    cmd = ".venv/bin/python scripts/detection_power.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python scripts/detection_power.py " + " ".join(args)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(markdown(clean, detect, proj, cmd.strip(), selection, pairs))
     print(a.out.read_text())

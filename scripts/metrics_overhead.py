@@ -21,19 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ab_power import write_between
-
 from pytest_dsr1.ab.judge import judge_ab
+from pytest_dsr1.doc_tables import markers, write_between
 from pytest_dsr1.tolerance import parse_tolerance
+from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER
 
 REPO = Path(__file__).resolve().parent.parent
-START, END = "<!-- overhead:start -->", "<!-- overhead:end -->"
+START, END = markers("overhead")
 METRICS = ("output_throughput", "median_tpot_ms")
+MARGIN = "5%"  # the equivalence margin asked of the sampler: within 5%
+
+Medians = dict[str, dict[str, float]]  # one session: item -> metric -> the median over its runs
 
 
-def session(work: Path, name: str, select: str, on: bool) -> dict[str, dict[str, float]]:
+def session(work: Path, name: str, select: str, on: bool) -> Medians:
     """One session; per item, the median of each metric over its runs."""
     argv = [sys.executable, "-m", "pytest", "-m", "cpu", "--dsr1-model", "tiny", "test_matrix", "-q"]
     argv += ["-p", "no:cacheprovider", "-k", select, "--dsr1-local-baselines", "off", "--dsr1-record"]
@@ -52,32 +53,19 @@ def session(work: Path, name: str, select: str, on: bool) -> dict[str, dict[str,
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=2, help="on-off-off-on rounds (default 2: 8 sessions)")
-    ap.add_argument("--select", default="cpu-tiny-tp1-balanced", help="pytest -k (default: cpu-tiny-tp1-balanced)")
-    ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "overhead" / time.strftime("%Y%m%d-%H%M%S"))
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "server-metrics.md")
-    a = ap.parse_args()
-    a.work.mkdir(parents=True, exist_ok=True)
-    sides: dict[bool, list[dict[str, dict[str, float]]]] = {True: [], False: []}
-    walls: list[float] = []
-    for r in range(a.rounds):
-        for i, on in enumerate((True, False, False, True)):
-            t0 = time.monotonic()
-            sides[on].append(session(a.work, f"r{r + 1}-{i + 1}-{'on' if on else 'off'}", a.select, on))
-            walls.append(time.monotonic() - t0)
-            print(
-                time.strftime("%H:%M:%S"), f"round {r + 1} session {i + 1} ({'on' if on else 'off'}) done", flush=True
-            )
+def table(sides: dict[bool, list[Medians]], walls: list[float], select: str, args: list[str]) -> str:
+    """The markdown between the markers: per item and metric, the sessions with the sampler off and on, and the
+    change (on against off) as the suite's A/B verdict judges it. `sides`: the sessions by sampler on (True) and
+    off; `args`: the script's command line, for the regenerate line."""
     items = sorted(sides[True][0])
-    margin = parse_tolerance("5%")  # the equivalence margin asked of the sampler: within 5%
+    margin = parse_tolerance(MARGIN)
     rows = [
         START,
         "",
-        f"Regenerate with: `.venv/bin/python scripts/metrics_overhead.py {' '.join(sys.argv[1:])}`".rstrip() + ".",
-        f"{len(walls)} sessions of `-k {a.select}`, each on a fresh server, in the order on, off, off, on; each",
-        "session's median per item is one observation (Welch on the logs, 90% interval; equivalence margin ±5%).",
+        f"Regenerate with: `.venv/bin/python scripts/metrics_overhead.py {' '.join(args)}`".rstrip() + ".",
+        f"{len(walls)} sessions of `-k {select}`, each on a fresh server, in the order on, off, off, on; each",
+        "session's median per item is one observation (Welch on the logs, 90% interval; equivalence margin "
+        f"±{MARGIN}).",
         "",
         "| item | metric | sampler off (session medians) | sampler on | on against off | verdict |",
         "|---|---|---|---|---|---|",
@@ -89,13 +77,35 @@ def main() -> int:
             v = judge_ab(metric, off, on, margin)
             interval = "-" if v.low_pct is None or v.high_pct is None else f"[{v.low_pct:+.1f}, {v.high_pct:+.1f}]"
             change = "-" if v.change_pct is None else f"{v.change_pct:+.1f}%"
-            verdict = {"B slower": "on slower", "B faster": "on faster"}.get(v.verdict, v.verdict)
+            verdict = {B_SLOWER: "on slower", B_FASTER: "on faster"}.get(v.verdict, v.verdict)
             rows.append(
                 f"| {item} | {metric} | {', '.join(f'{x:,.1f}' for x in off)} | {', '.join(f'{x:,.1f}' for x in on)} "
                 f"| {change} {interval} | {verdict} |"
             )
     rows += ["", f"Session wall time: median {statistics.median(walls):.0f} s.", "", END]
-    text = "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2, help="on-off-off-on rounds (default 2: 8 sessions)")
+    ap.add_argument("--select", default="cpu-tiny-tp1-balanced", help="pytest -k (default: cpu-tiny-tp1-balanced)")
+    ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "overhead" / time.strftime("%Y%m%d-%H%M%S"))
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "server-metrics.md")
+    args = sys.argv[1:] if argv is None else argv
+    a = ap.parse_args(args)
+    a.work.mkdir(parents=True, exist_ok=True)
+    sides: dict[bool, list[Medians]] = {True: [], False: []}
+    walls: list[float] = []
+    for r in range(a.rounds):
+        for i, on in enumerate((True, False, False, True)):
+            t0 = time.monotonic()
+            sides[on].append(session(a.work, f"r{r + 1}-{i + 1}-{'on' if on else 'off'}", a.select, on))
+            walls.append(time.monotonic() - t0)
+            print(
+                time.strftime("%H:%M:%S"), f"round {r + 1} session {i + 1} ({'on' if on else 'off'}) done", flush=True
+            )
+    text = table(sides, walls, a.select, args)
     write_between(a.out, START, END, text)
     print(text)
     return 0

