@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytest_dsr1 import baseline, report
+from pytest_dsr1 import baseline, report, timing
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import MatrixError, load_matrix, matrix_layers
 from pytest_dsr1.merge import apply_recorded_sessions, merge, recorded_files
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_log = merged.run_log
     path = report.write_reports(run_log, a.out)
-    counts, starts = report.outcome_counts(run_log), report.starts_line(run_log)
+    counts, starts = report.outcome_counts(run_log), timing.starts_line(run_log)
     print(f"pytest-dsr1 merge: {len(merged.shards)} shard(s), {counts}; {starts}")
     print(f"pytest-dsr1 merge: reports written to {path}")
     if any(recorded_files(s) for s in a.shards):

@@ -56,6 +56,7 @@ def _verdict(raw: dict[str, Any]) -> MetricVerdict:
         baseline_samples=tuple(raw.get("baseline_samples") or ()),
         measured_samples=tuple(raw.get("measured_samples") or ()),
         history=tuple(raw.get("history") or ()),
+        detection_pct=raw.get("detection_pct"),
     )
 
 

@@ -13,6 +13,7 @@ from pytest_dsr1.ab.report import ab_json, ab_markdown, ab_terminal, starts_text
 from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.run_log import ItemResult, RunLog
+from pytest_dsr1.timing import TIMING_HEADER, gpu_wait_lines, metrics_line, starts_line, timing_rows, worker_line
 from pytest_dsr1.verdict.config import ConfigVerdict
 from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import (
@@ -28,7 +29,16 @@ from pytest_dsr1.verdict.outcomes import (
     Outcome,
     worsening,
 )
-from pytest_dsr1.verdict.text import VERDICT_HEADER, allowed_text, format_table, md_table, num, pct, verdict_rows
+from pytest_dsr1.verdict.text import (
+    VERDICT_HEADER,
+    allowed_text,
+    caught_text,
+    format_table,
+    md_table,
+    num,
+    pct,
+    verdict_rows,
+)
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -68,36 +78,6 @@ def summary_rows(run_log: RunLog) -> list[list[str]]:
     return [[key, *row] for key, v in flat for row in verdict_rows([v])]
 
 
-def timing_rows(run_log: RunLog) -> list[list[str]]:
-    rows = []
-    tot = [0.0] * 6
-    for cid in dict.fromkeys(run_log.configs_run):
-        s = run_log.stats[cid]
-        # pytest -n: waiting for a GPU that another worker's server held is neither this config's nor the harness's.
-        overhead = s.wall_s - s.startup_s - s.bench_s - s.stop_s - s.gpu_wait_s
-        ready = "failed" if s.start_failed else (f"{s.ready_s:.1f}s" if s.ready_s is not None else "-")
-        vals = (s.startup_s, s.bench_s, s.measured_s, s.stop_s, overhead, s.wall_s)
-        rows.append([cid, ready, *(f"{x:.1f}s" for x in vals), str(s.items)])
-        tot = [a + b for a, b in zip(tot, vals, strict=True)]
-    if rows:
-        rows.append(
-            [
-                "total",
-                "",
-                *(f"{x:.1f}s" for x in tot),
-                str(sum(run_log.stats[c].items for c in dict.fromkeys(run_log.configs_run))),
-            ]
-        )
-    return rows
-
-
-# start-up: launch until ready (and model generation); benchmarks: time inside the benchmark worker's calls
-# (warm-up included), of which `measured` is the benchmark's own duration; overhead: everything else
-# (pytest, what is left of the worker's vLLM import, the /metrics snapshots around each run, comparisons), not
-# counting a pytest -n worker's wait for GPUs.
-TIMING_HEADER = ["config", "ready after", "start-up", "benchmarks", "measured", "stop", "overhead", "wall", "items"]
-
-
 def terminal_summary(run_log: RunLog, tr: Any) -> None:
     if run_log.dry_run:
         tr.section("dsr1 dry run: the commands each item would run", sep="=")
@@ -120,6 +100,8 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
             tr.write_line(line, **markup)
     for cv in run_log.config_verdicts:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
+    for line in detection_lines(run_log):
+        tr.write_line(f"dsr1: {line}")
     if run_log.ab is not None:
         ab_terminal(run_log.ab, tr)
     other = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
@@ -189,57 +171,6 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
         )
 
 
-def metrics_line(run_log: RunLog) -> str | None:
-    """How much of the overhead column the /metrics snapshots around the runs took (--dsr1-server-metrics)."""
-    configs = list(dict.fromkeys(run_log.configs_run))
-    spent = sum(run_log.stats[c].metrics_s for c in configs)
-    wall = sum(run_log.stats[c].wall_s for c in configs)
-    if spent <= 0 or wall <= 0:
-        return None
-    return (
-        f"server metrics: {spent:.1f}s of the overhead ({spent / wall:.1%} of the wall time) went to the /metrics "
-        "snapshots around the runs (--dsr1-server-metrics off saves it)"
-    )
-
-
-def gpu_wait_lines(run_log: RunLog) -> list[str]:
-    """pytest -n on a GPU host: how long each config waited for its GPUs (kept out of the overhead column)."""
-    return [
-        f"{cid} waited {s.gpu_wait_s:.1f}s for its GPU(s) while another worker's server held them "
-        "(pytest -n; not in the overhead column)"
-        for cid, s in run_log.stats.items()
-        if s.gpu_wait_s >= 1.0
-    ]
-
-
-def worker_line(waited_s: float) -> str:
-    return (
-        "benchmark worker: vLLM imported while the first server started; "
-        f"{waited_s:.1f}s waited for it after the server was ready (in the overhead column)"
-    )
-
-
-def starts_line(run_log: RunLog) -> str:
-    """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
-    configs, restarts = len(set(run_log.configs_run)), sum(run_log.restarts.values())
-    line = f"{run_log.server_starts} server start(s) for {configs} configuration(s) run"
-    if run_log.ab is not None:
-        per = 4 * run_log.ab.rounds
-        line += f" (A/B: {per} fresh starts per configuration, ABBA x{run_log.ab.rounds})"
-        if run_log.server_starts != per * configs:
-            line += " (MISMATCH: not every A/B start was made)"
-        return line
-    if restarts:
-        line += (
-            f" ({restarts} of them fresh start(s) to confirm a regression: "
-            + ", ".join(f"{cid} x{n}" for cid, n in run_log.restarts.items())
-            + ")"
-        )
-    if run_log.server_starts - restarts != configs:
-        line += " (MISMATCH: a configuration started more than once)"
-    return line
-
-
 # ---------------------------------------------------------------- files
 
 
@@ -257,6 +188,7 @@ def _verdict_json(v: MetricVerdict) -> dict[str, Any]:
         "baseline_samples": list(v.baseline_samples),
         "measured_samples": list(v.measured_samples),
         "history": list(v.history),
+        "detection_pct": v.detection_pct,
     }
 
 
@@ -314,6 +246,14 @@ def _results_json(run_log: RunLog) -> dict[str, Any]:
     }
 
 
+def detection_lines(run_log: RunLog) -> list[str]:
+    """Per config, what the run could have caught: its config verdicts' detection limits, one line a config."""
+    by_config: dict[str, list[str]] = {}
+    for v in run_log.config_verdicts:
+        by_config.setdefault(v.config_id, []).append(v.caught())
+    return [f"{config_id}: would have caught {'; '.join(caught)}" for config_id, caught in by_config.items()]
+
+
 def config_rows(run_log: RunLog) -> list[list[str]]:
     def row(v: ConfigVerdict) -> list[str]:
         interval = f"[{v.low_pct:+.1f}%, {v.high_pct:+.1f}%]"
@@ -324,6 +264,7 @@ def config_rows(run_log: RunLog) -> list[list[str]]:
             interval,
             str(v.items),
             f"±{v.allowed_pct:.1f}%",
+            caught_text(v.metric, v.detection_pct),
             f"{v.verdict}: {v.reason}",
         ]
 
@@ -395,7 +336,8 @@ def summary_markdown(run_log: RunLog) -> str:
     if run_log.config_verdicts:
         out += ["### Per configuration (all its items together)", ""]
         out += md_table(
-            ["config", "metric", "change", "95% interval", "items", "allowed", "verdict"], config_rows(run_log)
+            ["config", "metric", "change", "95% interval", "items", "allowed", "catches", "verdict"],
+            config_rows(run_log),
         )
         out.append("")
     if run_log.ab is not None:

@@ -3,6 +3,8 @@ outcome once, and the next steps the verdict asks for while an item looks regres
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from pytest_dsr1.ab.judge import judge_ab_config
@@ -17,7 +19,9 @@ from pytest_dsr1.verdict.item import (
     Rules,
     judge_item,
 )
+from pytest_dsr1.verdict.metric import compare_metric, detection_limit
 from pytest_dsr1.verdict.outcomes import (
+    ALPHA,
     B_SLOWER,
     INCONCLUSIVE,
     NO_DIFFERENCE,
@@ -29,7 +33,8 @@ from pytest_dsr1.verdict.outcomes import (
 )
 
 ITEM = Item("cpu-tiny-tp1[balanced-bs16]", "cpu-tiny-tp1", "vllm serve ...", "vllm bench serve ...", 16, None)
-TOL = {"output_throughput": Tolerance(0.10)}
+TEN = Tolerance(0.10)
+TOL = {"output_throughput": TEN}
 RULES = Rules(TOL)
 START = Progress()
 
@@ -105,3 +110,53 @@ def test_the_ab_config_verdict_on_literal_starts():
     slower = [("A", {"x": 100.0}), ("B", {"x": 70.0}), ("B", {"x": 70.5}), ("A", {"x": 100.5})]
     assert judge_ab_config("c", "output_throughput", same, 0.10).verdict == NO_DIFFERENCE
     assert judge_ab_config("c", "output_throughput", slower, 0.10).verdict == B_SLOWER
+
+
+# ---------------------------------------------------------------- detection limits
+
+
+@pytest.mark.parametrize(
+    "metric, baseline, measured, history",
+    [
+        ("output_throughput", [100.0, 101.0, 99.0, 100.0], [100.0, 102.0, 98.0, 99.0], ()),  # the noise test's reach
+        ("mean_ttft_ms", [50.0, 51.0, 49.0, 50.0], [50.0, 70.0, 40.0, 52.0], ()),  # a wide spread: far above 10%
+        ("output_throughput", [100.0], [101.0], (100.0, 90.0, 112.0, 97.0, 104.0)),  # the history band
+    ],
+)
+def test_the_detection_limit_is_where_the_verdict_turns(metric, baseline, measured, history):
+    """Moving the measured samples as a whole just past the limit regresses; just short of it does not."""
+    limit = detection_limit(metric, baseline, measured, TEN, ALPHA, history)
+    assert limit is not None and limit >= 10.0  # never inside the tolerance
+    higher_is_better = metric == "output_throughput"
+    now = statistics.median(measured)
+    center = statistics.median(history or baseline)
+
+    def verdict_at(pct: float) -> str:
+        factor = 1 - pct / 100 if higher_is_better else 1 + pct / 100
+        moved = [x * center * factor / now for x in measured]
+        return compare_metric(metric, baseline, moved, TEN, ALPHA, history).verdict
+
+    assert verdict_at(limit * 1.01) == REGRESSED
+    assert verdict_at(limit * 0.99) != REGRESSED
+
+
+def test_a_gate_that_cannot_fail_has_no_detection_limit():
+    # 3 samples against 1 can never reach p <= 0.05; a band of +-100% on a throughput passes at zero.
+    assert detection_limit("output_throughput", [100.0], [99.0, 100.0, 101.0], TEN) is None
+    wide = (100.0, 10.0, 190.0, 100.0, 130.0)
+    assert detection_limit("output_throughput", [100.0], [100.0], TEN, ALPHA, wide) is None
+
+
+def test_the_config_detection_limit_is_the_allowed_change_or_the_intervals_half_width():
+    tight = judge_config("c", "output_throughput", [0.99, 1.01, 1.00, 0.98], 0.10)
+    assert tight.detection_pct == pytest.approx(10.0)
+    spread = [0.70, 1.30, 1.00, 0.98]
+    wide = judge_config("c", "output_throughput", spread, 0.10)
+    assert wide.detection_pct is not None and wide.detection_pct > 10.0
+    past = 1 - (wide.detection_pct + 1) / 100  # every item moved just past the limit from its measured change
+    short = 1 - (wide.detection_pct - 1) / 100
+    mean = wide.change_pct / 100 + 1
+    assert judge_config("c", "output_throughput", [r / mean * past for r in spread], 0.10).verdict == REGRESSED
+    assert judge_config("c", "output_throughput", [r / mean * short for r in spread], 0.10).verdict != REGRESSED
+    assert judge_config("c", "output_throughput", [0.7], 0.10).detection_pct is None
+    assert "output_throughput -10.0% or worse" in tight.caught()

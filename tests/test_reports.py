@@ -9,7 +9,8 @@ import pytest
 from factories import SCHEMA, make_run_log
 from helpers import REPO
 
-from pytest_dsr1 import report
+from pytest_dsr1 import report, timing
+from pytest_dsr1.check import config_verdicts
 from pytest_dsr1.plots import throughput_label
 from pytest_dsr1.run_log import RunLog
 
@@ -88,13 +89,29 @@ def test_throughput_axis_fits_the_hardware():
 
 def test_a_pytest_n_wait_for_gpus_is_shown_apart_from_the_overhead(tmp_path):
     run_log = make_run_log(tmp_path)
-    before = report.timing_rows(run_log)
+    before = timing.timing_rows(run_log)
     stats = run_log.stats["h200-fp8-tp8ep"]
     stats.gpu_wait_s, stats.wall_s = 190.0, stats.wall_s + 190.0  # waited in its first item's set-up
     stats.metrics_s = 12.5
-    rows = report.timing_rows(run_log)
-    overhead = report.TIMING_HEADER.index("overhead")
+    rows = timing.timing_rows(run_log)
+    overhead = timing.TIMING_HEADER.index("overhead")
     assert rows[0][overhead] == before[0][overhead]  # the wait is not harness overhead
     md = report.summary_markdown(run_log)
     assert "h200-fp8-tp8ep waited 190.0s for its GPU(s) while another worker's server held them" in md
     assert "server metrics: 12.5s of the overhead" in md
+
+
+def test_every_verdict_says_what_it_could_have_caught(run_log):
+    """The detection limits reach every report: a column per gated metric, a line per config, results.json."""
+    import jsonschema
+
+    run_log.config_verdicts = config_verdicts(run_log, run_log.matrix, {})
+    (line,) = report.detection_lines(run_log)
+    assert line.startswith("h200-fp8-tp8ep: would have caught output_throughput -")
+    md = report.summary_markdown(run_log)
+    assert "| catches |" in md
+    data = report.results_json(run_log)
+    jsonschema.validate(data, SCHEMA)
+    limits = [v["detection_pct"] for item in data["items"] for v in item["verdicts"]]
+    assert limits and all(x is None or x >= 10.0 for x in limits)  # never inside the 10% tolerance
+    assert all("detection_pct" in v for v in data["config_verdicts"])

@@ -39,10 +39,20 @@ class ConfigVerdict:
     allowed_pct: float
     verdict: Verdict | AbOutcome  # AbOutcome in an A/B run's (AbConfigVerdict)
     reason: str
+    # The smallest move of all items together in the bad direction (%) this verdict would judge REGRESSED: the
+    # allowed change, or the interval's half width where that is wider. None: none could (fewer than 2 items).
+    detection_pct: float | None = None
 
     @property
     def failed(self) -> bool:
         return self.verdict == REGRESSED
+
+    def caught(self) -> str:
+        """What this verdict could have seen: 'output_throughput -27.0% or worse', or that it could see nothing."""
+        if self.detection_pct is None:
+            return f"{self.metric}: no change (fewer than 2 items compared)"
+        sign = "-" if METRICS[self.metric].higher_is_better else "+"
+        return f"{self.metric} {sign}{self.detection_pct:.1f}% or worse"
 
     def line(self) -> str:
         return (
@@ -99,7 +109,17 @@ def judge_config(
         verdict, reason = OK, "within the allowed change"
     if band is not None:
         reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
-    return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason)
+    caught = config_detection_limit(metric, allowed, half)
+    return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason, caught)
+
+
+def config_detection_limit(metric: str, allowed: float, half: float) -> float | None:
+    """The smallest common move of the items (%, bad direction) that is both beyond `allowed` and far enough for
+    the interval (half width `half`, in logs) to clear 0: shifting every log ratio by d moves the interval as a
+    whole. None where no move could: a throughput cannot fall by 100%."""
+    needed = 1 - math.exp(-half) if METRICS[metric].higher_is_better else math.exp(half) - 1
+    limit = max(allowed, needed)
+    return None if METRICS[metric].higher_is_better and limit >= 1 else limit * 100
 
 
 def config_floor(config: ServerConfig, metric: str, overrides: Mapping[str, Tolerance]) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pytest_dsr1.metric_catalog import METRICS
@@ -105,6 +105,9 @@ class MetricVerdict:
     baseline_samples: tuple[float, ...] = ()
     measured_samples: tuple[float, ...] = ()
     history: tuple[float, ...] = ()  # the session medians the band came from, when there were 3 or more
+    # The smallest change in the bad direction (% of the reference) this comparison would judge REGRESSED; None:
+    # no change could (too few samples to reach alpha, or an allowed change that a throughput cannot pass).
+    detection_pct: float | None = None
 
     @property
     def change_pct(self) -> float | None:
@@ -185,6 +188,48 @@ def _mann_whitney_p(baseline: Sequence[float], measured: Sequence[float], higher
     return float(mannwhitneyu(list(measured), list(baseline), alternative=alternative).pvalue)
 
 
+DETECTION_STEPS = 16  # bisection steps: the limit to about 2e-5 of its range
+
+
+def detection_limit(
+    metric: str,
+    baseline: Sequence[float],
+    measured: Sequence[float],
+    tol: Tolerance,
+    alpha: float = ALPHA,
+    history: Sequence[float] = (),
+) -> float | None:
+    """The smallest change of the metric in its bad direction, in % of the reference, that this comparison would
+    judge REGRESSED: the measured samples are moved as a whole, their spread kept, until the verdict turns. With a
+    history band that is the allowed change; without one, the noise test's reach counts too (3 samples against 1
+    can never reach p <= 0.05). None where no change could: the gate cannot fail."""
+    if not baseline or not measured:
+        return None
+    past = History(tuple(history))
+    band = past.band()
+    center = past.center if band is not None else statistics.median(baseline)
+    now = statistics.median(measured)
+    if center <= 0 or now <= 0:
+        return None
+    higher_is_better = METRICS[metric].higher_is_better
+    if band is not None:  # a session median beyond the band regresses, with no test on the samples
+        limit = max(tol.allowed(center), band) / center
+        return None if higher_is_better and limit >= 1 else limit * 100
+
+    def caught(x: float) -> bool:
+        scale = center * ((1 - x) if higher_is_better else (1 + x)) / now
+        moved = [v * scale for v in measured]
+        return compare_metric(metric, baseline, moved, tol, alpha, history).verdict == REGRESSED
+
+    low, high = 0.0, (0.999 if higher_is_better else 100.0)  # a throughput cannot drop by 100% or more
+    if not caught(high):
+        return None
+    for _ in range(DETECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (low, middle) if caught(middle) else (middle, high)
+    return high * 100
+
+
 def compare(
     baseline: Mapping[str, Sequence[float]],
     measured: Mapping[str, Sequence[float]],
@@ -192,15 +237,14 @@ def compare(
     alpha: float = ALPHA,
     histories: Mapping[str, Sequence[float]] | None = None,
 ) -> list[MetricVerdict]:
-    """A verdict for each gated metric (each metric with a tolerance), in the order of METRICS."""
+    """A verdict for each gated metric (each metric with a tolerance), in the order of METRICS, each with its
+    detection limit."""
     histories = histories or {}
-    return [
-        compare_metric(
-            name, baseline.get(name, ()), measured.get(name, ()), tolerances[name], alpha, histories.get(name, ())
-        )
-        for name in METRICS
-        if name in tolerances
-    ]
+    out = []
+    for name in (m for m in METRICS if m in tolerances):
+        args = (name, baseline.get(name, ()), measured.get(name, ()), tolerances[name], alpha, histories.get(name, ()))
+        out.append(replace(compare_metric(*args), detection_pct=detection_limit(*args)))
+    return out
 
 
 def regressed(verdicts: Iterable[MetricVerdict]) -> list[MetricVerdict]:

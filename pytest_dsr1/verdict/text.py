@@ -27,6 +27,13 @@ def allowed_text(v: MetricVerdict) -> str:
     return f"±{v.allowed / abs(v.baseline) * 100:.1f}% ({v.tolerance})"
 
 
+def caught_text(metric: str, detection_pct: float | None) -> str:
+    """A detection limit as a signed change in the metric's bad direction ("-12.5%", "+40.0%"), or "never"."""
+    if detection_pct is None:
+        return "never"
+    return f"{-detection_pct if METRICS[metric].higher_is_better else detection_pct:+.1f}%"
+
+
 def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
     rows = []
     for v in verdicts:
@@ -41,6 +48,7 @@ def verdict_rows(verdicts: Iterable[MetricVerdict]) -> list[list[str]]:
                 num(v.measured) + samples,
                 pct(v.change_pct),
                 allowed_text(v),
+                caught_text(v.metric, v.detection_pct),
                 v.verdict + (f": {v.reason}" if v.verdict not in (OK,) and v.reason else ""),
             ]
         )
@@ -56,7 +64,8 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "verdict"]
+# "catches": the detection limit, the smallest change in the bad direction that this comparison would have failed.
+VERDICT_HEADER = ["metric", "baseline", "measured", "change", "allowed", "catches", "verdict"]
 
 
 def server_side_text(
