@@ -73,6 +73,7 @@ class ItemCheck:
             self.options.inconclusive,
             extra_runs=self.runner.confirm_for(m.config) if m.more is not None else 0,
             fresh_server=m.fresh is not None and self.runner.can_restart(m.config),
+            ceilings=self.runner.matrix.ceilings_for(m.config, self.options.ceilings),
         )
 
     def result(self, m: Measurement) -> ItemResult:
@@ -178,11 +179,16 @@ class BaselineCheck(ItemCheck):
         return judged.decision
 
 
-def config_verdicts(run_log: RunLog, matrix: Matrix, overrides: Mapping[str, Tolerance]) -> list[ConfigVerdict]:
+def config_verdicts(
+    run_log: RunLog,
+    matrix: Matrix,
+    overrides: Mapping[str, Tolerance],
+    ceilings: Mapping[str, float] | None = None,
+) -> list[ConfigVerdict]:
     """A verdict per config and gated metric, over every item of the config that was compared (see judge_configs)."""
     by_config: dict[str, list[tuple[MetricVerdict, tuple[float, ...]]]] = {}
     for result in run_log.results.values():
         by_config.setdefault(result.config_id, []).extend(
             (v, result.histories.get(v.metric, ())) for v in result.verdicts
         )
-    return judge_configs(by_config, matrix, overrides)
+    return judge_configs(by_config, matrix, overrides, ceilings)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, overload
 
 from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.shard import parse_shard
-from pytest_dsr1.tolerance import Tolerance, parse_tolerance_override
+from pytest_dsr1.tolerance import Tolerance, parse_ceiling_override, parse_tolerance_override
 from pytest_dsr1.verdict.outcomes import ALPHA, SkipOrFail
 
 MISSING_BASELINE_CHOICES: tuple[SkipOrFail, ...] = ("skip", "fail")
@@ -295,6 +295,14 @@ LIST_OPTIONS: list[ListOptionSpec] = [
         "'*=10%' for all metrics",
     ),
     ListOptionSpec(
+        "--dsr1-ceiling",
+        "dsr1_ceiling",
+        parse_ceiling_override,
+        "METRIC=PCT",
+        "the widest allowed change a gate may have and still pass (default: throughputs 50%, latencies 100%, or "
+        "the hardware's `ceilings`); a gate at or beyond it is inconclusive, too noisy to judge; '*=60%' for all",
+    ),
+    ListOptionSpec(
         "--dsr1-set",
         "dsr1_set",
         parse_setting_override,
@@ -337,6 +345,7 @@ class Options:
     report: Path | None = None
     python: str | None = None
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    ceilings: dict[str, float] = field(default_factory=dict)  # --dsr1-ceiling: metric (or '*') -> fraction
     settings: list[tuple[str | None, str, str]] = field(default_factory=list)
     ab: list[tuple[str, Any]] = field(default_factory=list)  # --dsr1-ab parts (ab.AbPart); empty: no A/B
     ab_rounds: int = 2

@@ -19,11 +19,11 @@ from pytest_dsr1.ab import run as ab_run
 from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.check import BaselineCheck
 from pytest_dsr1.errors import ItemFailed
-from pytest_dsr1.matrix import ServerConfig, Workload
-from pytest_dsr1.pytest_options import add_options, keep_rootdir, read_options, suite_requested
+from pytest_dsr1.matrix.model import ServerConfig, Workload
+from pytest_dsr1.pytest_options import add_options, keep_rootdir, names_the_suite, read_options, suite_requested
 from pytest_dsr1.run_log import Measurement
 from pytest_dsr1.runner import Runner, ServerHandle
-from pytest_dsr1.suite import OPTIONS_KEY, PARAMS_KEY, SUITE_KEY, Suite, names_the_suite, start_suite
+from pytest_dsr1.suite import OPTIONS_KEY, PARAMS_KEY, SUITE_KEY, Suite, start_suite
 from pytest_dsr1.verdict.item import Decision
 from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, SKIPPED
 

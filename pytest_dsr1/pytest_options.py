@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pytest_dsr1.ab.spec import AbSpec
+from pytest_dsr1.matrix.loading import packaged_matrix_dir
 from pytest_dsr1.options import LIST_OPTIONS, OPTIONS, PATH_OPTIONS, Options, default_local_baselines, resolve_path
 
 
@@ -118,6 +120,7 @@ def read_options(config: pytest.Config) -> Options:
         # A bare name (python3) is looked up on PATH, as a shell would; a path is resolved like the others.
         python=None if python is None else (python[0] if os.sep not in python[0] else str(resolve_path(python, None))),
         tolerances=dict(lists["dsr1_tolerance"]),
+        ceilings=dict(lists["dsr1_ceiling"]),
         settings=list(lists["dsr1_set"]),
         ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],  # the values as given: each source's base
         ab_rounds=vals["dsr1_ab_rounds"],
@@ -202,3 +205,35 @@ def keep_rootdir(config: pytest.Config, args: list[str]) -> None:
     if ns.confcutdir == old_cut:
         ns.confcutdir = str(inipath.parent if inipath else rootpath)
     args[:] = [*config.getini("addopts"), *args]
+
+
+def xdist_problem(dist: str, ab: AbSpec | None) -> str | None:
+    """Why this pytest -n run cannot go as asked, or None. Items go to workers a whole config at a time."""
+    if ab is not None:
+        return (
+            "pytest-dsr1: --dsr1-ab compares B against A on fresh servers, one at a time on a quiet machine: "
+            "run it without -n (or with -n 0)"
+        )
+    if dist not in ("load", "loadscope", "loadgroup"):
+        return (
+            f"pytest-dsr1: --dist {dist} would run a config's items on several workers, each starting its own "
+            "server: leave out --dist (the suite hands each worker whole configs)"
+        )
+    return None
+
+
+def under_xdist(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None))
+
+
+def names_the_suite(config: pytest.Config) -> bool:
+    """`pytest test_matrix` in this repo, or a path into the installed suite: asks for the suite too. (A project's
+    own test_matrix/ is not the suite: `pytest -n 4 test_matrix` there is none of this plugin's business.)"""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return False
+    shipped = packaged_matrix_dir().resolve()
+    for arg in config.args:
+        path = (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
+        if path == shipped or shipped in path.parents:
+            return True
+    return False

@@ -38,7 +38,7 @@ from pytest_dsr1.matrix import (
 )
 from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, path_problem, selection_problem
-from pytest_dsr1.pytest_options import suite_requested
+from pytest_dsr1.pytest_options import suite_requested, under_xdist, xdist_problem
 from pytest_dsr1.run_log import RunLog, git_commit, run_metadata
 from pytest_dsr1.runner import Runner, run_dir_name
 from pytest_dsr1.shard import Plan as ShardPlan
@@ -54,38 +54,6 @@ PARAMS_KEY = pytest.StashKey[tuple[ServerConfig, Workload]]()
 
 
 WORKER_OUTPUT_KEY = "dsr1"  # an xdist worker's record, in its workeroutput, for the controller
-
-
-def xdist_problem(dist: str, ab: AbSpec | None) -> str | None:
-    """Why this pytest -n run cannot go as asked, or None. Items go to workers a whole config at a time."""
-    if ab is not None:
-        return (
-            "pytest-dsr1: --dsr1-ab compares B against A on fresh servers, one at a time on a quiet machine: "
-            "run it without -n (or with -n 0)"
-        )
-    if dist not in ("load", "loadscope", "loadgroup"):
-        return (
-            f"pytest-dsr1: --dist {dist} would run a config's items on several workers, each starting its own "
-            "server: leave out --dist (the suite hands each worker whole configs)"
-        )
-    return None
-
-
-def _under_xdist(config: pytest.Config) -> bool:
-    return bool(getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None))
-
-
-def names_the_suite(config: pytest.Config) -> bool:
-    """`pytest test_matrix` in this repo, or a path into the installed suite: asks for the suite too. (A project's
-    own test_matrix/ is not the suite: `pytest -n 4 test_matrix` there is none of this plugin's business.)"""
-    if config.args_source != pytest.Config.ArgsSource.ARGS:
-        return False
-    shipped = packaged_matrix_dir().resolve()
-    for arg in config.args:
-        path = (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
-        if path == shipped or shipped in path.parents:
-            return True
-    return False
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -136,7 +104,7 @@ class Suite:
         self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
         self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
         # pytest -n: this process hands out items and merges the workers' records; it starts no server.
-        self.xdist_controller = not hasattr(config, "workerinput") and _under_xdist(config)
+        self.xdist_controller = not hasattr(config, "workerinput") and under_xdist(config)
 
     def ab_run(self) -> AbRun:
         """The A/B part of the run's record, made at the first A/B start."""
@@ -354,8 +322,12 @@ class Suite:
         """The config-level verdicts, once every item ran: a config whose items all moved the wrong way together
         fails the run (exit code 1) even where no single item crossed its own band."""
         if not self.xdist_controller:  # under xdist each worker judged its own (whole) configs
-            self.run_log.config_verdicts = config_verdicts(self.run_log, self.matrix, self.options.tolerances)
-        failed = any(v.failed for v in self.run_log.config_verdicts)
+            options = self.options
+            self.run_log.config_verdicts = config_verdicts(
+                self.run_log, self.matrix, options.tolerances, options.ceilings
+            )
+        strict = self.options.inconclusive == "fail"  # a config too noisy to judge fails the run, as its items do
+        failed = any(v.failed or (strict and v.too_noisy) for v in self.run_log.config_verdicts)
         if self.run_log.ab is not None:
             ab = self.run_log.ab
             ab.config_verdicts = ab_config_verdicts(ab, self.matrix, self.options.tolerances, self.options.alpha)
@@ -440,7 +412,7 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
         problem = path_problem(options)
         if problem:
             raise pytest.UsageError(problem)
-        if not hasattr(config, "workerinput") and _under_xdist(config):
+        if not hasattr(config, "workerinput") and under_xdist(config):
             problem = xdist_problem(str(getattr(config.option, "dist", "load")), spec)
             if problem:
                 raise pytest.UsageError(problem)

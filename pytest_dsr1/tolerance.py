@@ -52,6 +52,46 @@ def parse_tolerance(expr: str) -> Tolerance:
     return Tolerance(rel, float(m["abs"] or 0))
 
 
+# The widest allowed change a gate may have and still pass (a fraction of the reference): beyond it the gate is too
+# wide to fail, and the metric is `inconclusive: too noisy to judge here`, never ok. A throughput that may fall by
+# half, or a latency that may double, tells a performance engineer nothing; a matrix or --dsr1-ceiling may say
+# otherwise. A higher-is-better metric can never be judged at 100% or more, whatever is set.
+DEFAULT_THROUGHPUT_CEILING = 0.5
+DEFAULT_LATENCY_CEILING = 1.0
+
+
+def default_ceiling(metric: str) -> float:
+    from pytest_dsr1.metric_catalog import METRICS
+
+    return DEFAULT_THROUGHPUT_CEILING if METRICS[metric].higher_is_better else DEFAULT_LATENCY_CEILING
+
+
+def parse_ceiling(expr: str) -> float:
+    """'50%' -> 0.5: the widest allowed change of a gate, as a fraction."""
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$", expr)
+    if not m or not 0 < float(m[1]) <= 1000:
+        raise ToleranceError(f"bad ceiling {expr!r}: write a percentage above 0 and up to 1000%, e.g. '50%'")
+    return float(m[1]) / 100
+
+
+def parse_ceiling_override(text: str) -> tuple[str, float]:
+    """argparse type for --dsr1-ceiling METRIC=PCT ('*' for every metric)."""
+    from pytest_dsr1.metric_catalog import METRICS
+
+    metric, sep, expr = text.partition("=")
+    metric = metric.strip()
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: write METRIC=PERCENT, e.g. output_throughput=40% or '*=60%'")
+    if metric != "*" and metric not in METRICS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}"
+        )
+    try:
+        return metric, parse_ceiling(expr)
+    except ToleranceError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
     """Refuse a tolerance that switches its gate off by accident: a throughput cannot fall by 100% or more, so
     such a gate can never fail. Switching a gate off is said with `off`."""

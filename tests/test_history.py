@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,25 @@ def test_the_cpu_config_floor_catches_a_drop_inside_the_item_tolerance_and_a_cli
     assert by_metric["output_throughput"].allowed_pct == pytest.approx(15.0)
     loose = {v.metric: v for v in config_verdicts(run_log, check.runner.matrix, {"output_throughput": Tolerance(0.3)})}
     assert loose["output_throughput"].verdict == OK and loose["output_throughput"].allowed_pct == pytest.approx(30.0)
+
+
+# ---------------------------------------------------------------- ceilings: no gate too wide to fail
+
+
+def test_a_history_too_wide_to_fail_is_inconclusive_never_ok(tmp_path: Path):
+    """The AVX-512 history of cpu-tiny-tp2[balanced-bs16] as committed (four sessions two minutes apart, one that
+    afternoon): its band allowed about +-105%, so a throughput of zero would have passed. With the default ceiling
+    (50% on a throughput) the item is inconclusive, says why and on what the band rests, and fails under
+    --dsr1-inconclusive=fail; a ceiling raised by the user cannot make a +-105% throughput gate judgeable."""
+    for median in (1249.0, 978.0, 1065.0, 766.0, 510.0):
+        check, _ = _check(tmp_path, record=True)
+        check.check(_measure(check, median, median * 1.01, median * 0.99))
+    check, _ = _check(tmp_path)
+    decision = check.check(_measure(check, 1000.0, 1010.0, 990.0))
+    assert decision.outcome == "inconclusive" and not decision.fails, decision.message
+    assert re.search(r"output_throughput: too noisy to judge here \(allowed ±\d+\.\d%, ceiling ±50%", decision.message)
+    assert "the band rests on 5 session(s) on 1 day(s)" in decision.message
+    strict, _ = _check(tmp_path, inconclusive="fail")
+    assert strict.check(_measure(strict, 1000.0, 1010.0, 990.0)).fails
+    raised, _ = _check(tmp_path, ceilings={"output_throughput": 2.0})  # a throughput's ceiling stays below 100%
+    assert raised.check(_measure(raised, 1000.0, 1010.0, 990.0)).outcome == "inconclusive"

@@ -160,3 +160,23 @@ def test_the_config_detection_limit_is_the_allowed_change_or_the_intervals_half_
     assert judge_config("c", "output_throughput", [r / mean * short for r in spread], 0.10).verdict != REGRESSED
     assert judge_config("c", "output_throughput", [0.7], 0.10).detection_pct is None
     assert "output_throughput -10.0% or worse" in tight.caught()
+
+
+def test_a_gate_at_its_ceiling_is_inconclusive_unless_it_regressed():
+    wide = reference([100.0], history=(100.0, 60.0, 140.0, 100.0, 120.0))  # a band of about +-97%
+    ceiling = Rules(TOL, ceilings={"output_throughput": 0.5})
+    judged = judge([101.0, 100.0, 99.0], wide, ceiling)
+    assert judged.decision is not None and judged.decision.outcome == INCONCLUSIVE
+    assert "too noisy to judge here (allowed ±97.4%, ceiling ±50%" in judged.decision.message
+    assert (
+        judge([101.0, 100.0, 99.0], wide, Rules(TOL, ceilings={"output_throughput": 0.99})).decision.outcome == PASSED
+    )
+    collapsed = judge([1.0, 1.0, 1.0], wide, ceiling)  # a collapse beyond even the wide band still fails
+    assert collapsed.decision is not None and collapsed.decision.outcome == REGRESSED
+
+
+def test_a_config_at_its_ceiling_is_too_noisy():
+    ratios, sessions = [0.99, 1.01, 1.00, 0.98], [1.0, 0.5, 1.5, 1.0, 1.2]  # a session spread of about +-100%
+    verdict = judge_config("c", "output_throughput", ratios, 0.10, sessions, 0.15, ceiling_rel=0.5)
+    assert verdict.verdict == INCONCLUSIVE and verdict.too_noisy and "too noisy to judge here" in verdict.reason
+    assert judge_config("c", "output_throughput", ratios, 0.10, ceiling_rel=0.5).verdict == OK

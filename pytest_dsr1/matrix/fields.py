@@ -31,7 +31,7 @@ from pytest_dsr1.matrix.model import (
     WorkloadDef,
     setting_problem,
 )
-from pytest_dsr1.tolerance import Tolerance, ToleranceError, gate_tolerance, parse_tolerance
+from pytest_dsr1.tolerance import Tolerance, ToleranceError, gate_tolerance, parse_ceiling, parse_tolerance
 
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # matched in full: no trailing newline slips through
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -162,6 +162,23 @@ def parse_tolerances(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, Tol
     return tuple(out)
 
 
+def parse_ceilings(f: Path, fieldname: str, spec: Any) -> tuple[tuple[str, float], ...]:
+    from pytest_dsr1.metric_catalog import METRICS
+
+    expect(f, fieldname, spec, dict, "a mapping of metric name to a ceiling like '50%'")
+    out: list[tuple[str, float]] = []
+    for metric, expr in spec.items():
+        if metric not in METRICS:
+            raise MatrixError(f, f"{fieldname}.{metric}", "unknown metric", f"use one of: {', '.join(METRICS)}")
+        try:
+            out.append((metric, parse_ceiling(str(expr))))
+        except ToleranceError as exc:
+            raise MatrixError(
+                f, f"{fieldname}.{metric}", str(exc), "write the widest allowed change, e.g. '50%'"
+            ) from None
+    return tuple(out)
+
+
 def parse_hardware(f: Path, name: str, spec: Any) -> Hardware:
     _check_id(f, "hardware", name)
     fn = f"hardware.{name}"
@@ -188,6 +205,7 @@ def parse_hardware(f: Path, name: str, spec: Any) -> Hardware:
         batches_per_sample=_positive(f, f"{fn}.batches_per_sample", spec.get("batches_per_sample", 1)),
         confirm_restarts=_non_negative(f, f"{fn}.confirm_restarts", spec.get("confirm_restarts", 0)),
         config_tolerance=_relative(f, f"{fn}.config_tolerance", spec.get("config_tolerance")),
+        ceilings=parse_ceilings(f, f"{fn}.ceilings", spec.get("ceilings", {})),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_dsr1.errors import InputError
-from pytest_dsr1.tolerance import DEFAULT_TOLERANCES, Tolerance
+from pytest_dsr1.tolerance import DEFAULT_TOLERANCES, Tolerance, default_ceiling
 
 # Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
 # Maps the setting name to the `vllm serve` flag it becomes.
@@ -64,6 +64,7 @@ class Hardware:
     batches_per_sample: int = 1
     confirm_restarts: int = 0
     config_tolerance: float | None = None  # see ServerConfig.config_tolerance
+    ceilings: tuple[tuple[str, float], ...] = ()  # metric -> the widest allowed change that may still pass
 
 
 @dataclass(frozen=True)
@@ -204,11 +205,22 @@ class Matrix:
         merged.update((k, v) for k, v in overrides.items() if k != "*")
         return {k: v for k, v in merged.items() if v is not None}
 
+    def ceilings_for(self, config: ServerConfig, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Each gated metric's ceiling on its allowed change: the built-in default, the hardware's `ceilings`,
+        then `overrides` (--dsr1-ceiling, `*` for every metric, named metrics win over it)."""
+        overrides = overrides or {}
+        hardware = dict(config.hardware.ceilings)
+        out = {}
+        for metric in self.tolerances_for(config):
+            out[metric] = overrides.get(metric, overrides.get("*", hardware.get(metric, default_ceiling(metric))))
+        return out
+
 
 # The keys each part of a matrix file may hold: anything else is a typo, named as one.
 TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 MODEL_KEYS = {"id", "precision", "description"}
 HW_KEYS = {
+    "ceilings",
     "kind",
     "gpu_name",
     "startup_timeout_s",

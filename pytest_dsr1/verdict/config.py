@@ -42,10 +42,15 @@ class ConfigVerdict:
     # The smallest move of all items together in the bad direction (%) this verdict would judge REGRESSED: the
     # allowed change, or the interval's half width where that is wider. None: none could (fewer than 2 items).
     detection_pct: float | None = None
+    ceiling_pct: float | None = None  # set where the allowed change reached it: too noisy to judge here
 
     @property
     def failed(self) -> bool:
         return self.verdict == REGRESSED
+
+    @property
+    def too_noisy(self) -> bool:
+        return self.verdict == INCONCLUSIVE and self.ceiling_pct is not None
 
     def caught(self) -> str:
         """What this verdict could have seen: 'output_throughput -27.0% or worse', or that it could see nothing."""
@@ -74,11 +79,13 @@ def judge_config(
     tolerance_rel: float,
     session_ratios: Sequence[float] = (),
     floor_rel: float | None = None,
+    ceiling_rel: float | None = None,
 ) -> ConfigVerdict:
     """`ratios`: each item's measured median / its reference, for one metric. `session_ratios`: the same
     geometric mean for each earlier session against the history, from which a band is measured (3 or more).
     `floor_rel`: the config-level floor once there is a band (the matrix's config_tolerance); without a band,
-    or without a floor, the item tolerance is the allowed change.
+    or without a floor, the item tolerance is the allowed change. `ceiling_rel`: the widest allowed change that
+    may still pass; at or beyond it, a verdict that did not regress is inconclusive (too noisy to judge here).
 
     A config regresses when the geometric mean moved the wrong way beyond the allowed change AND the 95%
     interval over the items lies wholly on the wrong side: one item's noise cannot do that, a slower kernel can.
@@ -110,6 +117,14 @@ def judge_config(
     if band is not None:
         reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
     caught = config_detection_limit(metric, allowed, half)
+    if ceiling_rel is not None and METRICS[metric].higher_is_better:
+        ceiling_rel = min(ceiling_rel, 1.0)  # a throughput gate of 100% passes at zero
+    if ceiling_rel is not None and verdict != REGRESSED and allowed >= ceiling_rel:
+        source = f"the band rests on {len(past.values)} session(s)" if band is not None else "the tolerance"
+        reason = f"too noisy to judge here (allowed ±{allowed * 100:.1f}%, ceiling ±{ceiling_rel * 100:.0f}%; {source})"
+        return ConfigVerdict(
+            config_id, metric, n, change, low, high, allowed * 100, INCONCLUSIVE, reason, caught, ceiling_rel * 100
+        )
     return ConfigVerdict(config_id, metric, n, change, low, high, allowed * 100, verdict, reason, caught)
 
 
@@ -133,12 +148,14 @@ def judge_configs(
     by_config: Mapping[str, list[tuple[MetricVerdict, tuple[float, ...]]]],
     matrix: Matrix,
     overrides: Mapping[str, Tolerance],
+    ceilings: Mapping[str, float] | None = None,
 ) -> list[ConfigVerdict]:
     """The config-level verdicts from each config's item verdicts, each with its metric's session medians.
 
     An item's ratio is its measured median over its reference (the history's center, or the newest session's
     median). With 3 or more sessions on every item, each earlier session gets the same geometric mean against
     the items' centers, and their spread gives the config's band; the sessions are aligned from the newest.
+    `ceilings`: --dsr1-ceiling's overrides of the matrix's ceilings ({}: the matrix's); None: no ceiling.
     """
     out = []
     for config_id, all_pairs in by_config.items():
@@ -151,7 +168,9 @@ def judge_configs(
                 continue
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
             floor = config_floor(config, metric, overrides)
-            out.append(judge_config(config_id, metric, ratios, tolerances[metric].rel, session_ratios(items), floor))
+            ceiling = None if ceilings is None else matrix.ceilings_for(config, ceilings).get(metric)
+            rel = tolerances[metric].rel
+            out.append(judge_config(config_id, metric, ratios, rel, session_ratios(items), floor, ceiling))
     return out
 
 

@@ -9,16 +9,18 @@ speed between starts), whose samples alone then decide.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pytest_dsr1 import server_metrics
+from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.metric import MetricVerdict, compare, inconclusive, median_or_none, regressed
 from pytest_dsr1.verdict.outcomes import (
     ALPHA,
     FAILED,
     INCONCLUSIVE,
+    NOT_COMPARED,
     PASSED,
     REGRESSED,
     SKIPPED,
@@ -90,6 +92,7 @@ class Reference:
     label: str  # e.g. "recorded baseline of 2026-12-05T08:00:00Z (baselines/cpu/tiny.json)"
     fingerprint: Mapping[str, Any]  # the entry's: version and machine notes
     note: str = ""  # said on a pass, e.g. that this machine's own baseline was used
+    basis: str = ""  # what a history band rests on: "5 sessions from 1 machine on 1 day"
 
 
 def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note: str = "") -> Reference:
@@ -102,6 +105,9 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
             value = median_or_none(samples)
             if value is not None:
                 histories.setdefault(name, []).append(value)
+    machines = {m for s in sessions if (m := s.fingerprint.get("machine"))}
+    days = {s.date[:10] for s in sessions if s.date}
+    on = f" from {len(machines)} machine(s)" if machines else ""
     return Reference(
         samples=sessions[-1].metrics if sessions else entry.metrics,
         histories={k: tuple(v) for k, v in histories.items()},
@@ -109,6 +115,7 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
         label=f"{entry.provenance} baseline of {entry.date} ({source})",
         fingerprint=entry.fingerprint,
         note=note,
+        basis=f"{len(sessions)} session(s){on} on {len(days)} day(s)",
     )
 
 
@@ -139,6 +146,7 @@ class Rules:
     inconclusive: SkipOrFail = "skip"
     extra_runs: int = 0  # runs that may be added on the same server while the item looks regressed
     fresh_server: bool = False  # whether a regression must then hold on a freshly started server too
+    ceilings: Mapping[str, float] = field(default_factory=dict)  # metric -> widest allowed change that may pass
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,22 @@ class ItemVerdict:
     verdicts: tuple[MetricVerdict, ...]
     decision: Decision | None = None
     next_step: NextStep | None = None
+
+
+def at_ceiling(v: MetricVerdict, ceiling: float | None, basis: str) -> MetricVerdict:
+    """A verdict whose allowed change reaches its ceiling cannot fail where it matters: unless it regressed even
+    so, it is inconclusive, too noisy to judge here, never ok. A throughput's ceiling is below 100% whatever is
+    set (a gate of 100% passes at zero)."""
+    if ceiling is None or v.verdict in (REGRESSED, NOT_COMPARED) or v.allowed is None or not v.baseline:
+        return v
+    allowed = v.allowed / abs(v.baseline)
+    if METRICS[v.metric].higher_is_better:
+        ceiling = min(ceiling, 1.0)
+    if allowed < ceiling:
+        return v
+    source = f"the band rests on {basis}" if v.history else f"the tolerance {v.tolerance}"
+    why = f"too noisy to judge here (allowed ±{allowed * 100:.1f}%, ceiling ±{ceiling * 100:.0f}%; {source})"
+    return replace(v, verdict=INCONCLUSIVE, reason=why)
 
 
 def server_context(item: Item, now: Mapping[str, float]) -> server_metrics.Context:
@@ -180,7 +204,8 @@ def judge_item(
     while it looks regressed and the rules allow more measurement."""
     if not rules.tolerances:
         return ItemVerdict((), tolerances_off(item.config_id, brief(samples)))
-    verdicts = tuple(compare(reference.samples, samples, rules.tolerances, rules.alpha, reference.histories))
+    compared = compare(reference.samples, samples, rules.tolerances, rules.alpha, reference.histories)
+    verdicts = tuple(at_ceiling(v, rules.ceilings.get(v.metric), reference.basis) for v in compared)
     if regressed(verdicts):
         if progress.extra_runs < rules.extra_runs:
             return ItemVerdict(verdicts, next_step=MORE_RUNS)
