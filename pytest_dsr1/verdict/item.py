@@ -166,6 +166,13 @@ class ItemVerdict:
     next_step: NextStep | None = None
 
 
+def with_basis(v: MetricVerdict, basis: str) -> MetricVerdict:
+    """A band-based verdict says what its band rests on: sessions minutes apart on one machine are not nights."""
+    if not v.history or not basis:
+        return v
+    return replace(v, reason=f"{v.reason}; the band rests on {basis}")
+
+
 def at_ceiling(v: MetricVerdict, ceiling: float | None, basis: str) -> MetricVerdict:
     """A verdict whose allowed change reaches its ceiling cannot fail where it matters: unless it regressed even
     so, it is inconclusive, too noisy to judge here, never ok. A throughput's ceiling is below 100% whatever is
@@ -205,7 +212,9 @@ def judge_item(
     if not rules.tolerances:
         return ItemVerdict((), tolerances_off(item.config_id, brief(samples)))
     compared = compare(reference.samples, samples, rules.tolerances, rules.alpha, reference.histories)
-    verdicts = tuple(at_ceiling(v, rules.ceilings.get(v.metric), reference.basis) for v in compared)
+    verdicts = tuple(
+        at_ceiling(with_basis(v, reference.basis), rules.ceilings.get(v.metric), reference.basis) for v in compared
+    )
     if regressed(verdicts):
         if progress.extra_runs < rules.extra_runs:
             return ItemVerdict(verdicts, next_step=MORE_RUNS)
