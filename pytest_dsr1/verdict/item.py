@@ -8,6 +8,7 @@ speed between starts), whose samples alone then decide.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -105,9 +106,6 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
             value = median_or_none(samples)
             if value is not None:
                 histories.setdefault(name, []).append(value)
-    machines = {m for s in sessions if (m := s.fingerprint.get("machine"))}
-    days = {s.date[:10] for s in sessions if s.date}
-    on = f" from {len(machines)} machine(s)" if machines else ""
     return Reference(
         samples=sessions[-1].metrics if sessions else entry.metrics,
         histories={k: tuple(v) for k, v in histories.items()},
@@ -115,8 +113,28 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
         label=f"{entry.provenance} baseline of {entry.date} ({source})",
         fingerprint=entry.fingerprint,
         note=note,
-        basis=f"{len(sessions)} session(s){on} on {len(days)} day(s)",
+        basis=sessions_basis([s.date for s in sessions]),
     )
+
+
+def sessions_basis(dates: Sequence[str]) -> str:
+    """What a history rests on, as independent evidence goes: how many sessions, on how many days, and over what
+    span of time ("5 session(s) on 1 day(s), within 7 minutes"). Sessions minutes apart are one phase of one
+    machine, not five nights. (Machines are not counted: the recorded machine id is the same on every machine of
+    some hosting platforms.)"""
+    times = sorted(dt.datetime.fromisoformat(d.replace("Z", "+00:00")) for d in dates if d)
+    if not times:
+        return f"{len(dates)} session(s)"
+    days = len({t.date() for t in times})
+    span_h = (times[-1] - times[0]).total_seconds() / 3600
+    span = (
+        f"{span_h * 60:.0f} minutes"
+        if span_h < 2
+        else f"{span_h:.1f} hours"
+        if span_h < 48
+        else f"{span_h / 24:.0f} days"
+    )
+    return f"{len(dates)} session(s) on {days} day(s), within {span}"
 
 
 def medians_of(samples: Mapping[str, Sequence[float]]) -> dict[str, float]:
