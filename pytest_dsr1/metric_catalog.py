@@ -55,6 +55,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in _M}
 CLIENT_METRICS: tuple[str, ...] = tuple(m.name for m in _M if not m.server)  # what `*` in a tolerance means
 
 
+def can_worsen_by(metric: str, rel: float) -> bool:
+    """Whether the metric can move by `rel` (a fraction) in its bad direction: a throughput cannot fall by 100% or
+    more, so a gate, a ceiling or a detection limit at that size on it means nothing can fail."""
+    return not (METRICS[metric].higher_is_better and rel >= 1)
+
+
 def extract(result: dict[str, Any]) -> dict[str, float]:
     """The known metrics present in a benchmark result JSON (with the runner's server metrics), as floats."""
     server = (result.get("server_metrics") or {}).get("interpreted") or {}

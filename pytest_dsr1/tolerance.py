@@ -74,18 +74,24 @@ def parse_ceiling(expr: str) -> float:
     return float(m[1]) / 100
 
 
-def parse_ceiling_override(text: str) -> tuple[str, float]:
-    """argparse type for --dsr1-ceiling METRIC=PCT ('*' for every metric)."""
+def _metric_and_value(text: str, example: str) -> tuple[str, str]:
+    """A METRIC=VALUE option split in two ('*' for every metric), or an argparse error naming the fix."""
     from pytest_dsr1.metric_catalog import METRICS
 
     metric, sep, expr = text.partition("=")
     metric = metric.strip()
     if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: write METRIC=PERCENT, e.g. output_throughput=40% or '*=60%'")
+        raise argparse.ArgumentTypeError(f"{text!r}: write {example}")
     if metric != "*" and metric not in METRICS:
         raise argparse.ArgumentTypeError(
             f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}"
         )
+    return metric, expr
+
+
+def parse_ceiling_override(text: str) -> tuple[str, float]:
+    """argparse type for --dsr1-ceiling METRIC=PCT ('*' for every metric)."""
+    metric, expr = _metric_and_value(text, "METRIC=PERCENT, e.g. output_throughput=40% or '*=60%'")
     try:
         return metric, parse_ceiling(expr)
     except ToleranceError as exc:
@@ -95,9 +101,9 @@ def parse_ceiling_override(text: str) -> tuple[str, float]:
 def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
     """Refuse a tolerance that switches its gate off by accident: a throughput cannot fall by 100% or more, so
     such a gate can never fail. Switching a gate off is said with `off`."""
-    from pytest_dsr1.metric_catalog import METRICS
+    from pytest_dsr1.metric_catalog import can_worsen_by
 
-    if METRICS[metric].higher_is_better and tol.rel >= 1:
+    if not can_worsen_by(metric, tol.rel):
         raise ToleranceError(
             f"{tol} on {metric} can never fail (a throughput cannot fall by {tol.rel * 100:g}%): "
             "use a tolerance below 100%, or off to record it without gating"
@@ -107,16 +113,9 @@ def gate_tolerance(metric: str, tol: Tolerance) -> Tolerance:
 
 def parse_tolerance_override(text: str) -> tuple[str, Tolerance]:
     """argparse type for --dsr1-tolerance METRIC=EXPR ('*' for every metric)."""
-    from pytest_dsr1.metric_catalog import CLIENT_METRICS, METRICS
+    from pytest_dsr1.metric_catalog import CLIENT_METRICS
 
-    metric, sep, expr = text.partition("=")
-    metric = metric.strip()
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: write METRIC=TOLERANCE, e.g. mean_ttft_ms=15%:5 or '*=10%'")
-    if metric != "*" and metric not in METRICS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown metric {metric!r}; use '*' or one of: {', '.join(METRICS)}"
-        )
+    metric, expr = _metric_and_value(text, "METRIC=TOLERANCE, e.g. mean_ttft_ms=15%:5 or '*=10%'")
     try:
         tol = parse_tolerance(expr)
         for name in CLIENT_METRICS if metric == "*" else (metric,):

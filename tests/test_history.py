@@ -278,3 +278,15 @@ def test_a_history_too_wide_to_fail_is_inconclusive_never_ok(tmp_path: Path):
     assert strict.check(_measure(strict, 1000.0, 1010.0, 990.0)).fails
     raised, _ = _check(tmp_path, ceilings={"output_throughput": 2.0})  # a throughput's ceiling stays below 100%
     assert raised.check(_measure(raised, 1000.0, 1010.0, 990.0)).outcome == "inconclusive"
+
+
+def test_a_metric_gated_only_by_an_option_has_its_ceiling_too():
+    """mean_ttft_ms is off in the CPU matrix; --dsr1-tolerance may gate it, and its gate then has a ceiling."""
+    from pytest_dsr1.matrix import load_matrix
+
+    matrix = load_matrix(MATRIX)
+    config = matrix.config("cpu-tiny-tp1")
+    assert "mean_ttft_ms" not in matrix.tolerances_for(config)
+    ceilings = matrix.ceilings_for(config)
+    assert ceilings["mean_ttft_ms"] == 1.0 and ceilings["output_throughput"] == 0.5
+    assert matrix.ceilings_for(config, {"*": 0.6, "mean_ttft_ms": 0.8})["mean_ttft_ms"] == 0.8

@@ -3,6 +3,7 @@ keep the result in the run log. Nothing is written to baselines."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pytest_dsr1.ab.data import AbRun
@@ -27,8 +28,7 @@ class AbCheck(ItemCheck):
         result = self.result(m)
         rules = self.rules(m)  # an A/B measurement adds no runs: its starts are made
         b = b_config(m.config, self.ab.spec)
-        b_item = m.item(b)
-        b_item = type(b_item)(**{**vars(b_item), "server_command": self.b_server_command(m)})
+        b_item = replace(m.item(b), server_command=self.b_server_command(m))
         verdicts, decision = judge_ab_item(
             m.item(), b_item, self.ab.starts_of(m.config.id), rules, (self.ab.a_label, self.ab.b_label)
         )

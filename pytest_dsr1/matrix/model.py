@@ -206,14 +206,17 @@ class Matrix:
         return {k: v for k, v in merged.items() if v is not None}
 
     def ceilings_for(self, config: ServerConfig, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-        """Each gated metric's ceiling on its allowed change: the built-in default, the hardware's `ceilings`,
-        then `overrides` (--dsr1-ceiling, `*` for every metric, named metrics win over it)."""
+        """Every metric's ceiling on its allowed change (gated by the matrix or by --dsr1-tolerance alike): the
+        built-in default, the hardware's `ceilings`, then `overrides` (--dsr1-ceiling, `*` for every metric,
+        named metrics win over it)."""
+        from pytest_dsr1.metric_catalog import METRICS
+
         overrides = overrides or {}
         hardware = dict(config.hardware.ceilings)
-        out = {}
-        for metric in self.tolerances_for(config):
-            out[metric] = overrides.get(metric, overrides.get("*", hardware.get(metric, default_ceiling(metric))))
-        return out
+        return {
+            metric: overrides.get(metric, overrides.get("*", hardware.get(metric, default_ceiling(metric))))
+            for metric in METRICS
+        }
 
 
 # The keys each part of a matrix file may hold: anything else is a typo, named as one.

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_dsr1.matrix import Matrix, ServerConfig
-from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.metric_catalog import METRICS, can_worsen_by
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.metric import History, MetricVerdict
 from pytest_dsr1.verdict.outcomes import (
@@ -22,6 +22,7 @@ from pytest_dsr1.verdict.outcomes import (
     AbOutcome,
     Verdict,
     is_worse,
+    judgeable_ceiling,
     worsening,
 )
 
@@ -117,8 +118,8 @@ def judge_config(
     if band is not None:
         reason += f"; allowed from {len(past.values)} sessions' spread and the tolerance"
     caught = config_detection_limit(metric, allowed, half)
-    if ceiling_rel is not None and METRICS[metric].higher_is_better:
-        ceiling_rel = min(ceiling_rel, 1.0)  # a throughput gate of 100% passes at zero
+    if ceiling_rel is not None:
+        ceiling_rel = judgeable_ceiling(metric, ceiling_rel)
     if ceiling_rel is not None and verdict != REGRESSED and allowed >= ceiling_rel:
         source = f"the band rests on {len(past.values)} session(s)" if band is not None else "the tolerance"
         reason = f"too noisy to judge here (allowed ±{allowed * 100:.1f}%, ceiling ±{ceiling_rel * 100:.0f}%; {source})"
@@ -134,7 +135,7 @@ def config_detection_limit(metric: str, allowed: float, half: float) -> float | 
     whole. None where no move could: a throughput cannot fall by 100%."""
     needed = 1 - math.exp(-half) if METRICS[metric].higher_is_better else math.exp(half) - 1
     limit = max(allowed, needed)
-    return None if METRICS[metric].higher_is_better and limit >= 1 else limit * 100
+    return limit * 100 if can_worsen_by(metric, limit) else None
 
 
 def config_floor(config: ServerConfig, metric: str, overrides: Mapping[str, Tolerance]) -> float | None:
@@ -162,13 +163,14 @@ def judge_configs(
         pairs = [(v, h) for v, h in all_pairs if v.verdict != NOT_COMPARED and v.baseline and v.measured]
         config = matrix.config(config_id)
         tolerances = matrix.tolerances_for(config, overrides)
+        config_ceilings = None if ceilings is None else matrix.ceilings_for(config, ceilings)
         for metric in METRICS:
             items = [(v, h) for v, h in pairs if v.metric == metric]
             if not items or metric not in tolerances:
                 continue
             ratios = [v.measured / v.baseline for v, _ in items if v.measured and v.baseline]
             floor = config_floor(config, metric, overrides)
-            ceiling = None if ceilings is None else matrix.ceilings_for(config, ceilings).get(metric)
+            ceiling = None if config_ceilings is None else config_ceilings[metric]
             rel = tolerances[metric].rel
             out.append(judge_config(config_id, metric, ratios, rel, session_ratios(items), floor, ceiling))
     return out

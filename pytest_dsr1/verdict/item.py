@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pytest_dsr1 import server_metrics
-from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.metric import MetricVerdict, compare, inconclusive, median_or_none, regressed
 from pytest_dsr1.verdict.outcomes import (
@@ -28,6 +27,7 @@ from pytest_dsr1.verdict.outcomes import (
     STALE,
     Outcome,
     SkipOrFail,
+    judgeable_ceiling,
 )
 from pytest_dsr1.verdict.text import brief, server_side_text, verdict_table
 
@@ -198,8 +198,7 @@ def at_ceiling(v: MetricVerdict, ceiling: float | None, basis: str) -> MetricVer
     if ceiling is None or v.verdict in (REGRESSED, NOT_COMPARED) or v.allowed is None or not v.baseline:
         return v
     allowed = v.allowed / abs(v.baseline)
-    if METRICS[v.metric].higher_is_better:
-        ceiling = min(ceiling, 1.0)
+    ceiling = judgeable_ceiling(v.metric, ceiling)
     if allowed < ceiling:
         return v
     source = f"the band rests on {basis}" if v.history else f"the tolerance {v.tolerance}"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.metric_catalog import METRICS, can_worsen_by
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.outcomes import (
     ALPHA,
@@ -214,7 +214,7 @@ def detection_limit(
     higher_is_better = METRICS[metric].higher_is_better
     if band is not None:  # a session median beyond the band regresses, with no test on the samples
         limit = max(tol.allowed(center), band) / center
-        return None if higher_is_better and limit >= 1 else limit * 100
+        return limit * 100 if can_worsen_by(metric, limit) else None
 
     def caught(x: float) -> bool:
         scale = center * ((1 - x) if higher_is_better else (1 + x)) / now

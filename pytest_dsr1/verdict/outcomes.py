@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.metric_catalog import METRICS, can_worsen_by
 
 ALPHA: Final = 0.05  # the significance level of every test, unless --dsr1-alpha says otherwise
 
@@ -42,6 +42,11 @@ def worsening(metric: str, change: float) -> float:
     """A change (new - old, in any unit, a percentage or a log ratio) signed so that positive is worse: the one
     place that knows which way each metric's bad direction lies."""
     return -change if METRICS[metric].higher_is_better else change
+
+
+def judgeable_ceiling(metric: str, ceiling: float) -> float:
+    """A ceiling as it applies: a throughput's stays below 100% whatever is set (a gate of 100% passes at zero)."""
+    return ceiling if can_worsen_by(metric, ceiling) else 1.0
 
 
 def is_worse(metric: str, change: float) -> bool:
