@@ -9,10 +9,13 @@ failure (as pytest-benchmark keeps its regression rule apart from the hook that 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pytest_dsr1.baseline import BaselineError, BaselineStore, Entry, not_comparable
+from pytest_dsr1.budget import Spend
 from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.matrix import Matrix
 from pytest_dsr1.run_log import BaselineWrite, ItemResult, Measurement, RunLog
@@ -21,17 +24,20 @@ from pytest_dsr1.verdict.config import ConfigVerdict, judge_configs
 from pytest_dsr1.verdict.item import (
     FRESH_SERVER,
     MORE_RUNS,
+    UNDECIDED_RUNS,
     Decision,
+    ItemVerdict,
     Progress,
     Reference,
     Rules,
     judge_item,
     missing_baseline,
     reference_of,
+    undecided,
     version_change,
 )
 from pytest_dsr1.verdict.metric import MetricVerdict, median_or_none
-from pytest_dsr1.verdict.outcomes import FAILED, PASSED, RECORDED, SKIPPED
+from pytest_dsr1.verdict.outcomes import FAILED, PASSED, RECORDED, REGRESSED, SKIPPED
 from pytest_dsr1.verdict.text import brief
 
 if TYPE_CHECKING:
@@ -156,27 +162,51 @@ class BaselineCheck(ItemCheck):
         result.baseline_medians = dict(reference.medians)
         result.histories = dict(reference.histories)
         rules = self.rules(m)
+        ledger = self.run_log.spending
         progress = Progress()
+        spent_s, first_why = 0.0, ""
         while True:
-            judged = judge_item(m.item(), m.samples, reference, rules, progress)
+            allowance = ledger.runs_allowed(progress.undecided_runs, spent_s) if m.more is not None else 0
+            judged = judge_item(m.item(), m.samples, reference, replace(rules, undecided_runs=allowance), progress)
             if judged.next_step == MORE_RUNS:
                 assert m.more is not None
                 m.more(1)
-                progress = Progress(progress.extra_runs + 1, progress.first_server)
+                progress = replace(progress, extra_runs=progress.extra_runs + 1)
+            elif judged.next_step == UNDECIDED_RUNS:  # the budget pays
+                assert m.more is not None
+                started = time.monotonic()
+                m.more(1)
+                spent_s += time.monotonic() - started
+                first_why = first_why or judged.why
+                progress = replace(progress, undecided_runs=progress.undecided_runs + 1)
             elif judged.next_step == FRESH_SERVER:
                 assert m.fresh is not None
                 m = m.fresh()
                 result.measurement = m
                 result.first_server_verdicts = list(judged.verdicts)
-                progress = Progress(0, judged.verdicts)
+                progress = Progress(0, judged.verdicts, progress.undecided_runs)
             else:
                 break
+        self._account(m, rules, judged, progress, spent_s, first_why)
         result.verdicts = list(judged.verdicts)
         versions = version_change(reference.fingerprint, m.fingerprint)
         if versions and judged.verdicts:
             self.run_log.version_changes[versions] = self.run_log.version_changes.get(versions, 0) + 1
         assert judged.decision is not None
         return judged.decision
+
+    def _account(
+        self, m: Measurement, rules: Rules, judged: ItemVerdict, progress: Progress, spent_s: float, why: str
+    ) -> None:
+        """What the budget gave this item, and whether it stayed undecided for want of more."""
+        ledger = self.run_log.spending
+        assert judged.decision is not None
+        left = [reason for v in judged.verdicts if (reason := undecided(v, rules.alpha))]
+        if progress.undecided_runs:
+            outcome = judged.decision.outcome
+            ledger.spends.append(Spend(m.key, progress.undecided_runs, spent_s, why, outcome, bool(left)))
+        elif left and m.more is not None and not ledger.budget.off and judged.decision.outcome != REGRESSED:
+            ledger.refused.append(m.key)
 
 
 def config_verdicts(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dsr1 import baseline
+from pytest_dsr1.budget import Budget, Ledger, Spend
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import Matrix, Workload
 from pytest_dsr1.run_log import BaselineWrite, ConfigStats, ItemResult, Measurement, RunLog, RunMetadata
@@ -145,6 +146,7 @@ def run_log_from_json(data: Any, matrix: Matrix, where: Path) -> RunLog:
         run_log.outcomes = dict(data.get("outcomes") or {})
         run_log.baseline_writes = [BaselineWrite(*r) for r in data.get("recorded") or []]
         run_log.part_logs = [str(p) for p in data.get("part_logs") or []]
+        run_log.spending = _ledger(data.get("measurement_budget") or {})
     except MergeError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -157,6 +159,11 @@ def run_log_from_json(data: Any, matrix: Matrix, where: Path) -> RunLog:
     return run_log
 
 
+def _ledger(raw: dict[str, Any]) -> Ledger:
+    budget = Budget(int(raw.get("runs_per_item", 0)), float(raw.get("session_s", 0.0)))
+    return Ledger(budget, [Spend(**s) for s in raw.get("spends") or []], list(raw.get("refused") or []))
+
+
 def add_into(merged: RunLog, r: RunLog) -> None:
     """Add one part's record (a shard, an xdist worker) to the merged one. Configs never split across parts."""
     merged.server_starts += r.server_starts
@@ -167,6 +174,10 @@ def add_into(merged: RunLog, r: RunLog) -> None:
     merged.results.update(r.results)
     merged.outcomes.update(r.outcomes)
     merged.baseline_writes += r.baseline_writes
+    if merged.spending.budget.off:  # every part ran under the same options
+        merged.spending.budget = r.spending.budget
+    merged.spending.spends += r.spending.spends
+    merged.spending.refused += r.spending.refused
     for path, uses in r.local_baseline_uses.items():
         merged.local_baseline_uses.setdefault(path, []).extend(uses)
     for key, n in r.version_changes.items():

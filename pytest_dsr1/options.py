@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, overload
 
+from pytest_dsr1.budget import DEFAULT_BUDGET, Budget, parse_budget
 from pytest_dsr1.matrix import SETTING_FLAGS, Matrix, setting_problem
 from pytest_dsr1.shard import parse_shard
 from pytest_dsr1.tolerance import Tolerance, parse_ceiling_override, parse_tolerance_override
@@ -182,6 +183,15 @@ OPTIONS: list[OptionSpec] = [
         "(default: the hardware's `confirm` in the matrix: CPU 2, GPU 0)",
     ),
     OptionSpec(
+        "--dsr1-budget",
+        "dsr1_budget",
+        parse_budget,
+        parse_budget(DEFAULT_BUDGET),
+        "RUNS/SECONDS|off",
+        "measure an undecided item (its interval holds the edge of the allowed change, or the noise test could not "
+        f"tell) up to RUNS more times, SECONDS in all per session, before judging it (default: {DEFAULT_BUDGET})",
+    ),
+    OptionSpec(
         "--dsr1-alpha",
         "dsr1_alpha",
         parse_alpha,
@@ -333,6 +343,7 @@ class Options:
     dry_run: bool = False
     repeat: int | None = None
     confirm: int | None = None
+    budget: Budget = field(default_factory=lambda: parse_budget(DEFAULT_BUDGET))
     alpha: float = ALPHA
     missing_baseline: SkipOrFail = "skip"
     inconclusive: SkipOrFail = "skip"  # skip | fail, like a missing baseline

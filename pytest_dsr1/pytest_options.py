@@ -107,6 +107,7 @@ def read_options(config: pytest.Config) -> Options:
         dry_run=bool(vals["dsr1_dry_run"]),
         repeat=vals["dsr1_repeat"],
         confirm=vals["dsr1_confirm"],
+        budget=vals["dsr1_budget"],
         alpha=vals["dsr1_alpha"],
         missing_baseline=vals["dsr1_missing_baseline"],
         inconclusive=vals["dsr1_inconclusive"],

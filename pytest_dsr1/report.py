@@ -11,6 +11,7 @@ from typing import Any
 
 from pytest_dsr1.ab.report import ab_json, ab_markdown, ab_terminal, starts_text
 from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
+from pytest_dsr1.budget import Ledger
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.run_log import ItemResult, RunLog
 from pytest_dsr1.timing import TIMING_HEADER, gpu_wait_lines, metrics_line, starts_line, timing_rows, worker_line
@@ -102,6 +103,9 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     for line in detection_lines(run_log):
         tr.write_line(f"dsr1: {line}")
+    if run_log.results and not run_log.spending.budget.off:
+        for line in run_log.spending.lines():
+            tr.write_line(f"dsr1: {line}" if not line.startswith(" ") else line)
     if run_log.ab is not None:
         ab_terminal(run_log.ab, tr)
     other = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
@@ -243,6 +247,19 @@ def _results_json(run_log: RunLog) -> dict[str, Any]:
         "configs_run": run_log.configs_run,
         "timing": {cid: vars(run_log.stats[cid]) for cid in dict.fromkeys(run_log.configs_run)},
         "items": [_item_json(r) for r in run_log.results.values()],
+        "measurement_budget": budget_json(run_log.spending),
+    }
+
+
+def budget_json(ledger: Ledger) -> dict[str, Any]:
+    """The budget and what it bought: per item, the runs and seconds added while its verdict was undecided."""
+    return {
+        "runs_per_item": ledger.budget.runs_per_item,
+        "session_s": ledger.budget.session_s,
+        "spent_s": round(ledger.seconds, 3),
+        "runs": ledger.runs,
+        "spends": [vars(s) for s in ledger.spends],
+        "refused": ledger.refused,
     }
 
 
@@ -342,6 +359,10 @@ def summary_markdown(run_log: RunLog) -> str:
         out.append("")
     if run_log.ab is not None:
         out += ab_markdown(run_log.ab)
+    if run_log.results and not run_log.spending.budget.off:
+        head, *items = run_log.spending.lines()
+        out += ["### Measured more where undecided", "", head[0].upper() + head[1:] + ".", ""]
+        out += [f"- {line.strip()}" for line in items] + ([""] if items else [])
     rows = summary_rows(run_log)
     if rows:
         out += ["### Every gated metric", ""]

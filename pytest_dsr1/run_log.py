@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from pytest_dsr1 import __version__
 from pytest_dsr1.ab.data import AbRun, AbVerdict
+from pytest_dsr1.budget import Budget, Ledger
 from pytest_dsr1.command import redact
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metric_catalog import samples_of
@@ -183,6 +184,8 @@ class RunLog:
     outcomes: dict[str, str] = field(default_factory=dict)  # item -> pytest's outcome, skipped items included
     # --dsr1-record: each recorded session as written, by (hardware, model) -> item -> entry (baseline.Entry)
     recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # The measurement budget (--dsr1-budget) and what the undecided items were given of it.
+    spending: Ledger = field(default_factory=lambda: Ledger(Budget(0, 0.0)))
 
     def keep(self, result: ItemResult, decision: Decision) -> None:
         """An item's result, as its decision says: what the run's reports show of it."""

@@ -23,6 +23,7 @@ from pytest_dsr1.ab.data import AbRun
 from pytest_dsr1.ab.judge import ab_config_verdicts
 from pytest_dsr1.ab.spec import AbSpec, ab_spec
 from pytest_dsr1.baseline import BaselineError, BaselineStore
+from pytest_dsr1.budget import Ledger
 from pytest_dsr1.check import config_verdicts
 from pytest_dsr1.hardware import skip_reason, vllm_version
 from pytest_dsr1.matrix import (
@@ -95,6 +96,8 @@ class Suite:
         # up once the suite's items are collected.
         metadata = run_metadata([str(a) for a in config.invocation_params.args], None, vllm_version(), "", secrets)
         self.run_log = RunLog(matrix, options.run_dir / run_dir_name(), metadata)
+        if not options.record:  # a record run judges nothing, so it has nothing to measure more for
+            self.run_log.spending = Ledger(options.budget)
         self.runner = Runner(matrix, options, self.run_log, _terminal_writer(config))
         self.runner.share_gpus = hasattr(config, "workerinput")  # an xdist worker: GPUs go in disjoint slices
         self.store = BaselineStore(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import baseline_check, measurement_of
+from factories import baseline_check, bench_result, measurement_of
 from helpers import MATRIX
 
 from pytest_dsr1 import baseline as bl
+from pytest_dsr1.budget import Budget, Ledger
 from pytest_dsr1.matrix import load_matrix
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES
 from pytest_dsr1.verdict.item import Decision, missing_baseline
@@ -138,3 +139,40 @@ def test_a_regression_is_confirmed_on_a_fresh_server(tmp_path, fresh_holds):
         assert decision.outcome == "REGRESSED" and "and it held there" in decision.message
     else:
         assert decision.outcome == "passed" and "did not hold there: not a regression" in decision.message
+
+
+def _near_the_edge(check, more_runs):
+    """A measurement whose median (72) sits near the edge of the 30% tolerance (70); `more` adds `more_runs`."""
+    m = measurement_of(check, 60.0, 72.0, 84.0)
+    extra = iter(more_runs)
+    m.more = lambda n: m.runs.extend(bench_result(next(extra)) for _ in range(n))
+    return m
+
+
+def test_an_undecided_item_is_measured_more_until_clear_and_the_spend_is_kept(tmp_path):
+    check, _ = baseline_check(tmp_path, record=True)
+    check.check(measurement_of(check, 100.0, 100.5, 99.5))
+    check, run_log = baseline_check(tmp_path)
+    run_log.spending = Ledger(Budget(5, 600))
+    m = _near_the_edge(check, [100.0] * 5)
+    decision = check.check(m)
+    assert decision.outcome == "passed" and len(m.runs) == 6  # clear after 3 more runs, not 5
+    [spend] = run_log.spending.spends
+    assert (spend.item, spend.runs, spend.outcome, spend.still_undecided) == (m.key, 3, "passed", False)
+    assert "output_throughput: the 95% interval of its median" in spend.why
+    assert run_log.spending.lines()[0].startswith("measured more where undecided: 3 run(s) on 1 item(s)")
+
+
+def test_the_session_budget_bounds_the_spend_and_says_what_it_left_undecided(tmp_path):
+    check, _ = baseline_check(tmp_path, record=True)
+    check.check(measurement_of(check, 100.0, 100.5, 99.5))
+    check, run_log = baseline_check(tmp_path)
+    run_log.spending = Ledger(Budget(3, 1e-9))  # the first run spends it all
+    first, second = _near_the_edge(check, [72.0] * 3), _near_the_edge(check, [72.0] * 3)
+    check.check(first)
+    check.check(second)
+    assert len(first.runs) == 4 and len(second.runs) == 3
+    [spend] = run_log.spending.spends
+    assert spend.runs == 1 and spend.still_undecided
+    assert run_log.spending.refused == [second.key]
+    assert "the session's budget was spent: 1 item(s) judged undecided" in "\n".join(run_log.spending.lines())

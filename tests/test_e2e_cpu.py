@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -225,6 +226,35 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
         "(1 of them fresh start(s) to confirm a regression: cpu-tiny-tp1 x1)" in out
     )
     assert re.search(r"test_serving\[cpu-tiny-tp1-balanced-bs1\] PASSED", out), out[-8000:]  # the cap cannot touch it
+    assert wait_no_vllm() == []
+
+
+def test_budget_buys_a_run_for_an_undecided_item_and_says_so(recorded, baselines, tmp_path):
+    """The measurement budget on a real server. The recorded baseline of one item is edited to claim 3x the
+    throughput it measured, and the item is measured twice: -67% is beyond the 30% tolerance, but 2 samples
+    against 3 cannot reach p <= 0.05, so the verdict is undecided and the budget buys one run; 3 against 3 then
+    separate completely (p = 0.05) and the item regresses. (--dsr1-confirm 0: no confirmation runs beside it.)"""
+    assert recorded.returncode == 0
+    edited = tmp_path / "baselines"
+    shutil.copytree(baselines, edited)
+    path = edited / "cpu" / "tiny.json"
+    data = json.loads(path.read_text())
+    key = "cpu-tiny-tp1[balanced-bs16]"
+    for session in data["entries"][key]["sessions"]:
+        tput = session["metrics"]["output_throughput"]
+        session["metrics"]["output_throughput"] = {"samples": [3 * x for x in tput["samples"]]}
+    path.write_text(json.dumps(data))
+    budget = ("--dsr1-repeat", "2", "--dsr1-confirm", "0", "--dsr1-budget", "3/300", "--dsr1-report", str(tmp_path))
+    result = run_against(edited, "cpu-tiny-tp1 and balanced-bs16", [], tmp_path / "runs", timeout=900, extra=budget)
+    out = result.stdout
+    assert result.returncode == 1, out[-8000:]
+    assert "dsr1: measured more where undecided: 1 run(s) on 1 item(s)" in out, out[-4000:]
+    assert re.search(r"cpu-tiny-tp1\[balanced-bs16\]: \+1 run\(s\), [\d.]+ s, for output_throughput: 2 samples", out)
+    assert "then REGRESSED" in out and "(measured more while undecided: 1 extra run(s)" in out
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["measurement_budget"]["runs"] == 1 and report["measurement_budget"]["spends"][0]["item"] == key
+    [item] = report["items"]
+    assert len(item["samples"]["output_throughput"]) == 3  # the 2 planned runs and the one the budget bought
     assert wait_no_vllm() == []
 
 

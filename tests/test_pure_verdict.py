@@ -13,6 +13,7 @@ from pytest_dsr1.verdict.config import judge_config
 from pytest_dsr1.verdict.item import (
     FRESH_SERVER,
     MORE_RUNS,
+    UNDECIDED_RUNS,
     Item,
     Progress,
     Reference,
@@ -180,3 +181,39 @@ def test_a_config_at_its_ceiling_is_too_noisy():
     verdict = judge_config("c", "output_throughput", ratios, 0.10, sessions, 0.15, ceiling_rel=0.5)
     assert verdict.verdict == INCONCLUSIVE and verdict.too_noisy and "too noisy to judge here" in verdict.reason
     assert judge_config("c", "output_throughput", ratios, 0.10, ceiling_rel=0.5).verdict == OK
+
+
+# ---------------------------------------------------------------- buying power with time (the budget)
+
+EDGE_HISTORY = (100.0, 101.0, 99.0, 100.0, 102.0)  # center 100, band under the 10% tolerance: the edge is 90
+
+
+def test_an_item_whose_interval_holds_the_edge_asks_for_runs_the_budget_pays():
+    ref, near = reference([100.0], history=EDGE_HISTORY), [85.0, 91.0, 97.0]  # median 91, the edge 90
+    first = judge(near, ref, Rules(TOL, undecided_runs=3))
+    assert [v.verdict for v in first.verdicts] == [OK] and first.next_step == UNDECIDED_RUNS
+    assert "holds the edge of the allowed change, 90.0" in first.why and first.decision is None
+    spent = judge(near, ref, Rules(TOL, undecided_runs=3), Progress(undecided_runs=3))
+    assert spent.next_step is None and spent.decision is not None and spent.decision.outcome == PASSED
+    no_budget = judge(near, ref, Rules(TOL))
+    assert no_budget.next_step is None and no_budget.decision is not None
+
+
+@pytest.mark.parametrize("measured", [[100.0, 101.0, 99.0], [70.0, 71.0, 69.0]], ids=["clear pass", "clear failure"])
+def test_a_clear_verdict_costs_nothing(measured):
+    judged = judge(measured, reference([100.0], history=EDGE_HISTORY), Rules(TOL, undecided_runs=3))
+    assert judged.next_step is None and judged.decision is not None
+
+
+def test_a_noise_verdict_is_undecided_and_asks_for_runs():
+    judged = judge([80.0, 120.0, 85.0, 70.0], reference([100.0, 101.0, 99.0, 100.0]), Rules(TOL, undecided_runs=2))
+    assert [v.verdict for v in judged.verdicts] == [NOISE] and judged.next_step == UNDECIDED_RUNS
+    assert "the noise test could not tell" in judged.why
+
+
+def test_too_few_samples_are_undecided_only_where_more_runs_could_reach_alpha():
+    ref = reference([100.0, 100.5, 99.5])
+    two = judge([80.0, 80.5], ref, Rules(TOL, undecided_runs=1))  # 2 against 3: p >= 0.1; 3 against 3 reach 0.05
+    assert [v.verdict for v in two.verdicts] == [INCONCLUSIVE] and two.next_step == UNDECIDED_RUNS
+    one = judge([80.0], reference([100.0]), Rules(TOL, undecided_runs=3))  # against 1 sample: never
+    assert one.next_step is None and one.decision is not None and one.decision.outcome == INCONCLUSIVE

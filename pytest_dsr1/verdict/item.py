@@ -4,29 +4,45 @@ next. Data in, data out: the caller measures, writes files and calls again (chec
 A regression is believed only once it holds: while an item looks regressed the verdict asks for more runs on the
 same server (up to `Rules.extra_runs`), then for a freshly started server (shared machines shift a whole server's
 speed between starts), whose samples alone then decide.
+
+An item that is not regressed but undecided (`undecided`: its median's interval holds the edge of the allowed
+change, the noise test could not tell, or too few samples to reach alpha) asks for more runs on the same server,
+up to `Rules.undecided_runs` (the measurement budget, budget.py). A clear pass or failure asks for nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pytest_dsr1 import server_metrics
 from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.metric import MetricVerdict, compare, inconclusive, median_or_none, regressed
+from pytest_dsr1.verdict.metric import (
+    MetricVerdict,
+    compare,
+    inconclusive,
+    median_or_none,
+    regressed,
+    smallest_p,
+)
 from pytest_dsr1.verdict.outcomes import (
     ALPHA,
     FAILED,
     INCONCLUSIVE,
+    NOISE,
     NOT_COMPARED,
+    OK,
     PASSED,
     REGRESSED,
     SKIPPED,
     STALE,
     Outcome,
     SkipOrFail,
+    is_worse,
     judgeable_ceiling,
 )
 from pytest_dsr1.verdict.text import brief, server_side_text, verdict_table
@@ -39,7 +55,8 @@ NOTED_FINGERPRINT_CHANGES = ("host_cpu", "driver", "cuda")
 
 MORE_RUNS: Final = "more runs on this server"
 FRESH_SERVER: Final = "a fresh server"
-NextStep = Literal["more runs on this server", "a fresh server"]
+UNDECIDED_RUNS: Final = "more runs while undecided"  # paid from the measurement budget
+NextStep = Literal["more runs on this server", "a fresh server", "more runs while undecided"]
 
 
 @dataclass(frozen=True)
@@ -165,14 +182,16 @@ class Rules:
     extra_runs: int = 0  # runs that may be added on the same server while the item looks regressed
     fresh_server: bool = False  # whether a regression must then hold on a freshly started server too
     ceilings: Mapping[str, float] = field(default_factory=dict)  # metric -> widest allowed change that may pass
+    undecided_runs: int = 0  # runs that may be added on the same server while the item is undecided (the budget)
 
 
 @dataclass(frozen=True)
 class Progress:
     """What was measured for the item so far, beyond its planned runs."""
 
-    extra_runs: int = 0  # added on the current server
+    extra_runs: int = 0  # added on the current server while it looked regressed
     first_server: tuple[MetricVerdict, ...] = ()  # the verdicts on the server the current one replaced
+    undecided_runs: int = 0  # added while it was undecided (the budget's runs)
 
 
 @dataclass(frozen=True)
@@ -182,6 +201,41 @@ class ItemVerdict:
     verdicts: tuple[MetricVerdict, ...]
     decision: Decision | None = None
     next_step: NextStep | None = None
+    why: str = ""  # why the next step: the item looked regressed, or what was undecided
+
+
+def _t95(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def undecided(v: MetricVerdict, alpha: float = ALPHA, more: int = 1) -> str | None:
+    """Why `more` runs on the same server could change this metric's verdict, or None where they could not (a
+    clear pass or failure, or a gate whose allowed change alone decides). Undecided: the noise test could not tell;
+    too few samples to reach alpha, where `more` would reach it; or the 95% interval of the measured median holds
+    the edge of the allowed change."""
+    n, n_baseline = len(v.measured_samples), len(v.baseline_samples)
+    if v.verdict == NOISE:
+        return f"{v.metric}: beyond the allowed change, but the noise test could not tell (p={v.p_value:.3f})"
+    if v.verdict == INCONCLUSIVE and not v.history and n_baseline:
+        if smallest_p(n_baseline, n) > alpha >= smallest_p(n_baseline, n + more):
+            return f"{v.metric}: {n} samples against {n_baseline} cannot reach p <= {alpha}"
+        return None
+    if v.verdict not in (OK, REGRESSED) or n < 2 or v.baseline is None or v.allowed is None or v.measured is None:
+        return None
+    edge = v.baseline - v.allowed if is_worse(v.metric, -1.0) else v.baseline + v.allowed  # a fall is worse
+    half = _t95(n - 1) * statistics.stdev(v.measured_samples) / math.sqrt(n)
+    if abs(v.measured - edge) >= half:
+        return None
+    return (
+        f"{v.metric}: the 95% interval of its median, {_num(v.measured - half)} to {_num(v.measured + half)} "
+        f"({n} runs), holds the edge of the allowed change, {_num(edge)}"
+    )
+
+
+def _num(x: float) -> str:
+    return f"{x:,.1f}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
 def with_basis(v: MetricVerdict, basis: str) -> MetricVerdict:
@@ -234,9 +288,14 @@ def judge_item(
     )
     if regressed(verdicts):
         if progress.extra_runs < rules.extra_runs:
-            return ItemVerdict(verdicts, next_step=MORE_RUNS)
+            return ItemVerdict(verdicts, next_step=MORE_RUNS, why="it looked regressed")
         if rules.fresh_server and not progress.first_server:
             return ItemVerdict(verdicts, next_step=FRESH_SERVER)
+    elif progress.undecided_runs < rules.undecided_runs:
+        more = rules.undecided_runs - progress.undecided_runs
+        reasons = [why for v in verdicts if (why := undecided(v, rules.alpha, more))]
+        if reasons:
+            return ItemVerdict(verdicts, next_step=UNDECIDED_RUNS, why="; ".join(reasons))
     return ItemVerdict(verdicts, _decide(item, samples, reference, rules, progress, verdicts))
 
 
@@ -290,6 +349,8 @@ def notes(
             note += f"\n({key} differs: {before!r} in the baseline, {current!r} now)"
     if progress.extra_runs:
         note += f"\n(confirmation: {progress.extra_runs} extra run(s); every sample is shown)"
+    if progress.undecided_runs:
+        note += f"\n(measured more while undecided: {progress.undecided_runs} extra run(s); every sample is shown)"
     if progress.first_server:
         held = "and it held there" if regressed(verdicts) else "and it did not hold there: not a regression"
         note += (
