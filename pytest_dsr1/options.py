@@ -8,12 +8,14 @@ table with pytest and reads it back.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, overload
 
@@ -158,6 +160,15 @@ OPTIONS: list[OptionSpec] = [
         "(default: the shipped matrix, plus test_matrix/*.yaml in the rootdir)",
     ),
     OptionSpec(
+        "--dsr1-matrix-alone",
+        "dsr1_matrix_alone",
+        None,
+        False,
+        "",
+        "run only the configs of --dsr1-matrix; the shipped matrix and test_matrix/ still lend it their models, "
+        "hardware and workloads",
+    ),
+    OptionSpec(
         "--dsr1-dry-run",
         "dsr1_dry_run",
         None,
@@ -217,6 +228,16 @@ OPTIONS: list[OptionSpec] = [
         "(default: skip, reported as inconclusive); fail: a nightly that wants it to fail",
     ),
     OptionSpec(
+        "--dsr1-strict",
+        "dsr1_strict",
+        None,
+        False,
+        "",
+        "a nightly: every selected item must produce a verdict; stop at once when one cannot run on this machine "
+        "(its hardware is absent), and fail items with no baseline or an inconclusive verdict (implies "
+        "--dsr1-missing-baseline=fail --dsr1-inconclusive=fail); configs the matrix skips with a reason are excepted",
+    ),
+    OptionSpec(
         "--dsr1-server-metrics",
         "dsr1_server_metrics",
         parse_on_off,
@@ -259,6 +280,15 @@ OPTIONS: list[OptionSpec] = [
         None,
         "KEY",
         "protect the servers with this API key (default: $VLLM_API_KEY); shown as *** everywhere",
+    ),
+    OptionSpec(
+        "--dsr1-open-server",
+        "dsr1_open_server",
+        None,
+        False,
+        "",
+        "with a --dsr1-host that is not loopback and no API key: start the servers open to anyone who can reach "
+        "them (default: an API key is generated for the run and given to the benchmark)",
     ),
     OptionSpec(
         "--dsr1-run-dir",
@@ -339,6 +369,7 @@ class Options:
     record: bool = False
     baselines: Path = Path("baselines")
     matrix: Path | None = None  # --dsr1-matrix: a layer on top of the shipped matrix and the rootdir's test_matrix/
+    matrix_alone: bool = False  # --dsr1-matrix-alone: run only the configs of --dsr1-matrix
     local_baselines: Path | None = None  # None: off
     dry_run: bool = False
     repeat: int | None = None
@@ -347,11 +378,14 @@ class Options:
     alpha: float = ALPHA
     missing_baseline: SkipOrFail = "skip"
     inconclusive: SkipOrFail = "skip"  # skip | fail, like a missing baseline
+    strict: bool = False  # --dsr1-strict: every selected item must produce a verdict (a nightly)
     keep_sessions: int = 10
     fresh_history: bool = False
     startup_timeout: float | None = None
     host: str = "127.0.0.1"
     api_key: str | None = None
+    api_key_generated: bool = False  # generated for this run: the host is not loopback and no key was given
+    open_server: bool = False  # --dsr1-open-server: the user accepts servers without a key on a non-loopback host
     run_dir: Path = Path(".dsr1/runs")
     report: Path | None = None
     python: str | None = None
@@ -362,6 +396,11 @@ class Options:
     ab_rounds: int = 2
     server_metrics: bool = True  # scrape /metrics and the device around each measured run
     shard: tuple[int, int] | None = None  # --dsr1-shard K/N
+
+    def interpreters(self) -> list[tuple[str, str]]:
+        """(option, interpreter) for every Python other than this one that the run would start servers with."""
+        found = [("--dsr1-python", self.python)] if self.python is not None else []
+        return found + [(f"--dsr1-ab python={value}", value) for kind, value in self.ab if kind == "python"]
 
 
 # Options that name a path. pytest's own path options take a command-line value relative to the invocation
@@ -394,6 +433,37 @@ def default_local_baselines() -> Path:
         return Path(env)
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "pytest-dsr1" / "baselines"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
+def guard_host(options: Options) -> Options:
+    """No server open to the network by accident: on a host that is not loopback, without an API key and without
+    --dsr1-open-server, the run gets a key of its own (passed to the servers and the benchmark, shown as ***)."""
+    if is_loopback(options.host) or options.api_key or options.open_server:
+        return options
+    return replace(options, api_key=secrets.token_urlsafe(24), api_key_generated=True)
+
+
+def host_line(options: Options) -> str | None:
+    """What the header says of a server bound beyond loopback: its key, or that it is open."""
+    if is_loopback(options.host):
+        return None
+    if options.api_key_generated:
+        return f"dsr1: servers listen on {options.host} with an API key generated for this run (shown as ***)"
+    if options.api_key:
+        return f"dsr1: servers listen on {options.host} with the given API key (shown as ***)"
+    return (
+        f"dsr1: servers listen on {options.host} with no API key (--dsr1-open-server): anyone who can reach this "
+        "machine can use them"
+    )
 
 
 def selection_problem(options: Options, matrix: Matrix) -> str | None:
@@ -430,6 +500,14 @@ def path_problem(options: Options) -> str | None:
                 f"--dsr1-ab python={value}: no such executable; point it at B's Python, the one with the other vLLM "
                 "(e.g. /path/to/venv-b/bin/python)"
             )
+    for flag, path in (
+        ("--dsr1-baselines", options.baselines),
+        ("--dsr1-local-baselines", options.local_baselines),
+        ("--dsr1-run-dir", options.run_dir),
+        ("--dsr1-report", options.report),
+    ):
+        if path is not None and path.exists() and not path.is_dir():
+            return f"--{flag.lstrip('-')} {path}: not a directory; point it at a directory (it is made if missing)"
     if options.report is not None:
         try:
             options.report.mkdir(parents=True, exist_ok=True)

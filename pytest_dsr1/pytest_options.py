@@ -12,7 +12,15 @@ import pytest
 
 from pytest_dsr1.ab.spec import AbSpec
 from pytest_dsr1.matrix.loading import packaged_matrix_dir
-from pytest_dsr1.options import LIST_OPTIONS, OPTIONS, PATH_OPTIONS, Options, default_local_baselines, resolve_path
+from pytest_dsr1.options import (
+    LIST_OPTIONS,
+    OPTIONS,
+    PATH_OPTIONS,
+    Options,
+    default_local_baselines,
+    guard_host,
+    resolve_path,
+)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -98,36 +106,47 @@ def read_options(config: pytest.Config) -> Options:
     root = Path(config.rootpath)
     local = _path_value(config, "dsr1_local_baselines")
     python = _path_value(config, "dsr1_python")
-    return Options(
-        model=vals["dsr1_model"],
-        record=bool(vals["dsr1_record"]),
-        baselines=resolve_path(_path_value(config, "dsr1_baselines"), root / "baselines"),
-        matrix=resolve_path(_path_value(config, "dsr1_matrix"), None),
-        local_baselines=None if local and local[0] == "off" else resolve_path(local, default_local_baselines()),
-        dry_run=bool(vals["dsr1_dry_run"]),
-        repeat=vals["dsr1_repeat"],
-        confirm=vals["dsr1_confirm"],
-        budget=vals["dsr1_budget"],
-        alpha=vals["dsr1_alpha"],
-        missing_baseline=vals["dsr1_missing_baseline"],
-        inconclusive=vals["dsr1_inconclusive"],
-        keep_sessions=vals["dsr1_keep_sessions"],
-        fresh_history=bool(vals["dsr1_fresh_history"]),
-        startup_timeout=vals["dsr1_startup_timeout"],
-        host=vals["dsr1_host"],
-        api_key=vals["dsr1_api_key"] or os.environ.get("VLLM_API_KEY") or None,
-        run_dir=resolve_path(_path_value(config, "dsr1_run_dir"), root / ".dsr1" / "runs"),
-        report=resolve_path(_path_value(config, "dsr1_report"), None),
-        # A bare name (python3) is looked up on PATH, as a shell would; a path is resolved like the others.
-        python=None if python is None else (python[0] if os.sep not in python[0] else str(resolve_path(python, None))),
-        tolerances=dict(lists["dsr1_tolerance"]),
-        ceilings=dict(lists["dsr1_ceiling"]),
-        settings=list(lists["dsr1_set"]),
-        ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],  # the values as given: each source's base
-        ab_rounds=vals["dsr1_ab_rounds"],
-        server_metrics=bool(vals["dsr1_server_metrics"]),
-        shard=vals["dsr1_shard"],
+    return guard_host(
+        Options(
+            model=vals["dsr1_model"],
+            record=bool(vals["dsr1_record"]),
+            baselines=resolve_path(_path_value(config, "dsr1_baselines"), root / "baselines"),
+            matrix=resolve_path(_path_value(config, "dsr1_matrix"), None),
+            matrix_alone=bool(vals["dsr1_matrix_alone"]),
+            local_baselines=None if local and local[0] == "off" else resolve_path(local, default_local_baselines()),
+            dry_run=bool(vals["dsr1_dry_run"]),
+            repeat=vals["dsr1_repeat"],
+            confirm=vals["dsr1_confirm"],
+            budget=vals["dsr1_budget"],
+            alpha=vals["dsr1_alpha"],
+            missing_baseline="fail" if vals["dsr1_strict"] else vals["dsr1_missing_baseline"],
+            inconclusive="fail" if vals["dsr1_strict"] else vals["dsr1_inconclusive"],
+            strict=bool(vals["dsr1_strict"]),
+            keep_sessions=vals["dsr1_keep_sessions"],
+            fresh_history=bool(vals["dsr1_fresh_history"]),
+            startup_timeout=vals["dsr1_startup_timeout"],
+            host=vals["dsr1_host"],
+            api_key=vals["dsr1_api_key"] or os.environ.get("VLLM_API_KEY") or None,
+            open_server=bool(vals["dsr1_open_server"]),
+            run_dir=resolve_path(_path_value(config, "dsr1_run_dir"), root / ".dsr1" / "runs"),
+            report=resolve_path(_path_value(config, "dsr1_report"), None),
+            python=_python_value(python),
+            tolerances=dict(lists["dsr1_tolerance"]),
+            ceilings=dict(lists["dsr1_ceiling"]),
+            settings=list(lists["dsr1_set"]),
+            ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],  # the values as given: each source's base
+            ab_rounds=vals["dsr1_ab_rounds"],
+            server_metrics=bool(vals["dsr1_server_metrics"]),
+            shard=vals["dsr1_shard"],
+        )
     )
+
+
+def _python_value(python: tuple[str, Path] | None) -> str | None:
+    """A bare name (python3) is looked up on PATH, as a shell would; a path is resolved like the other paths."""
+    if python is None:
+        return None
+    return python[0] if os.sep not in python[0] else str(resolve_path(python, None))
 
 
 def _ab_part(part: tuple[str, Any], config: pytest.Config) -> tuple[str, Any]:

@@ -19,6 +19,7 @@ from pytest_dsr1.verdict.config import ConfigVerdict
 from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import (
     BEYOND_TOLERANCE,
+    FAILED,
     IMPROVED,
     INCONCLUSIVE,
     NOISE,
@@ -26,6 +27,7 @@ from pytest_dsr1.verdict.outcomes import (
     OK,
     RECORDED,
     REGRESSED,
+    SKIPPED,
     STALE,
     Outcome,
     worsening,
@@ -103,6 +105,11 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     for line in detection_lines(run_log):
         tr.write_line(f"dsr1: {line}")
+    for cid in dict.fromkeys(run_log.configs_run):
+        for override in run_log.stats[cid].overrides:
+            tr.write_line(f"dsr1: {cid}: {override}", yellow=True)
+    for line in no_verdict_lines(run_log):
+        tr.write_line(f"dsr1: {line}", yellow=True)
     if run_log.results and not run_log.spending.budget.off:
         for line in run_log.spending.lines():
             tr.write_line(f"dsr1: {line}" if not line.startswith(" ") else line)
@@ -261,6 +268,20 @@ def budget_json(ledger: Ledger) -> dict[str, Any]:
         "spends": [vars(s) for s in ledger.spends],
         "refused": ledger.refused,
     }
+
+
+def no_verdict_lines(run_log: RunLog) -> list[str]:
+    """The items that were measured but produced no verdict, by cause: what a strict nightly fails on."""
+    causes: dict[str, list[str]] = {}
+    for r in run_log.results.values():
+        if r.outcome == INCONCLUSIVE:
+            causes.setdefault("inconclusive", []).append(r.key)
+        elif r.outcome in (FAILED, SKIPPED) and r.message.startswith("not compared"):
+            causes.setdefault("no comparable baseline", []).append(r.key)
+    if not causes:
+        return []
+    n = sum(map(len, causes.values()))
+    return [f"{n} item(s) produced no verdict: " + "; ".join(f"{c}: {', '.join(keys)}" for c, keys in causes.items())]
 
 
 def detection_lines(run_log: RunLog) -> list[str]:

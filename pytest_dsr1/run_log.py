@@ -37,6 +37,7 @@ class ConfigStats:
     gpu_memory_after_stop: list[tuple[int, int]] | None = None  # (used, total) MiB per GPU
     gpu_wait_s: float = 0.0  # pytest -n: waited for free GPUs (another worker's server held them)
     metrics_s: float = 0.0  # the /metrics snapshots and CPU-time reads around the runs (part of the overhead)
+    overrides: list[str] = field(default_factory=list)  # what the server's log says it overrode (overrides.py)
 
 
 @dataclass

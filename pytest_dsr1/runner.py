@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_dsr1 import hardware, tiny
@@ -23,6 +24,7 @@ from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots, visible_gpus
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
+from pytest_dsr1.overrides import override_notes, overrides_in
 from pytest_dsr1.run_checks import arrived_at_once, failed_requests
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
@@ -215,6 +217,7 @@ class Runner:
                 ),
             )
             self.write_line(f"dsr1: server {config.id} ready in {stats.ready_s:.1f}s on {server.url}")
+            self._note_overrides(config, server.log_path)
         except Exception as exc:  # OSError from Popen too: still a failed start, still torn down
             why = str(exc) if isinstance(exc, ServerStartError) else f"could not start: {exc!r}"
             if not isinstance(exc, ServerStartError):
@@ -225,6 +228,19 @@ class Runner:
             self._release_gpus(handle)
             self.live = None
         stats.startup_s += time.monotonic() - t0
+
+    def _note_overrides(self, config: ServerConfig, log_path: Path) -> None:
+        """What the server's log says it overrode of the configuration, kept for the summary and the reports."""
+        try:
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        option = {key for target, key, _ in self.options.settings if target in (None, config.id)}
+        notes = override_notes(overrides_in(text), dict(config.settings), option)
+        stats = self.run_log.stats_for(config.id)
+        stats.overrides = list(dict.fromkeys([*stats.overrides, *notes]))
+        for note in notes:
+            self.write_line(f"dsr1: {config.id}: {note}")
 
     def clean_leftovers(self) -> None:
         """Servers of a crashed earlier run (pidfiles under the run directory, owner gone): stop them first,

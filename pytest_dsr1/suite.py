@@ -25,7 +25,7 @@ from pytest_dsr1.ab.spec import AbSpec, ab_spec
 from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.budget import Ledger
 from pytest_dsr1.check import config_verdicts
-from pytest_dsr1.hardware import skip_reason, vllm_version
+from pytest_dsr1.hardware import interpreter_problem, skip_reason, vllm_version
 from pytest_dsr1.matrix import (
     Matrix,
     MatrixError,
@@ -38,7 +38,7 @@ from pytest_dsr1.matrix import (
     packaged_matrix_dir,
 )
 from pytest_dsr1.merge import absorb_worker, worker_payload
-from pytest_dsr1.options import Options, path_problem, selection_problem
+from pytest_dsr1.options import Options, host_line, path_problem, selection_problem
 from pytest_dsr1.pytest_options import suite_requested, under_xdist, xdist_problem
 from pytest_dsr1.run_log import RunLog, git_commit, run_metadata
 from pytest_dsr1.runner import Runner, run_dir_name
@@ -135,6 +135,9 @@ class Suite:
         if not (config.option.verbose > 0 or suite_requested(config)):
             return []
         lines = [f"dsr1: matrix {', '.join(self.matrix.files)}"]
+        host = host_line(self.options)
+        if host:
+            lines.append(host)
         if self.matrix.ignored:
             lines.append(
                 "dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: "
@@ -271,6 +274,30 @@ class Suite:
                 self.store.file(hw, model)
             except BaselineError as exc:
                 raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        if self.options.strict and not self.options.dry_run:
+            self._strict_start(session)
+
+    def _strict_start(self, session: pytest.Session) -> None:
+        """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found
+        (a runner that lost its GPUs must not go green on 126 skips). Configs the matrix itself skips, with the
+        reason written there, are excepted."""
+        selected = [p[0] for item in session.items if (p := item.stash.get(PARAMS_KEY, None))]
+        if not selected:
+            pytest.exit("pytest-dsr1 --dsr1-strict: the selection holds no serving item; a night must run some", 1)
+        cannot: dict[str, list[str]] = {}
+        for cfg in dict.fromkeys(selected):
+            reason = None if cfg.skip or cfg.nodes > 1 else skip_reason(cfg, self.runner.host)  # the matrix says why
+            if reason:
+                cannot.setdefault(reason, []).append(cfg.id)
+        if cannot:
+            items = sum(1 for cfg in selected if any(cfg.id in ids for ids in cannot.values()))
+            found = "; ".join(f"{reason} ({', '.join(ids)})" for reason, ids in cannot.items())
+            pytest.exit(
+                f"pytest-dsr1 --dsr1-strict: {items} of {len(selected)} selected item(s) cannot run on this machine: "
+                f"{found}. A nightly whose runner lost its hardware fails here instead of going green on skips; "
+                "check the runner's label, its driver and CUDA_VISIBLE_DEVICES",
+                1,
+            )
 
     # ------------------------------------------------------------ running
 
@@ -291,6 +318,8 @@ class Suite:
             self.run_log.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
         if params:
             stats = self.run_log.stats.get(params[0].id)
+            if stats is not None and stats.overrides and call.when == "call":  # next to the item's verdict
+                rep.sections.append(("dsr1: the server overrode its configuration", "\n".join(stats.overrides)))
             if stats is not None:
                 stats.wall_s += call.duration
                 stats.items += call.when == "call"
@@ -382,10 +411,12 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
     for the suite, so a broken matrix is a usage error now; otherwise only once its items are collected)."""
     options = config.stash[OPTIONS_KEY]
     layers = matrix_layers(Path(config.rootpath), options.matrix)
+    if options.matrix_alone and options.matrix is None:
+        raise pytest.UsageError("--dsr1-matrix-alone runs the configs of --dsr1-matrix only: name the file with it")
     matrix_error = None
     try:
         # Only files meant for pytest-dsr1 are read: a project's own test_matrix/ of other things is left alone.
-        matrix = load_matrix(*layers)
+        matrix = load_matrix(*layers, alone=options.matrix_alone)
     except MatrixError as exc:
         if requested:
             raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
@@ -412,7 +443,9 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
     if options.settings:
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
     if requested:
-        problem = path_problem(options)
+        problem = path_problem(options) or next(
+            filter(None, (interpreter_problem(python, flag) for flag, python in options.interpreters())), None
+        )
         if problem:
             raise pytest.UsageError(problem)
         if not hasattr(config, "workerinput") and under_xdist(config):

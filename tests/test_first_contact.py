@@ -184,10 +184,20 @@ def test_p_no_dsr1_turns_the_plugin_off(autoload):
 # ---------------------------------------------------------------- --lf, xdist
 
 
+def failing_python(folder: Path) -> str:
+    """A controlled stand-in for an interpreter whose servers cannot start, which vLLM cannot give quickly: it
+    answers the start-up check like a Python with vLLM 0.32.0 (the suite asks every --dsr1-python for its vLLM
+    version), and exits 1 for anything else, as a broken environment does at the first server start."""
+    exe = folder / "python-that-fails"
+    exe.write_text('#!/bin/sh\ncase "$2" in *importlib.metadata*) echo 0.32.0; exit 0;; esac\nexit 1\n')
+    exe.chmod(0o755)
+    return str(exe)
+
+
 def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
-    """Fail two configs for real (their server cannot start: the interpreter exits 1), then `--lf`: only those
-    items come back, each config's items together, and each failed config starts once."""
-    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", "/bin/false", "--dsr1-confirm", "0"]
+    """Fail two configs (their server cannot start: the interpreter exits 1), then `--lf`: only those items come
+    back, each config's items together, and each failed config starts once."""
+    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", failing_python(suite.path), "--dsr1-confirm", "0"]
     # Subprocesses: a server start imports numpy (the tiny model), which an in-process run would unload again.
     first = suite.runpytest_subprocess(*broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "test_matrix")
     first.assert_outcomes(failed=12)
@@ -203,11 +213,11 @@ def test_last_failed_reruns_only_failed_items_grouped_by_server(suite):
 
 
 def test_xdist_runs_each_config_whole_on_one_worker_and_merges_the_records(suite):
-    """pytest -n 2 for real: two configs whose servers cannot start (the interpreter exits 1, a real failed
-    start). Each config's items run on one worker, each config starts once, and the controller's summary holds
-    both workers' records."""
+    """pytest -n 2 for real: two configs whose servers cannot start (failing_python: the interpreter exits 1).
+    Each config's items run on one worker, each config starts once, and the controller's summary holds both
+    workers' records."""
     pytest.importorskip("xdist")
-    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", "/bin/false", "--dsr1-confirm", "0"]
+    broken = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-python", failing_python(suite.path), "--dsr1-confirm", "0"]
     report = suite.path / "report"
     result = suite.runpytest_subprocess(
         "-n", "2", "-v", *broken, "-k", "cpu-tiny-tp1- or cpu-tiny-tp2-", "--dsr1-report", str(report), timeout=600
@@ -277,8 +287,10 @@ def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, 
             "configs:\n  cpu-tiny-tp1: {hardware: cpu, model: tiny, settings: {gpu_memory_utilization: 0.15}}\n"
         )
     if option == "--dsr1-python":
-        # Outside any project (this repo's .venv is inside one, whose pyproject pytest would then read).
-        Path(value).symlink_to(sys.executable)
+        # Outside any project (this repo's .venv is inside one, whose pyproject pytest would then read); a script
+        # that runs this interpreter, so that the start-up check finds its vLLM.
+        Path(value).write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        Path(value).chmod(0o755)
     args = [option, value] if spelling == "space" else [f"{option}={value}"]
     result = suite.runpytest_subprocess("--collect-only", "-m", "cpu", "--dsr1-model", "tiny", *args)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-1500:] + result.stderr.str()[-1500:]

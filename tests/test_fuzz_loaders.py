@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from pytest_dsr1 import baseline as bl
+from pytest_dsr1.budget import parse_budget
 from pytest_dsr1.matrix import MatrixError, load_matrix
 from pytest_dsr1.matrix.model import CONFIG_KEYS, HW_KEYS  # the loader's own key sets
 from pytest_dsr1.options import (
@@ -215,8 +216,9 @@ def test_baseline_loader_loads_or_names_file_and_field(tmp_path_factory, data, c
         parse_seconds,
         parse_alpha,
         parse_missing_baseline,
+        parse_budget,
     ],
-    ids=["tolerance", "setting", "positive_int", "non_negative_int", "seconds", "alpha", "missing_baseline"],
+    ids=["tolerance", "setting", "positive_int", "non_negative_int", "seconds", "alpha", "missing_baseline", "budget"],
 )
 def test_option_parsers_accept_or_refuse_with_a_message(parse, text):
     try:
@@ -228,6 +230,8 @@ def test_option_parsers_accept_or_refuse_with_a_message(parse, text):
         assert math.isfinite(value) and value > 0
     if parse is parse_alpha:
         assert 0 < value < 1
+    if parse is parse_budget:
+        assert value.runs_per_item >= 0 and math.isfinite(value.session_s) and value.session_s >= 0
 
 
 # What the fuzzers found, kept as plain tests.
@@ -255,3 +259,39 @@ def test_found_a_baseline_without_hardware_is_an_error_not_a_crash(tmp_path):
 def test_found_an_infinite_timeout_is_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a finite number"):
         parse_seconds(text)
+
+
+# Deep and large: what a generated or corrupted file can be, beyond what the value strategies above reach.
+deep_or_large = st.one_of(
+    st.tuples(st.just("deep list"), st.integers(1, 300_000)),
+    st.tuples(st.just("deep mapping"), st.integers(1, 300_000)),
+    st.tuples(st.just("long list"), st.integers(0, 2_000_000)),
+)
+
+
+def _deep_or_large(kind: str, n: int, yaml_flow: bool = False) -> str:
+    if kind == "deep list":
+        return "[" * n + "]" * n
+    if kind == "deep mapping":
+        return ('{"a": ' if not yaml_flow else "{a: ") * n + "1" + "}" * n
+    return "[" + ", ".join("1" for _ in range(n)) + "]"
+
+
+@settings(FUZZ, max_examples=min(FUZZ.max_examples, 40))
+@given(case=deep_or_large)
+@example(case=("deep list", 200_000))  # found: INTERNALERROR RecursionError from json.loads
+def test_deep_or_large_files_load_or_name_file_and_field(tmp_path_factory, case):
+    kind, n = case
+    folder = tmp_path_factory.mktemp("deep")
+    baseline_file = folder / "cpu" / "tiny.json"
+    baseline_file.parent.mkdir()
+    baseline_file.write_text(_deep_or_large(kind, n))
+    with pytest.raises(bl.BaselineError) as raised:
+        bl.load(baseline_file, "cpu", "tiny")
+    assert str(baseline_file) in str(raised.value) and "Fix:" in str(raised.value)
+    matrix_file = folder / "m.yaml"
+    matrix_file.write_text(_deep_or_large(kind, n, yaml_flow=True))
+    try:
+        load_matrix(matrix_file)
+    except MatrixError as exc:
+        assert str(matrix_file) in str(exc) and "Fix:" in str(exc)

@@ -351,3 +351,48 @@ def test_config_tolerance_is_a_percentage_that_a_config_inherits_or_overrides(tm
                 "bad.yaml",
             )
         )
+
+
+@bad_input(
+    "a layer whose hardware, workload or benchmark would change another file's configs",
+    CAUGHT_AT_START_UP,
+    per_param=True,
+)
+@pytest.mark.parametrize(
+    "layer, field",
+    [
+        (
+            "hardware:\n  cpu: {kind: cpu, batch_sizes: [64]}\nconfigs:\n  mine: {hardware: cpu, model: m}\n",
+            "hardware.cpu",
+        ),
+        ("workloads:\n  w: {input_len: 8000, output_len: 5}\n", "workloads.w"),
+        ("benchmark: {num_warmups: 0}\nconfigs:\n  mine: {hardware: cpu, model: m}\n", "benchmark"),
+    ],
+    ids=["hardware", "workload", "benchmark"],
+)
+def test_a_layer_cannot_change_another_files_configs_behind_their_back(tmp_path, layer, field, observed):
+    base = write(tmp_path, BASE + "benchmark: {num_warmups: 2}\n", "base.yaml")
+    mine = write(tmp_path, layer, "mine.yaml")
+    with pytest.raises(MatrixError) as exc:
+        load_matrix(base, mine)
+    text = str(exc.value)
+    assert text.startswith(f"{mine}: {field}:") and "c1" in text and "--dsr1-matrix-alone" in text, text
+    if field != "benchmark":
+        assert str(base) in text  # both files named
+    observed(text.replace(str(tmp_path), "<dir>"))
+
+
+def test_a_layer_may_change_what_it_redefines_and_runs_alone_with_what_it_borrows(tmp_path):
+    base = write(tmp_path, BASE, "base.yaml")
+    meant = write(
+        tmp_path, "hardware:\n  cpu: {kind: cpu, batch_sizes: [2]}\nconfigs:\n  c1: {hardware: cpu, model: m}\n"
+    )
+    assert [w.id for w in load_matrix(base, meant).workloads_for(load_matrix(base, meant).config("c1"))] == ["w-bs2"]
+    own = write(
+        tmp_path,
+        "hardware:\n  cpu: {kind: cpu, batch_sizes: [8]}\nconfigs:\n  mine: {hardware: cpu, model: m}\n",
+        "own.yaml",
+    )
+    alone = load_matrix(base, own, alone=True)
+    assert [c.id for c in alone.configs] == ["mine"] and "m" in alone.models  # the model comes from base.yaml
+    assert [w.id for w in alone.workloads_for(alone.config("mine"))] == ["w-bs8"]

@@ -3,8 +3,14 @@
 None of these start vLLM: the CPU machine has no GPU, so the GPU items skip, and dry runs start nothing.
 """
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
-from helpers import CAUGHT_AT_START_UP, CAUGHT_WHEN_COLLECTION_ENDS, bad_input
+from helpers import CAUGHT_AT_START_UP, CAUGHT_WHEN_COLLECTION_ENDS, REPO, bad_input
 
 
 def usage_error(suite: pytest.Pytester, *args: str, stderr: str) -> pytest.RunResult:
@@ -167,16 +173,46 @@ def test_ini_keys_select_like_options(suite):
 @pytest.mark.parametrize(
     "option, value, error",
     [
-        ("--dsr1-python", "/nonexistent/python", "no such executable"),
-        ("--dsr1-report", "/proc/dsr1-report", "cannot create it"),
-        ("--dsr1-report", "/etc/hostname", "cannot create it (File exists)"),
+        ("--dsr1-python", "/nonexistent/python", "--dsr1-python /nonexistent/python: no such executable"),
+        ("--dsr1-report", "/proc/dsr1-report", "--dsr1-report /proc/dsr1-report: cannot create it"),
+        ("--dsr1-report", "/etc/hostname", "--dsr1-report /etc/hostname: not a directory"),
+        ("--dsr1-matrix", "/dev/zero", "/dev/zero: (file): is neither a regular file nor a directory*Fix:*"),
+        ("--dsr1-baselines", "/dev/null", "--dsr1-baselines /dev/null: not a directory*"),
+        ("--dsr1-python", "/bin/false", "--dsr1-python: /bin/false exited with 1 when asked for its vLLM version*"),
+        ("--dsr1-python", "/bin/true", "--dsr1-python: /bin/true runs, but has no vLLM*"),
+        ("--dsr1-ab", "python=/bin/true", "--dsr1-ab python=/bin/true: /bin/true runs, but has no vLLM*"),
     ],
-    ids=["--dsr1-python /nonexistent/python", "--dsr1-report in a read-only place", "--dsr1-report naming a file"],
+    ids=[
+        "--dsr1-python /nonexistent/python",
+        "--dsr1-report in a read-only place",
+        "--dsr1-report naming a file",
+        "--dsr1-matrix /dev/zero (a device: it was read forever)",
+        "--dsr1-baselines /dev/null (it fell back to machine-local baselines)",
+        "--dsr1-python /bin/false (an interpreter that does not run)",
+        "--dsr1-python /bin/true (runs, but has no vLLM: its first server start failed after others ran)",
+        "--dsr1-ab python=/bin/true (B without vLLM: it failed after A's servers ran)",
+    ],
 )
 def test_paths_are_checked_before_any_server_starts(suite, option, value, error, observed):
-    stderr = f"*{option} {value}: {error}*"
-    result = usage_error(suite, "-m", "cpu", "--dsr1-model", "tiny", option, value, stderr=stderr)
-    observed(f"exit {int(result.ret)} at start-up: " + next(line for line in result.stderr.lines if "--dsr1-" in line))
+    started = time.monotonic()
+    result = usage_error(
+        suite, "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-dry-run", option, value, stderr=f"*{error}*"
+    )
+    assert time.monotonic() - started < 30  # /dev/zero was read until killed
+    observed(f"exit {int(result.ret)} at start-up: " + next(line for line in result.stderr.lines if "dsr1" in line))
+
+
+@bad_input("a baseline file nested 200,000 deep ([[[[...]]]])", CAUGHT_WHEN_COLLECTION_ENDS)
+def test_a_deeply_nested_baseline_is_a_usage_error_not_a_traceback(suite, observed):
+    deep = suite.path / "bl" / "cpu" / "tiny.json"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    stderr = "*tiny.json: (json): nested too deeply to be a baseline file. Fix:*"
+    result = usage_error(
+        suite, "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-baselines", "bl", "test_matrix", stderr=stderr
+    )
+    assert "RecursionError" not in result.stdout.str() + result.stderr.str()
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "nested" in line))
 
 
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
@@ -340,3 +376,57 @@ def test_sigterm_handler_is_put_back_when_the_run_ends(suite):
     result = suite.runpytest_inprocess("test_sig.py")
     result.assert_outcomes(passed=1)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@bad_input("a server bound beyond loopback with no API key (--dsr1-host 0.0.0.0)", CAUGHT_AT_START_UP)
+def test_a_host_beyond_loopback_gets_a_key_unless_the_user_accepts_an_open_server(suite, observed):
+    args = ("-m", "cpu", "--dsr1-model", "tiny", "-k", "tp1 and balanced-bs1", "--dsr1-dry-run", "test_matrix")
+    keyed = suite.runpytest(*args, "--dsr1-host=0.0.0.0")
+    keyed.stdout.fnmatch_lines(
+        [
+            "dsr1: servers listen on 0.0.0.0 with an API key generated for this run (shown as ***)",
+            "*VLLM_API_KEY=[*][*][*] vllm serve * --host 0.0.0.0 *",
+        ]
+    )
+    opened = suite.runpytest(*args, "--dsr1-host=0.0.0.0", "--dsr1-open-server")
+    opened.stdout.fnmatch_lines(["dsr1: servers listen on 0.0.0.0 with no API key (--dsr1-open-server)*"])
+    assert "VLLM_API_KEY" not in opened.stdout.str()
+    loopback = suite.runpytest(*args)
+    assert "servers listen on" not in loopback.stdout.str() and "VLLM_API_KEY" not in loopback.stdout.str()
+    observed(next(line for line in keyed.stdout.lines if "servers listen on" in line))
+
+
+def _gpu_shard(tmp_path, nvidia_smi, *extra):
+    """.ci/gpu-shard as the nightly runs it, with a stand-in (or missing) nvidia-smi."""
+    env = {**os.environ, "DSR1_NVIDIA_SMI": str(nvidia_smi), "PYTEST": str(Path(sys.executable).parent / "pytest")}
+    if extra:
+        env["EXTRA_ARGS"] = " ".join(extra)
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", ".ci/gpu-shard", "h200", "fp8", "1/3", str(tmp_path / "report")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return done, time.monotonic() - started
+
+
+@bad_input("a nightly shard on a runner that lost its GPUs (.ci/gpu-shard h200 fp8 1/3)", CAUGHT_WHEN_COLLECTION_ENDS)
+def test_a_strict_night_without_its_gpus_fails_in_seconds_naming_what_it_found(tmp_path, observed):
+    done, seconds = _gpu_shard(tmp_path, tmp_path / "no-nvidia-smi")
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and seconds < 30, out[-3000:]
+    assert "--dsr1-strict: 42 of 42 selected item(s) cannot run on this machine: needs 8× H200, found 0 GPUs" in out
+    assert "nvidia-smi" in out and " skipped" not in out  # not a green night of 42 skips
+    observed(
+        f"exit {done.returncode} in {seconds:.0f} s: " + next(line for line in out.splitlines() if "strict" in line)
+    )
+
+
+def test_a_strict_night_with_its_gpus_goes_on(tmp_path):
+    """A stand-in nvidia-smi prints eight H200s (what the real one prints on such a runner): the strict check lets
+    the shard through. --collect-only, since no server can start here."""
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text("#!/bin/sh\nfor i in 0 1 2 3 4 5 6 7; do echo 'NVIDIA H200, 143771, 580.159.04'; done\n")
+    exe.chmod(0o755)
+    done, _ = _gpu_shard(tmp_path, exe, "--collect-only")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "cannot run on this machine" not in done.stdout + done.stderr

@@ -217,3 +217,11 @@ def test_too_few_samples_are_undecided_only_where_more_runs_could_reach_alpha():
     assert [v.verdict for v in two.verdicts] == [INCONCLUSIVE] and two.next_step == UNDECIDED_RUNS
     one = judge([80.0], reference([100.0]), Rules(TOL, undecided_runs=3))  # against 1 sample: never
     assert one.next_step is None and one.decision is not None and one.decision.outcome == INCONCLUSIVE
+
+
+def test_a_config_whose_allowed_change_is_beyond_a_throughputs_fall_says_so():
+    wide = judge_config("cpu-tiny-tp2", "output_throughput", [1.0, 1.1, 0.9], 0.3, (0.3, 1.0, 3.0, 1.0, 0.4))
+    assert wide.allowed_pct >= 100 and wide.detection_pct is None
+    assert "is more than a throughput can fall" in wide.caught()
+    one = judge_config("cpu-tiny-tp2", "output_throughput", [1.0], 0.3)
+    assert one.caught() == "output_throughput: no change (fewer than 2 items compared)"

@@ -88,7 +88,7 @@ def test_gpu_shard_keeps_a_k_expression_whole_and_splits_extra_args_as_a_shell(t
         tmp_path, {"SELECT": "prompt_heavy and not bs512", "EXTRA_ARGS": '--dsr1-confirm 1 -k "a and b" $(touch x)'}
     )
     assert argv[:6] == ["-m", "h200", "--dsr1-model", "fp8", "--dsr1-shard", "2/3"]
-    assert "--dsr1-missing-baseline=fail" in argv
+    assert "--dsr1-strict" in argv  # implies --dsr1-missing-baseline=fail; a runner without its GPUs fails at once
     assert argv[argv.index("-k") + 1] == "prompt_heavy and not bs512"
     assert argv[-7:] == ["--dsr1-confirm", "1", "-k", "a and b", "$(touch", "x)", "test_matrix"]
     assert not (tmp_path / "x").exists()  # nothing in the input was run by a shell

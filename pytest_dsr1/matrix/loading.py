@@ -90,12 +90,34 @@ def matrix_files(path: Path, foreign_ok: bool = False) -> list[Path]:
             "does not exist",
             "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix file or directory",
         )
+    if not path.is_file():  # a device (/dev/zero would be read forever), a FIFO, a socket
+        raise MatrixError(
+            path,
+            "(file)",
+            "is neither a regular file nor a directory",
+            "point --dsr1-matrix (or the dsr1_matrix ini key) at a matrix YAML file or a directory of them",
+        )
     return [path]
+
+
+MAX_MATRIX_BYTES = 1024 * 1024  # the shipped matrix is 30 KiB; a file of megabytes is not a matrix
 
 
 def _read(f: Path) -> Any:
     try:
+        size = f.stat().st_size
+        if size > MAX_MATRIX_BYTES:
+            raise MatrixError(
+                f,
+                "(file)",
+                f"{size:,} bytes: larger than a matrix file can be ({MAX_MATRIX_BYTES:,} bytes at most)",
+                "point --dsr1-matrix at the matrix YAML file itself",
+            )
         return yaml.load(f.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise MatrixError(
+            f, "(yaml)", "nested too deeply to be a matrix", "write the matrix as the documented mappings and lists"
+        ) from None
     except yaml.YAMLError as exc:
         raise MatrixError(
             f, "(yaml)", f"not valid YAML: {exc}".replace("\n", " "), "correct the YAML syntax at the position shown"
@@ -112,12 +134,18 @@ class MatrixLayer:
     foreign_ok: bool = False  # a folder found by name, which may hold other things than matrix files
 
 
-def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
+def load_matrix(*layers: Path | str | MatrixLayer, alone: bool = False) -> Matrix:
     """Load and validate the matrix files of each layer; raise MatrixError on the first problem.
 
     Within a layer an id defined twice is an error. A later layer replaces an earlier layer's entry of the same
     section and name (a config, model, hardware or workload) and adds new ones; its `benchmark` and `tolerances`
     sections replace the earlier ones. References (a config's hardware and model) resolve after the merge.
+
+    A later layer's `hardware`, `workloads` or `benchmark` must not change the configs of an earlier layer behind
+    their back (a layer's `hardware: cpu` with the recipe's batch sizes once sent 8,000-token prompts to the
+    shipped 2,048-token CPU servers): that is refused, naming both files, unless the layer redefines those configs
+    too (then it says what it means). `alone`: only the last layer's configs are kept (--dsr1-matrix-alone), the
+    earlier layers lend their models, hardware and workloads.
     """
     raw: dict[str, dict[str, tuple[Path, Any]]] = {k: {} for k in ("models", "hardware", "workloads", "configs")}
     benchmark: tuple[Path, Any] | None = None
@@ -127,7 +155,10 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
     # A config that names no workloads runs those of its own layer (where its layer defines any), so that a layer's
     # new workloads never reach another layer's configs.
     own_workloads: dict[str, tuple[str, ...]] = {}
-    for layer in layers:
+    layer_of: dict[tuple[str, str], int] = {}  # (section, name) -> the index of the layer that defined it last
+    replaced: dict[tuple[str, str], Path] = {}  # (section, name) -> the earlier layer's file it replaced
+    benchmarks: list[tuple[int, Path]] = []
+    for index, layer in enumerate(layers):
         layer = layer if isinstance(layer, MatrixLayer) else MatrixLayer(Path(layer))
         seen: dict[str, dict[str, Path]] = {k: {} for k in raw}
         layer_benchmark: Path | None = None
@@ -165,7 +196,10 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
                             "give each entry a unique id",
                         )
                     seen[section][name] = f
+                    if name in raw[section]:
+                        replaced[(section, name)] = raw[section][name][0]
                     raw[section][name] = (f, spec)
+                    layer_of[(section, name)] = index
             if "benchmark" in data:
                 if layer_benchmark is not None:
                     raise MatrixError(
@@ -173,6 +207,7 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
                     )
                 layer_benchmark = f
                 benchmark = (f, data["benchmark"])
+                benchmarks.append((index, f))
             if "tolerances" in data:
                 if layer_tolerances is not None:
                     raise MatrixError(
@@ -194,6 +229,10 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
                 "add entries to it, or leave --dsr1-matrix out",
             )
 
+    if alone:
+        last = len(layers) - 1
+        raw["configs"] = {n: v for n, v in raw["configs"].items() if layer_of[("configs", n)] == last}
+    _no_hidden_redefinition(raw, layer_of, replaced, benchmarks, own_workloads)
     models = {name: parse_model(f, name, spec) for name, (f, spec) in raw["models"].items()}
     hardware = {name: parse_hardware(f, name, spec) for name, (f, spec) in raw["hardware"].items()}
     workloads = tuple(parse_workload(f, name, spec) for name, (f, spec) in raw["workloads"].items())
@@ -221,6 +260,50 @@ def load_matrix(*layers: Path | str | MatrixLayer) -> Matrix:
             "add a workloads section, e.g. prompt_heavy: {input_len: 8000, output_len: 1000}",
         )
     return Matrix(models, hardware, workloads, configs, bench, tols, tuple(str(f) for f in all_files), tuple(ignored))
+
+
+def _no_hidden_redefinition(
+    raw: dict[str, dict[str, tuple[Path, Any]]],
+    layer_of: dict[tuple[str, str], int],
+    replaced: dict[tuple[str, str], Path],
+    benchmarks: list[tuple[int, Path]],
+    own_workloads: dict[str, tuple[str, ...]],
+) -> None:
+    """Refuse a later layer's hardware, workload or benchmark that would change an earlier layer's configs."""
+    fix = (
+        "give your own entry another name for your own configs, redefine those configs in your file too if you mean "
+        "to change them, or run your file's configs alone with --dsr1-matrix-alone"
+    )
+    by_entry: dict[tuple[str, str], list[str]] = {}
+    for name, (_, spec) in raw["configs"].items():
+        config_layer = layer_of[("configs", name)]
+        spec = spec if isinstance(spec, dict) else {}
+        uses = [("hardware", str(spec.get("hardware")))]
+        named = spec.get("workloads")
+        workloads = named if isinstance(named, list) else own_workloads.get(name) or list(raw["workloads"])
+        uses += [("workloads", str(w)) for w in workloads]
+        for entry in uses:
+            if entry in replaced and layer_of[entry] > config_layer:
+                by_entry.setdefault(entry, []).append(name)
+        later = [f for i, f in benchmarks if i > config_layer]
+        if later and any(i <= config_layer for i, _ in benchmarks):
+            by_entry.setdefault(("benchmark", str(later[-1])), []).append(name)
+    for (section, name), configs in by_entry.items():
+        if section == "benchmark":
+            raise MatrixError(
+                Path(name),
+                "benchmark",
+                f"replaces the benchmark settings of the configs {', '.join(configs)}, defined in an earlier file",
+                fix,
+            )
+        new_file = raw[section][name][0]
+        raise MatrixError(
+            new_file,
+            f"{section}.{name}",
+            f"replaces the {section} entry {name!r} of {replaced[(section, name)]}, which its configs "
+            f"{', '.join(configs)} use: they would run with this file's {section} settings",
+            fix,
+        )
 
 
 def matrix_layers(rootpath: Path, extra: Path | None) -> list[MatrixLayer]:

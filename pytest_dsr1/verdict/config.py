@@ -56,7 +56,12 @@ class ConfigVerdict:
     def caught(self) -> str:
         """What this verdict could have seen: 'output_throughput -27.0% or worse', or that it could see nothing."""
         if self.detection_pct is None:
-            return f"{self.metric}: no change (fewer than 2 items compared)"
+            why = (
+                "fewer than 2 items compared"
+                if self.items < 2
+                else f"its allowed change, ±{self.allowed_pct:.1f}%, is more than a throughput can fall"
+            )
+            return f"{self.metric}: no change ({why})"
         sign = "-" if METRICS[self.metric].higher_is_better else "+"
         return f"{self.metric} {sign}{self.detection_pct:.1f}% or worse"
 
