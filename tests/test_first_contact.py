@@ -296,6 +296,8 @@ def test_a_path_option_never_moves_the_rootdir(suite, tmp_path_factory, option, 
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-1500:] + result.stderr.str()[-1500:]
     result.stdout.fnmatch_lines([f"rootdir: {suite.path}", "configfile: tox.ini"])
     assert len([line for line in result.stdout.lines if "<Function test_serving[" in line]) == 18
+    if option == "--dsr1-python":  # checked at start, and the header says what it is
+        result.stdout.fnmatch_lines([f"dsr1: --dsr1-python {value}: vLLM *"])
 
 
 def test_path_values_are_relative_to_where_they_are_written(suite):

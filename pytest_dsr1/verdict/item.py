@@ -295,7 +295,8 @@ def judge_item(
         more = rules.undecided_runs - progress.undecided_runs
         reasons = [why for v in verdicts if (why := undecided(v, rules.alpha, more))]
         if reasons:
-            return ItemVerdict(verdicts, next_step=UNDECIDED_RUNS, why="; ".join(reasons))
+            more_metrics = f"; and {len(reasons) - 1} more metric(s)" if len(reasons) > 1 else ""
+            return ItemVerdict(verdicts, next_step=UNDECIDED_RUNS, why=reasons[0] + more_metrics)
     return ItemVerdict(verdicts, _decide(item, samples, reference, rules, progress, verdicts))
 
 
