@@ -107,6 +107,7 @@ def suite_cmd(matrix: Path, run_dir: Path, *extra: str) -> list[str]:
         str(run_dir),
         "--dsr1-matrix",
         str(matrix),
+        "--dsr1-matrix-alone",  # its own `hardware: cpu` must not reach the shipped CPU configs
         "--dsr1-model",
         "faults",
         *extra,
@@ -239,6 +240,7 @@ def test_startup_deadline(tmp_path, observed):
         [
             "--dsr1-matrix",
             str(matrix),
+            "--dsr1-matrix-alone",
             "--dsr1-model",
             "faults",
             "--dsr1-startup-timeout",
@@ -338,7 +340,8 @@ def test_leftover_of_a_crashed_run_is_cleaned(tmp_path, observed):
     time.sleep(1)
     assert any(p.pid == info["pid"] for p in vllm_processes()), "the orphan should be alive before the next run"
     bad = write(tmp_path, "bad.yaml", ONE_GOOD.replace('"--enforce-eager"', '"--enforce-eager", "--no-such-flag"'))
-    result = run_suite(["--dsr1-matrix", str(bad), "--dsr1-model", "faults", "test_matrix/test_serving.py"], run_dir)
+    args = ["--dsr1-matrix", str(bad), "--dsr1-matrix-alone", "--dsr1-model", "faults", "test_matrix/test_serving.py"]
+    result = run_suite(args, run_dir)
     assert "stopped a leftover server of an earlier run: cpu-tiny-one" in result.stdout, result.stdout[-3000:]
     assert wait_no_vllm() == []
     observed(
