@@ -34,6 +34,10 @@ def _slim(result: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in result.items() if k not in _DROP}
     errors = [e for e in (result.get("errors") or []) if e]
     out["error_samples"] = sorted({str(e)[:300] for e in errors})[:5]
+    # A stream of several tokens that arrived in one piece has no inter-token latency: its TPOT of 0 pulls the
+    # run's mean down (one such request of the 2 in a batch-1 run halved a baseline's TPOT).
+    itls, lens = result.get("itls") or [], result.get("output_lens") or []
+    out["requests_in_one_piece"] = sum(1 for itl, n in zip(itls, lens, strict=False) if n > 1 and not itl)
     return out
 
 

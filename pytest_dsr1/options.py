@@ -8,14 +8,11 @@ table with pytest and reads it back.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, overload
 
@@ -435,37 +432,6 @@ def default_local_baselines() -> Path:
     return Path(cache) / "pytest-dsr1" / "baselines"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
-
-
-def guard_host(options: Options) -> Options:
-    """No server open to the network by accident: on a host that is not loopback, without an API key and without
-    --dsr1-open-server, the run gets a key of its own (passed to the servers and the benchmark, shown as ***)."""
-    if is_loopback(options.host) or options.api_key or options.open_server:
-        return options
-    return replace(options, api_key=secrets.token_urlsafe(24), api_key_generated=True)
-
-
-def host_line(options: Options) -> str | None:
-    """What the header says of a server bound beyond loopback: its key, or that it is open."""
-    if is_loopback(options.host):
-        return None
-    if options.api_key_generated:
-        return f"dsr1: servers listen on {options.host} with an API key generated for this run (shown as ***)"
-    if options.api_key:
-        return f"dsr1: servers listen on {options.host} with the given API key (shown as ***)"
-    return (
-        f"dsr1: servers listen on {options.host} with no API key (--dsr1-open-server): anyone who can reach this "
-        "machine can use them"
-    )
-
-
 def selection_problem(options: Options, matrix: Matrix) -> str | None:
     """Why the options do not fit the matrix (an unknown model, a --dsr1-set for no config), or None."""
     if options.model is not None and options.model not in matrix.models:
@@ -483,39 +449,4 @@ def selection_problem(options: Options, matrix: Matrix) -> str | None:
                 f"--dsr1-ab set={value[0]}:{value[1]}: no config {value[0]!r} in the matrix; "
                 f"configs: {', '.join(config_ids)}"
             )
-    return None
-
-
-def path_problem(options: Options) -> str | None:
-    """What can be checked before the first server starts: the interpreter exists, the report directory is
-    writable. Found at the first server start or at the end of the run, they would cost the run."""
-    if options.python is not None and shutil.which(options.python) is None:
-        return (
-            f"--dsr1-python {options.python}: no such executable; point it at a Python that has vLLM "
-            "(e.g. /path/to/venv/bin/python), or leave it out to use this one"
-        )
-    for kind, value in options.ab:
-        if kind == "python" and shutil.which(value) is None:
-            return (
-                f"--dsr1-ab python={value}: no such executable; point it at B's Python, the one with the other vLLM "
-                "(e.g. /path/to/venv-b/bin/python)"
-            )
-    for flag, path in (
-        ("--dsr1-baselines", options.baselines),
-        ("--dsr1-local-baselines", options.local_baselines),
-        ("--dsr1-run-dir", options.run_dir),
-        ("--dsr1-report", options.report),
-    ):
-        if path is not None and path.exists() and not path.is_dir():
-            return f"--{flag.lstrip('-')} {path}: not a directory; point it at a directory (it is made if missing)"
-    if options.report is not None:
-        try:
-            options.report.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return (
-                f"--dsr1-report {options.report}: cannot create it ({exc.strerror or exc}); "
-                "point it at a writable directory"
-            )
-        if not os.access(options.report, os.W_OK | os.X_OK):
-            return f"--dsr1-report {options.report}: not writable; point it at a writable directory"
     return None

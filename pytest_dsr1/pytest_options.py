@@ -18,9 +18,9 @@ from pytest_dsr1.options import (
     PATH_OPTIONS,
     Options,
     default_local_baselines,
-    guard_host,
     resolve_path,
 )
+from pytest_dsr1.start_checks import guard_host
 
 
 def add_options(parser: pytest.Parser) -> None:

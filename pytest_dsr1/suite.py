@@ -38,7 +38,7 @@ from pytest_dsr1.matrix import (
     packaged_matrix_dir,
 )
 from pytest_dsr1.merge import absorb_worker, worker_payload
-from pytest_dsr1.options import Options, host_line, path_problem, selection_problem
+from pytest_dsr1.options import Options, selection_problem
 from pytest_dsr1.pytest_options import suite_requested, under_xdist, xdist_problem
 from pytest_dsr1.run_log import RunLog, git_commit, run_metadata
 from pytest_dsr1.runner import Runner, run_dir_name
@@ -46,6 +46,7 @@ from pytest_dsr1.shard import Plan as ShardPlan
 from pytest_dsr1.shard import plan as shard_plan
 from pytest_dsr1.shard import plan_json as shard_json
 from pytest_dsr1.shard import recorded_run_s
+from pytest_dsr1.start_checks import host_line, path_problem, strict_problem
 
 SUITE_KEY = pytest.StashKey["Suite"]()
 OPTIONS_KEY = pytest.StashKey[Options]()
@@ -281,26 +282,11 @@ class Suite:
             self._strict_start(session)
 
     def _strict_start(self, session: pytest.Session) -> None:
-        """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found
-        (a runner that lost its GPUs must not go green on 126 skips). Configs the matrix itself skips, with the
-        reason written there, are excepted."""
+        """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found."""
         selected = [p[0] for item in session.items if (p := item.stash.get(PARAMS_KEY, None))]
-        if not selected:
-            pytest.exit("pytest-dsr1 --dsr1-strict: the selection holds no serving item; a night must run some", 1)
-        cannot: dict[str, list[str]] = {}
-        for cfg in dict.fromkeys(selected):
-            reason = None if cfg.skip or cfg.nodes > 1 else skip_reason(cfg, self.runner.host)  # the matrix says why
-            if reason:
-                cannot.setdefault(reason, []).append(cfg.id)
-        if cannot:
-            items = sum(1 for cfg in selected if any(cfg.id in ids for ids in cannot.values()))
-            found = "; ".join(f"{reason} ({', '.join(ids)})" for reason, ids in cannot.items())
-            pytest.exit(
-                f"pytest-dsr1 --dsr1-strict: {items} of {len(selected)} selected item(s) cannot run on this machine: "
-                f"{found}. A nightly whose runner lost its hardware fails here instead of going green on skips; "
-                "check the runner's label, its driver and CUDA_VISIBLE_DEVICES",
-                1,
-            )
+        problem = strict_problem(selected, self.runner.host)
+        if problem:
+            pytest.exit(problem, 1)
 
     # ------------------------------------------------------------ running
 

