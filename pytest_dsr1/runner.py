@@ -25,7 +25,7 @@ from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots, visible_gpus
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
 from pytest_dsr1.overrides import override_notes, overrides_in
-from pytest_dsr1.run_checks import arrived_at_once, failed_requests
+from pytest_dsr1.run_checks import arrived_at_once, failed_requests, without_stream_latencies
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
 from pytest_dsr1.server_metrics import Snapshot
@@ -424,7 +424,7 @@ class Runner:
                 continue
             stats.measured_s += float(result.get("duration") or 0.0)
             self._check_requests(handle, server, m, result)
-            m.runs.append(result)
+            m.runs.append(without_stream_latencies(result) if arrived_at_once(result, m.workload) else result)
 
     def _sampler(
         self, handle: ServerHandle, server: VllmServer

@@ -143,6 +143,16 @@ def test_a_stream_that_arrived_in_one_piece_is_counted_and_its_run_taken_again()
     assert arrived_at_once({"mean_tpot_ms": 0.0, "requests_in_one_piece": 0}, workload)  # every request at once
 
 
+def test_a_run_still_in_one_piece_after_its_retakes_keeps_its_throughput_not_its_stream_latencies():
+    from pytest_dsr1.metric_catalog import samples_of
+    from pytest_dsr1.run_checks import without_stream_latencies
+
+    run = {"output_throughput": 250.0, "mean_tpot_ms": 0.003, "median_tpot_ms": 0.003, "mean_ttft_ms": 103.0}
+    samples = samples_of([without_stream_latencies(run), {**run, "mean_tpot_ms": 3.3, "median_tpot_ms": 3.3}])
+    assert samples["output_throughput"] == [250.0, 250.0] and samples["median_tpot_ms"] == [3.3]
+    assert "mean_ttft_ms" in samples and len(samples["mean_ttft_ms"]) == 1
+
+
 # ---------------------------------------------------------------- the worker process, on a stand-in vLLM
 
 _FAKE_SERVE = f"""
