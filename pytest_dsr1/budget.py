@@ -87,20 +87,18 @@ class Ledger:
         return self.budget.runs_per_item
 
     def lines(self) -> list[str]:
-        """The summary's account: what was spent, on what, and what it decided."""
-        if self.budget.off:
-            return ["measured more where undecided: off (--dsr1-budget off)"]
-        head = (
+        """The summary's account: what was spent (the first line), then on what and what it decided, and what was
+        left undecided for want of budget (a line each)."""
+        out = [
             f"measured more where undecided: {self.runs} run(s) on {len(self.spends)} item(s), {self.seconds:.1f} s "
             f"of the {self.budget.session_s:g} s budget (up to {self.budget.runs_per_item} per item)"
-        )
-        out = [head]
+        ]
         for s in self.spends:
             left = " (still undecided when the budget ran out)" if s.still_undecided else ""
-            out.append(f"  {s.item}: +{s.runs} run(s), {s.seconds:.1f} s, for {s.why}; then {s.outcome}{left}")
+            out.append(f"{s.item}: +{s.runs} run(s), {s.seconds:.1f} s, for {s.why}; then {s.outcome}{left}")
         if self.refused:
             out.append(
-                f"  the session's budget was spent: {len(self.refused)} item(s) judged undecided without more runs "
+                f"the session's budget was spent: {len(self.refused)} item(s) judged undecided without more runs "
                 f"({', '.join(self.refused)}); raise it with --dsr1-budget"
             )
         return out

@@ -240,14 +240,9 @@ def probe_interpreter(python: str, flag: str) -> tuple[str | None, str | None]:
 
 def vllm_version_of(python: str) -> str | None:
     """The vLLM version that another interpreter would run (an A/B's B), asked of it without importing vLLM."""
-    probe = _VLLM_PROBE
     if python == sys.executable:
         return vllm_version()
-    try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    return probe_interpreter(python, "")[0]
 
 
 def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id: str) -> dict[str, Any]:

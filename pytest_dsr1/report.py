@@ -111,8 +111,10 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
     for line in no_verdict_lines(run_log):
         tr.write_line(f"dsr1: {line}", yellow=True)
     if run_log.results and not run_log.spending.budget.off:
-        for line in run_log.spending.lines():
-            tr.write_line(f"dsr1: {line}" if not line.startswith(" ") else line)
+        head, *details = run_log.spending.lines()
+        tr.write_line(f"dsr1: {head}")
+        for line in details:
+            tr.write_line(f"  {line}")
     if run_log.ab is not None:
         ab_terminal(run_log.ab, tr)
     other = [r for r in run_log.results.values() if not r.verdicts and not r.ab_verdicts]
@@ -383,7 +385,7 @@ def summary_markdown(run_log: RunLog) -> str:
     if run_log.results and not run_log.spending.budget.off:
         head, *items = run_log.spending.lines()
         out += ["### Measured more where undecided", "", head[0].upper() + head[1:] + ".", ""]
-        out += [f"- {line.strip()}" for line in items] + ([""] if items else [])
+        out += [f"- {line}" for line in items] + ([""] if items else [])
     rows = summary_rows(run_log)
     if rows:
         out += ["### Every gated metric", ""]

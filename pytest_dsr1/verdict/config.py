@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pytest_dsr1.matrix import Matrix, ServerConfig
 from pytest_dsr1.metric_catalog import METRICS, can_worsen_by
 from pytest_dsr1.tolerance import Tolerance
-from pytest_dsr1.verdict.metric import History, MetricVerdict
+from pytest_dsr1.verdict.metric import History, MetricVerdict, t95
 from pytest_dsr1.verdict.outcomes import (
     INCONCLUSIVE,
     NOISE,
@@ -72,12 +72,6 @@ class ConfigVerdict:
         )
 
 
-def _t95(df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
 def judge_config(
     config_id: str,
     metric: str,
@@ -109,7 +103,7 @@ def judge_config(
             config_id, metric, n, change, change, change, allowed * 100, INCONCLUSIVE, "fewer than 2 items compared"
         )
     mean = statistics.fmean(logs)
-    half = _t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    half = t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
     change, low, high = ((math.exp(x) - 1) * 100 for x in (mean, mean - half, mean + half))
     worse = worsening(metric, change) > allowed * 100
     significant = is_worse(metric, low) and is_worse(metric, high)  # the whole interval on the bad side

@@ -28,6 +28,7 @@ from pytest_dsr1.verdict.metric import (
     median_or_none,
     regressed,
     smallest_p,
+    t95,
 )
 from pytest_dsr1.verdict.outcomes import (
     ALPHA,
@@ -204,12 +205,6 @@ class ItemVerdict:
     why: str = ""  # why the next step: the item looked regressed, or what was undecided
 
 
-def _t95(df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
-
-
 def undecided(v: MetricVerdict, alpha: float = ALPHA, more: int = 1) -> str | None:
     """Why `more` runs on the same server could change this metric's verdict, or None where they could not (a
     clear pass or failure, or a gate whose allowed change alone decides). Undecided: the noise test could not tell;
@@ -225,7 +220,7 @@ def undecided(v: MetricVerdict, alpha: float = ALPHA, more: int = 1) -> str | No
     if v.verdict not in (OK, REGRESSED) or n < 2 or v.baseline is None or v.allowed is None or v.measured is None:
         return None
     edge = v.baseline - v.allowed if is_worse(v.metric, -1.0) else v.baseline + v.allowed  # a fall is worse
-    half = _t95(n - 1) * statistics.stdev(v.measured_samples) / math.sqrt(n)
+    half = t95(n - 1) * statistics.stdev(v.measured_samples) / math.sqrt(n)
     if abs(v.measured - edge) >= half:
         return None
     return (

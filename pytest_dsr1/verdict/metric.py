@@ -39,6 +39,14 @@ BAND_Z = 3.0  # robust standard deviations: a clean session falls outside about 
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal sample, scaled to its standard deviation
 
 
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with `df` degrees of freedom: the half width of a mean's 95%
+    interval, in standard errors."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
 def smallest_p(n_baseline: int, n_measured: int) -> float:
     """The smallest one-sided exact Mann-Whitney p these sample sizes can give (complete separation)."""
     return 1.0 / math.comb(n_baseline + n_measured, n_baseline)
