@@ -247,10 +247,11 @@ def _session(path: Path, where: str, raw: Any, hardware: str) -> Session:
     return Session(str(raw.get("date", "")), fp, metrics)
 
 
-def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so that the file is either the old one or the new one, whatever happens."""
+def write_atomic(path: Path, data: dict[str, Any], text: str | None = None) -> None:
+    """Write JSON (`data`, or `text` already made of it) so that the file is either the old one or the new one,
+    whatever happens."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    text = text if text is not None else json.dumps(data, indent=2, sort_keys=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

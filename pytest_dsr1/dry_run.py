@@ -16,6 +16,23 @@ if TYPE_CHECKING:
 
 def note_commands(runner: Runner, config: ServerConfig, workload: Workload) -> None:
     """Note the commands the item would run, for the dry run's listing."""
+    lines = _config_lines(runner, config)
+    lines.append(f"  [{workload.id}] " + runner.bench_shell_line(runner.bench_command_for(config, workload)))
+
+
+def note_correctness(runner: Runner, config: ServerConfig, reference: str) -> None:
+    """Note what the config's correctness item would ask of its server, and against what."""
+    check = config.model.logprobs
+    what = (
+        f"greedy /v1/completions, {check.describe()}, against {reference}"
+        if check is not None
+        else "off for this model (accuracy.logprobs: off)"
+    )
+    _config_lines(runner, config).append(f"  [correctness] logprob check: {what}")
+
+
+def _config_lines(runner: Runner, config: ServerConfig) -> list[str]:
+    """The config's lines of the listing, its server command first."""
     lines = runner.run_log.dry_run.setdefault(config.id, [])
     if not lines:
         gpus = config.gpus or "no"
@@ -34,4 +51,4 @@ def note_commands(runner: Runner, config: ServerConfig, workload: Workload) -> N
             lines.append("# A: " + runner.server_command_for(config).shell_line())
             python = f" (with {spec.python})" if spec.python else ""
             lines.append(f"# B{python}: " + runner.server_command_for(b_config(config, spec)).shell_line())
-    lines.append(f"  [{workload.id}] " + runner.bench_shell_line(runner.bench_command_for(config, workload)))
+    return lines

@@ -18,9 +18,11 @@ from typing import Any
 from pytest_dsr1 import baseline
 from pytest_dsr1.budget import Budget, Ledger, Spend
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.logprobs import Comparison, Divergence
 from pytest_dsr1.matrix import Matrix, Workload
 from pytest_dsr1.run_log import BaselineWrite, ConfigStats, ItemResult, Measurement, RunLog, RunMetadata
 from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.correctness import CorrectnessVerdict
 from pytest_dsr1.verdict.metric import MetricVerdict
 
 RECORDS_DIR = "baselines"  # in a shard's report folder: the sessions its record run wrote, as baseline files
@@ -147,6 +149,7 @@ def run_log_from_json(data: Any, matrix: Matrix, where: Path) -> RunLog:
         run_log.baseline_writes = [BaselineWrite(*r) for r in data.get("recorded") or []]
         run_log.part_logs = [str(p) for p in data.get("part_logs") or []]
         run_log.spending = _ledger(data.get("measurement_budget") or {})
+        run_log.correctness = {cid: _correctness(cid, raw) for cid, raw in (data.get("correctness") or {}).items()}
     except MergeError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -164,6 +167,14 @@ def _ledger(raw: dict[str, Any]) -> Ledger:
     return Ledger(budget, [Spend(**s) for s in raw.get("spends") or []], list(raw.get("refused") or []))
 
 
+def _correctness(config_id: str, raw: dict[str, Any]) -> CorrectnessVerdict:
+    comparison = raw.get("comparison")
+    if comparison is not None:
+        divergence = comparison.get("divergence")
+        comparison = Comparison(**{**comparison, "divergence": Divergence(**divergence) if divergence else None})
+    return CorrectnessVerdict(config_id, raw["outcome"], raw["summary"], comparison, raw.get("reference"))
+
+
 def add_into(merged: RunLog, r: RunLog) -> None:
     """Add one part's record (a shard, an xdist worker) to the merged one. Configs never split across parts."""
     merged.server_starts += r.server_starts
@@ -172,6 +183,7 @@ def add_into(merged: RunLog, r: RunLog) -> None:
     merged.stats.update(r.stats)
     merged.config_verdicts += r.config_verdicts
     merged.results.update(r.results)
+    merged.correctness.update(r.correctness)
     merged.outcomes.update(r.outcomes)
     merged.baseline_writes += r.baseline_writes
     if merged.spending.budget.off:  # every part ran under the same options

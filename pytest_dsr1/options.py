@@ -87,6 +87,12 @@ def parse_missing_baseline(text: str) -> SkipOrFail:
     return text  # narrowed by the membership test
 
 
+def parse_accuracy(text: str) -> str:
+    if text not in ("on", "off", "only"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use on, off or only")
+    return text
+
+
 def parse_on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"{text!r}: use on or off")
@@ -233,6 +239,16 @@ OPTIONS: list[OptionSpec] = [
         "a nightly: every selected item must produce a verdict; stop at once when one cannot run on this machine "
         "(its hardware is absent), and fail items with no baseline or an inconclusive verdict (implies "
         "--dsr1-missing-baseline=fail --dsr1-inconclusive=fail); configs the matrix skips with a reason are excepted",
+    ),
+    OptionSpec(
+        "--dsr1-accuracy",
+        "dsr1_accuracy",
+        parse_accuracy,
+        "on",
+        "on|off|only",
+        "the correctness item of each config (its greedy outputs against the recorded logprob reference, on the "
+        "server the speed items use): on (default), off, or only (skip the speed items: a quick correctness pass "
+        "after a kernel change)",
     ),
     OptionSpec(
         "--dsr1-server-metrics",
@@ -392,6 +408,7 @@ class Options:
     ab: list[tuple[str, Any]] = field(default_factory=list)  # --dsr1-ab parts (ab.AbPart); empty: no A/B
     ab_rounds: int = 2
     server_metrics: bool = True  # scrape /metrics and the device around each measured run
+    accuracy: str = "on"  # --dsr1-accuracy: on | off | only (the correctness items alone)
     shard: tuple[int, int] | None = None  # --dsr1-shard K/N
 
     def interpreters(self) -> list[tuple[str, str]]:

@@ -18,12 +18,14 @@ from pytest_dsr1 import dry_run
 from pytest_dsr1.ab import run as ab_run
 from pytest_dsr1.ab.check import AbCheck
 from pytest_dsr1.check import BaselineCheck
+from pytest_dsr1.correctness_check import CorrectnessCheck, judge_ab_outputs, off_reason
 from pytest_dsr1.errors import ItemFailed
+from pytest_dsr1.logprob_reference import reference_path
 from pytest_dsr1.matrix.model import ServerConfig, Workload
 from pytest_dsr1.pytest_options import add_options, keep_rootdir, names_the_suite, read_options, suite_requested
 from pytest_dsr1.run_log import Measurement
 from pytest_dsr1.runner import Runner, ServerHandle
-from pytest_dsr1.suite import OPTIONS_KEY, PARAMS_KEY, SUITE_KEY, Suite, start_suite
+from pytest_dsr1.suite import CHECK_KEY, OPTIONS_KEY, PARAMS_KEY, SUITE_KEY, Suite, start_suite
 from pytest_dsr1.verdict.item import Decision
 from pytest_dsr1.verdict.outcomes import INCONCLUSIVE, SKIPPED
 
@@ -190,6 +192,42 @@ class Dsr1Baseline:
         decision = self._check.check(m)
         _enact(decision)
         return decision
+
+
+class Dsr1Correctness:
+    """The `dsr1_correctness` fixture's value: `check(handle)` records or judges the config's logprob check on its
+    server (in an A/B run: B's outputs against A's, from the starts), and passes, skips or fails the test."""
+
+    def __init__(self, suite: Suite, config: ServerConfig | None) -> None:
+        self._suite = suite
+        self._config = config
+
+    def check(self, handle: ServerHandle | None) -> Decision:
+        suite = self._suite
+        config = handle.config if handle is not None else self._config
+        assert config is not None, "dsr1_correctness needs the dsr1_server parameter"
+        if suite.options.dry_run:
+            path = reference_path(suite.options.baselines, config.hardware.name, config.model.name)
+            dry_run.note_correctness(suite.runner, config, str(path))
+            pytest.skip("dry-run: not run")
+        if suite.ab is not None:
+            off = off_reason(config)
+            if off:
+                pytest.skip(off)
+            assert suite.run_log.ab is not None
+            decision, verdict = judge_ab_outputs(suite.run_log.ab, config)
+            suite.run_log.correctness[config.id] = verdict
+        else:
+            assert handle is not None
+            decision = CorrectnessCheck(suite.runner, suite.store).check(handle)
+        _enact(decision)
+        return decision
+
+
+@pytest.fixture
+def dsr1_correctness(request: pytest.FixtureRequest) -> Dsr1Correctness:
+    """Check the config's greedy outputs against its logprob reference (record it with --dsr1-record)."""
+    return Dsr1Correctness(_suite(request), request.node.stash.get(CHECK_KEY, None))
 
 
 @pytest.fixture

@@ -137,6 +137,7 @@ def read_options(config: pytest.Config) -> Options:
             ab=[_ab_part(part, config) for part in lists["dsr1_ab"]],  # the values as given: each source's base
             ab_rounds=vals["dsr1_ab_rounds"],
             server_metrics=bool(vals["dsr1_server_metrics"]),
+            accuracy=vals["dsr1_accuracy"],
             shard=vals["dsr1_shard"],
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -16,6 +17,7 @@ from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.run_log import ItemResult, RunLog
 from pytest_dsr1.timing import TIMING_HEADER, gpu_wait_lines, metrics_line, starts_line, timing_rows, worker_line
 from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.correctness import CORRECTNESS, CorrectnessVerdict
 from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import (
     BEYOND_TOLERANCE,
@@ -105,6 +107,9 @@ def terminal_summary(run_log: RunLog, tr: Any) -> None:
         tr.write_line(f"dsr1: config {cv.line()}", **({"red": True, "bold": True} if cv.failed else {}))
     for line in detection_lines(run_log):
         tr.write_line(f"dsr1: {line}")
+    for check in run_log.correctness.values():
+        markup = {"red": True, "bold": True} if check.outcome == FAILED else {}
+        tr.write_line(f"dsr1: correctness {check.summary}", **markup)
     for cid in dict.fromkeys(run_log.configs_run):
         for override in run_log.stats[cid].overrides:
             tr.write_line(f"dsr1: {cid}: {override}", yellow=True)
@@ -257,6 +262,18 @@ def _results_json(run_log: RunLog) -> dict[str, Any]:
         "timing": {cid: vars(run_log.stats[cid]) for cid in dict.fromkeys(run_log.configs_run)},
         "items": [_item_json(r) for r in run_log.results.values()],
         "measurement_budget": budget_json(run_log.spending),
+        "correctness": {cid: correctness_json(v) for cid, v in run_log.correctness.items()},
+    }
+
+
+def correctness_json(v: CorrectnessVerdict) -> dict[str, Any]:
+    """A config's logprob check: its outcome, one line, and what the rule saw (the first divergence, if any)."""
+    return {
+        "check": CORRECTNESS,
+        "outcome": v.outcome,
+        "summary": v.summary,
+        "reference": v.reference,
+        "comparison": dataclasses.asdict(v.comparison) if v.comparison is not None else None,
     }
 
 
@@ -280,6 +297,9 @@ def no_verdict_lines(run_log: RunLog) -> list[str]:
             causes.setdefault("inconclusive", []).append(r.key)
         elif r.outcome in (FAILED, SKIPPED) and r.message.startswith("not compared"):
             causes.setdefault("no comparable baseline", []).append(r.key)
+    for cv in run_log.correctness.values():
+        if cv.outcome == SKIPPED or (cv.outcome == FAILED and "correctness not checked" in cv.summary):
+            causes.setdefault("no logprob reference", []).append(f"{cv.config_id}[correctness]")
     if not causes:
         return []
     n = sum(map(len, causes.values()))
@@ -378,6 +398,13 @@ def summary_markdown(run_log: RunLog) -> str:
         out += md_table(
             ["config", "metric", "change", "95% interval", "items", "allowed", "catches", "verdict"],
             config_rows(run_log),
+        )
+        out.append("")
+    if run_log.correctness:
+        out += ["### Correctness (greedy outputs against the logprob reference)", ""]
+        out += md_table(
+            ["config", "outcome", "what the check saw"],
+            [[cid, v.outcome, v.summary.removeprefix(f"{cid}: ")] for cid, v in run_log.correctness.items()],
         )
         out.append("")
     if run_log.ab is not None:

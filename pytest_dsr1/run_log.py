@@ -19,6 +19,7 @@ from pytest_dsr1.command import redact
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metric_catalog import samples_of
 from pytest_dsr1.verdict.config import ConfigVerdict
+from pytest_dsr1.verdict.correctness import CorrectnessVerdict
 from pytest_dsr1.verdict.item import Decision, Item
 from pytest_dsr1.verdict.metric import MetricVerdict
 from pytest_dsr1.verdict.outcomes import Outcome
@@ -187,6 +188,8 @@ class RunLog:
     recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # The measurement budget (--dsr1-budget) and what the undecided items were given of it.
     spending: Ledger = field(default_factory=lambda: Ledger(Budget(0, 0.0)))
+    # The logprob check of each config whose correctness item ran (config id -> its verdict).
+    correctness: dict[str, CorrectnessVerdict] = field(default_factory=dict)
 
     def keep(self, result: ItemResult, decision: Decision) -> None:
         """An item's result, as its decision says: what the run's reports show of it."""

@@ -22,6 +22,7 @@ from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
 from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots, visible_gpus
+from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, parse_completion, request_body
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
 from pytest_dsr1.overrides import override_notes, overrides_in
@@ -345,6 +346,47 @@ class Runner:
         m = self.measure(handle, earlier.workload)
         m.earlier_runs = earlier.earlier_runs + earlier.runs
         return m
+
+    def generate(self, handle: ServerHandle, check: LogprobCheck) -> list[Generation]:
+        """The config's greedy generations with their top-k logprobs (logprobs.py), one prompt at a time so that
+        no batch composition moves the numerics, on the server that is up. Raises ItemFailed with the server's
+        log tail when it cannot answer."""
+        import requests
+
+        config = handle.config
+        if handle.error is not None:
+            what = "died after it had started and served" if handle.died else "did not start"
+            raise ItemFailed(f"server for {config.id} {what}, so its output was not checked:\n{handle.error}")
+        server = handle.server
+        assert server is not None
+        handle.last_metrics = None  # these requests move the server's counters: the next run reads its own `before`
+        url = f"http://{handle.connect_host}:{server.port}/v1/completions"
+        headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
+        out = []
+        with requests.Session() as session:
+            for prompt in PROMPTS[: check.prompts]:
+                if not server.alive():
+                    raise self._server_gone(
+                        handle,
+                        f"server {config.id} is not running ({server.exit_description()})\n"
+                        f"--- log tail ---\n{server.log_tail()}",
+                    )
+                try:
+                    answer = session.post(
+                        url,
+                        json=request_body(handle.model_path, prompt, check),
+                        headers=headers,
+                        timeout=config.hardware.bench_timeout_s,
+                    )
+                    answer.raise_for_status()
+                    out.append(parse_completion(prompt, answer.json(), check))
+                except (requests.RequestException, ValueError) as exc:
+                    text = redact(str(exc), (self.options.api_key,) if self.options.api_key else ())
+                    raise ItemFailed(
+                        f"{config.id}: the logprob check's request for {prompt!r} failed: {text}\n"
+                        f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
+                    ) from None
+        return out
 
     def _server_gone(self, handle: ServerHandle, error: str) -> ItemFailed:
         """The config's server is dead (or its engine is): later items of the config fail with `error` at once."""

@@ -26,6 +26,8 @@ from pytest_dsr1.baseline import BaselineError, BaselineStore
 from pytest_dsr1.budget import Ledger
 from pytest_dsr1.check import config_verdicts
 from pytest_dsr1.hardware import probe_interpreter, skip_reason, vllm_version
+from pytest_dsr1.logprob_reference import load as load_references
+from pytest_dsr1.logprob_reference import reference_path
 from pytest_dsr1.matrix import (
     Matrix,
     MatrixError,
@@ -53,6 +55,13 @@ OPTIONS_KEY = pytest.StashKey[Options]()
 
 
 PARAMS_KEY = pytest.StashKey[tuple[ServerConfig, Workload]]()
+CHECK_KEY = pytest.StashKey[ServerConfig]()  # a config's correctness item (test_correctness)
+
+
+def config_of(item: pytest.Item) -> ServerConfig | None:
+    """The server config of a serving or correctness item; None for any other test."""
+    params = item.stash.get(PARAMS_KEY, None)
+    return params[0] if params else item.stash.get(CHECK_KEY, None)
 
 
 WORKER_OUTPUT_KEY = "dsr1"  # an xdist worker's record, in its workeroutput, for the controller
@@ -108,6 +117,7 @@ class Suite:
         )
         self.previous_sigterm: Any = None
         self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
+        self.ab_outputs: set[str] = set()  # A/B: the configs whose correctness item is selected
         self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
         # pytest -n: this process hands out items and merges the workers' records; it starts no server.
         self.xdist_controller = not hasattr(config, "workerinput") and under_xdist(config)
@@ -127,7 +137,10 @@ class Suite:
         ab = self.ab_run()
         if not ab.starts_of(config.id):
             workloads = self.ab_workloads.get(config.id, [])
-            ab_run.run_starts(self.runner, config, workloads, self.ab, self.options.ab_rounds, into=ab.starts)
+            outputs = config.model.logprobs if config.id in self.ab_outputs else None
+            ab_run.run_starts(
+                self.runner, config, workloads, self.ab, self.options.ab_rounds, into=ab.starts, outputs=outputs
+            )
 
     def selected_configs(self) -> list[ServerConfig]:
         return [c for c in self.matrix.configs if self.options.model in (None, c.model.name)]
@@ -193,6 +206,7 @@ class Suite:
         if self.matrix_needed:
             raise pytest.UsageError(f"pytest-dsr1: {self.matrix_error}")
         keep, drop = [], []
+        accuracy = self.options.accuracy
         for item in items:
             params = self._resolve(item)
             if params is False:
@@ -200,16 +214,27 @@ class Suite:
                 continue
             if isinstance(params, tuple):
                 item.stash[PARAMS_KEY] = params
+                if accuracy == "only":  # --dsr1-accuracy only: the correctness items alone
+                    drop.append(item)
+                    continue
+            elif params is None and "dsr1_correctness" in getattr(item, "fixturenames", ()):
+                callspec = getattr(item, "callspec", None)
+                if callspec is not None and "dsr1_server" in callspec.params:
+                    item.stash[CHECK_KEY] = callspec.params["dsr1_server"]
+                    if accuracy == "off":
+                        drop.append(item)
+                        continue
             keep.append(item)
         if drop:
             items[:] = keep
             config.hook.pytest_deselected(items=drop)
-        serving = [item for item in items if PARAMS_KEY in item.stash]
         if self.options.dry_run:
             return
         reasons: dict[str, str | None] = {}
-        for item in serving:
-            cfg = item.stash[PARAMS_KEY][0]
+        for item in items:
+            cfg = config_of(item)
+            if cfg is None:
+                continue
             if cfg.id not in reasons:
                 reasons[cfg.id] = skip_reason(cfg, self.runner.host)
             reason = reasons[cfg.id]
@@ -230,13 +255,18 @@ class Suite:
             cfg, wl = item.stash[PARAMS_KEY]
             configs[cfg.id] = cfg
             planned.setdefault(cfg.id, []).append((item_key(cfg.id, wl.id), wl, self._recorded_run_s(cfg, wl)))
+        for item in items:  # a config whose correctness item alone is selected still needs its server start
+            checked = item.stash.get(CHECK_KEY, None)
+            if checked is not None:
+                configs.setdefault(checked.id, checked)
+                planned.setdefault(checked.id, [])
         split = shard_plan(configs, planned, count)
         mine = set(split.configs_of(index))
         keep: list[pytest.Item] = []
         drop: list[pytest.Item] = []
         for item in items:
-            params = item.stash.get(PARAMS_KEY, None)
-            ours = params[0].id in mine if params else index == 1
+            owner = config_of(item)
+            ours = owner.id in mine if owner else index == 1
             (keep if ours else drop).append(item)
         items[:] = keep
         if drop:
@@ -268,6 +298,8 @@ class Suite:
             params = item.stash.get(PARAMS_KEY, None)
             if params:
                 self.ab_workloads.setdefault(params[0].id, []).append(params[1])
+            elif CHECK_KEY in item.stash:
+                self.ab_outputs.add(item.stash[CHECK_KEY].id)
         if pairs:
             # The commit that runs, before a record writes the tracked baselines (which would make it '+dirty');
             # not at start-up, where every pytest run of a project with the plugin would pay for it.
@@ -278,12 +310,18 @@ class Suite:
                 self.store.file(hw, model)
             except BaselineError as exc:
                 raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
+        checked = {(c.hardware.name, c.model.name) for i in session.items if (c := i.stash.get(CHECK_KEY, None))}
+        for hw, model in sorted(checked if self.ab is None else ()):  # the logprob references, likewise
+            try:
+                load_references(reference_path(self.options.baselines, hw, model), hw, model)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
         if self.options.strict and not self.options.dry_run:
             self._strict_start(session)
 
     def _strict_start(self, session: pytest.Session) -> None:
         """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found."""
-        selected = [p[0] for item in session.items if (p := item.stash.get(PARAMS_KEY, None))]
+        selected = [cfg for item in session.items if (cfg := config_of(item))]
         problem = strict_problem(selected, self.runner.host)
         if problem:
             pytest.exit(problem, 1)
@@ -292,9 +330,9 @@ class Suite:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        params = item.stash.get(PARAMS_KEY, None)
-        if params:
-            self.runner.current_config = params[0].id
+        cfg = config_of(item)
+        if cfg:
+            self.runner.current_config = cfg.id
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -305,13 +343,22 @@ class Suite:
         if params and (call.when == "call" or rep.outcome != "passed"):
             # The item's outcome as pytest reports it (a skip or error at set-up too): a merge of shards checks it.
             self.run_log.outcomes[item_key(params[0].id, params[1].id)] = rep.outcome
-        if params:
-            stats = self.run_log.stats.get(params[0].id)
+        check = item.stash.get(CHECK_KEY, None)
+        verdict = self.run_log.correctness.get(check.id) if check is not None and call.when == "call" else None
+        if verdict is not None:  # JUnit: the config's correctness, as its item's properties
+            item.user_properties.append(("dsr1_correctness", verdict.outcome))
+            item.user_properties.append(("dsr1_correctness_summary", verdict.summary))
+            if verdict.comparison is not None:
+                item.user_properties.append(("dsr1_logprob_max_drift", f"{verdict.comparison.max_drift:.6f}"))
+        owner = config_of(item)
+        if owner:
+            stats = self.run_log.stats.get(owner.id)
             if stats is not None and stats.overrides and call.when == "call":  # next to the item's verdict
                 rep.sections.append(("dsr1: the server overrode its configuration", "\n".join(stats.overrides)))
             if stats is not None:
                 stats.wall_s += call.duration
                 stats.items += call.when == "call"
+        if params:
             result = self.run_log.results.get(item_key(params[0].id, params[1].id))
             if result is not None and call.when == "call":
                 result.wall_s = call.duration

@@ -1,6 +1,7 @@
 """A tiny DeepSeek-V3-architecture checkpoint (MLA + MoE, random weights) that real vLLM serves.
 
     python -m pytest_dsr1.tiny [DIR]     # writes it to DIR, or to the cache, and prints the path
+    python -m pytest_dsr1.tiny DIR --perturb-expert E   # the same, one routed expert's weights x4: a wrong model
 
 Nothing is downloaded. The shapes are what vLLM was found to need when serving it:
 - kv_lora_rank 512 + qk_rope_head_dim 64 = head size 576, the only one the CPU MLA backend takes;
@@ -141,7 +142,10 @@ def _mlp(prefix: str, hidden: int, inter: int) -> dict[str, tuple[tuple[int, ...
     }
 
 
-def _write_weights(path: Path) -> int:
+PERTURB_FACTOR = 4.0  # a perturbed expert's weights are scaled by this: a stand-in for a wrong kernel
+
+
+def _write_weights(path: Path, perturb_expert: int | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
@@ -155,6 +159,11 @@ def _write_weights(path: Path) -> int:
         else:
             t = (torch.randn(shape, generator=gen) * CONFIG["initializer_range"]).to(torch.bfloat16)
         tensors[name] = t
+    if perturb_expert is not None:
+        # The last MoE layer's expert, scaled after generation: every other weight stays byte-identical.
+        prefix = f"model.layers.{CONFIG['num_hidden_layers'] - 1}.mlp.experts.{perturb_expert}."
+        for name in [n for n in tensors if n.startswith(prefix)]:
+            tensors[name] = (tensors[name].float() * PERTURB_FACTOR).to(torch.bfloat16)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     return sum(t.numel() for t in tensors.values())
 
@@ -188,19 +197,24 @@ def _write_tokenizer(path: Path) -> None:
     )
 
 
-def write(path: Path) -> Path:
-    """Write the checkpoint to `path` (created; must not exist). Atomic: built beside it, then renamed."""
+def write(path: Path, perturb_expert: int | None = None) -> Path:
+    """Write the checkpoint to `path` (created; must not exist). Atomic: built beside it, then renamed.
+    `perturb_expert`: scale that routed expert's weights (a deliberately wrong model, for the correctness check's
+    tests); noted in dsr1-tiny.json."""
+    if perturb_expert is not None and not 0 <= perturb_expert < CONFIG["n_routed_experts"]:
+        raise ValueError(f"perturb_expert must be 0 to {CONFIG['n_routed_experts'] - 1}, got {perturb_expert}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         (tmp / "config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}) + "\n")
-        params = _write_weights(tmp)
+        params = _write_weights(tmp, perturb_expert)
         _write_tokenizer(tmp)
-        (tmp / "dsr1-tiny.json").write_text(
-            json.dumps({"generator_version": GENERATOR_VERSION, "spec_hash": spec_hash(), "parameters": params}) + "\n"
-        )
+        note: dict[str, Any] = {"generator_version": GENERATOR_VERSION, "spec_hash": spec_hash(), "parameters": params}
+        if perturb_expert is not None:
+            note["perturbed"] = {"expert": perturb_expert, "factor": PERTURB_FACTOR}
+        (tmp / "dsr1-tiny.json").write_text(json.dumps(note) + "\n")
         for p in [tmp, *tmp.iterdir()]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.rename(tmp, path)
@@ -229,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
+        return 0
+    if "--perturb-expert" in argv:
+        i = argv.index("--perturb-expert")
+        rest = argv[:i] + argv[i + 2 :]
+        if len(argv) < i + 2 or not argv[i + 1].isdigit() or len(rest) != 1:
+            print("usage: python -m pytest_dsr1.tiny DIR --perturb-expert E", file=sys.stderr)
+            return 2
+        print(write(Path(rest[0]), int(argv[i + 1])))
         return 0
     print(ensure(Path(argv[0]) if argv else None))
     return 0

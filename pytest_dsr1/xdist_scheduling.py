@@ -1,9 +1,10 @@
 """pytest -n: a pytest-xdist scheduler that hands each worker whole server configs.
 
 xdist's LoadScopeScheduling sends whole "scopes" (by default a test module) to one worker; its scope here is the
-item's server config, read from the item's id (test_serving[<config>-<workload>-bs<N>]), so a worker starts each
-config's server once and runs all of its items on it. Other tests keep xdist's module scope. (xdist's own
-`loadgroup` renames node ids, which pytest 9 no longer lets a plugin do.) Imported only under xdist.
+item's server config, read from the item's id (test_serving[<config>-<workload>-bs<N>], test_correctness[<config>]),
+so a worker starts each config's server once and runs all of its items on it. Other tests keep xdist's module
+scope. (xdist's own `loadgroup` renames node ids, which pytest 9 no longer lets a plugin do.) Imported only under
+xdist.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from xdist.scheduler import LoadScopeScheduling
 
-PARAM = re.compile(r"::test_serving\[(?P<param>[^\]]+)\](?:@.*)?$")
+PARAM = re.compile(r"::(?P<test>test_serving|test_correctness)\[(?P<param>[^\]]+)\](?:@.*)?$")
 
 
 def config_of(nodeid: str, config_ids: Iterable[str]) -> str | None:
@@ -23,6 +24,8 @@ def config_of(nodeid: str, config_ids: Iterable[str]) -> str | None:
     if match is None:
         return None
     param = match["param"]
+    if match["test"] == "test_correctness":
+        return param if param in config_ids else None
     found = [c for c in config_ids if param.startswith(f"{c}-")]
     return max(found, key=len) if found else None
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_dsr1.ab.spec import AbSpec
+from pytest_dsr1.logprobs import Generation
 from pytest_dsr1.metric_catalog import samples_of
 from pytest_dsr1.verdict.config import ConfigVerdict
 from pytest_dsr1.verdict.outcomes import B_SLOWER, AbOutcome
@@ -25,6 +26,8 @@ class AbStart:
     error: str | None = None  # the server did not start, or died: every item not measured on it fails
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # item key -> benchmark results
     item_errors: dict[str, str] = field(default_factory=dict)  # item key -> why it was not measured
+    generations: list[Generation] | None = None  # the logprob check's answers on this start (its item selected)
+    generation_error: str | None = None
 
     def medians(self, key: str) -> dict[str, float]:
         """The item's median per metric on this start: one observation of the comparison."""

@@ -10,6 +10,7 @@ from pytest_dsr1 import hardware
 from pytest_dsr1.ab.data import AbRun, AbStart
 from pytest_dsr1.ab.spec import AbSpec, abba_order, b_config
 from pytest_dsr1.errors import ItemFailed
+from pytest_dsr1.logprobs import LogprobCheck
 from pytest_dsr1.matrix import ServerConfig, Workload, item_key
 from pytest_dsr1.run_log import Measurement
 
@@ -32,12 +33,20 @@ def nothing_to_compare(config: ServerConfig, spec: AbSpec) -> str | None:
 
 
 def run_starts(
-    runner: Runner, config: ServerConfig, workloads: list[Workload], spec: AbSpec, rounds: int, into: list[AbStart]
+    runner: Runner,
+    config: ServerConfig,
+    workloads: list[Workload],
+    spec: AbSpec,
+    rounds: int,
+    into: list[AbStart],
+    outputs: LogprobCheck | None = None,
 ) -> None:
     """Fresh servers of A (the config as it is) and B (`spec` applied) in ABBA order, `rounds` times; on each
     start every item of `workloads` is warmed up and measured `repeat` times. One server alive at a time. A
     start that fails, or a server that dies, is kept with its error, and the schedule goes on. Each start is
-    appended to `into` as soon as it is made, so an interrupted schedule still reports what it measured."""
+    appended to `into` as soon as it is made, so an interrupted schedule still reports what it measured. With
+    `outputs` (the config's correctness item selected), each start also answers the logprob check, after its
+    measurements."""
     variant = {"A": config, "B": b_config(config, spec)}
     for index, side in enumerate(abba_order(rounds), 1):
         t0 = time.monotonic()
@@ -60,6 +69,11 @@ def run_starts(
                 start.runs[key] = runner.measure(handle, workload).runs
             except ItemFailed as exc:
                 start.item_errors[key] = str(exc)
+        if outputs is not None and handle.error is None:
+            try:
+                start.generations = runner.generate(handle, outputs)
+            except ItemFailed as exc:
+                start.generation_error = str(exc)
         runner.stop_server(handle)
         start.wall_s = time.monotonic() - t0
         into.append(start)

@@ -12,12 +12,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1.logprobs import PROMPTS, LogprobCheck
 from pytest_dsr1.matrix.model import (
+    ACCURACY_KEYS,
     BENCH_KEYS,
     CONFIG_KEYS,
     GENERATED_MODELS,
     HARDWARE_KINDS,
     HW_KEYS,
+    LOGPROB_KEYS,
     MAX_BATCH_SIZE,
     MODEL_KEYS,
     PRECISIONS,
@@ -111,7 +114,37 @@ def parse_model(f: Path, name: str, spec: Any) -> Model:
             f"use one of: {', '.join(GENERATED_MODELS)} (or a Hugging Face id or a path)",
         )
     _precision(f, f"models.{name}.precision", spec["precision"])
-    return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")))
+    logprobs = _accuracy(f, f"models.{name}.accuracy", spec.get("accuracy", {}))
+    return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")), logprobs)
+
+
+def _accuracy(f: Path, fieldname: str, spec: Any) -> LogprobCheck | None:
+    """A model's `accuracy` section: its logprob check (on by default), or `logprobs: off`."""
+    expect(f, fieldname, spec, dict, "a mapping (logprobs: ...)")
+    no_unknown(f, fieldname, spec, ACCURACY_KEYS)
+    raw = spec.get("logprobs", {})
+    where = f"{fieldname}.logprobs"
+    if raw is False or raw == "off":
+        return None
+    expect(f, where, raw, dict, "a mapping of prompts, tokens, top_k, max_drift, or off")
+    no_unknown(f, where, raw, LOGPROB_KEYS)
+    default = LogprobCheck()
+    prompts = raw.get("prompts", default.prompts)
+    expect(f, f"{where}.prompts", prompts, int, f"an integer from 1 to {len(PROMPTS)}")
+    if not 1 <= prompts <= len(PROMPTS):
+        raise MatrixError(f, f"{where}.prompts", f"must be 1 to {len(PROMPTS)}, got {prompts}", "set it in that range")
+    counts = {}
+    for key, most in (("tokens", 1024), ("top_k", 20)):
+        value = raw.get(key, getattr(default, key))
+        expect(f, f"{where}.{key}", value, int, f"an integer from 1 to {most}")
+        if not 1 <= value <= most:
+            raise MatrixError(f, f"{where}.{key}", f"must be 1 to {most}, got {value}", "set it in that range")
+        counts[key] = value
+    drift = raw.get("max_drift", default.max_drift)
+    expect(f, f"{where}.max_drift", drift, (int, float), "a number of nats, 0 or more (e.g. 0.1)")
+    if not (math.isfinite(drift) and drift >= 0):
+        raise MatrixError(f, f"{where}.max_drift", f"must be a finite number, 0 or more, got {drift}", "e.g. 0.1")
+    return LogprobCheck(prompts, counts["tokens"], counts["top_k"], float(drift))
 
 
 def _precision(f: Path, fieldname: str, value: Any) -> str:

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.logprobs import LogprobCheck
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES, Tolerance, default_ceiling
+
+DEFAULT_LOGPROB_CHECK = LogprobCheck()  # every model is checked, unless its matrix says `logprobs: off`
 
 # Tunables a user may set per config (in the file) or override from the command line (--dsr1-set).
 # Maps the setting name to the `vllm serve` flag it becomes.
@@ -42,6 +45,8 @@ class Model:
     hf_id: str  # the model id as the recipe spells it, or "generated:tiny"
     precision: str
     description: str = ""
+    # The logprob check (accuracy.logprobs in the matrix); None: off for this model.
+    logprobs: LogprobCheck | None = DEFAULT_LOGPROB_CHECK
 
     @property
     def generated(self) -> bool:
@@ -221,7 +226,9 @@ class Matrix:
 
 # The keys each part of a matrix file may hold: anything else is a typo, named as one.
 TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
-MODEL_KEYS = {"id", "precision", "description"}
+MODEL_KEYS = {"id", "precision", "description", "accuracy"}
+ACCURACY_KEYS = {"logprobs"}
+LOGPROB_KEYS = {"prompts", "tokens", "top_k", "max_drift"}
 HW_KEYS = {
     "ceilings",
     "kind",
