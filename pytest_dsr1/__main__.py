@@ -13,7 +13,7 @@ from pathlib import Path
 from pytest_dsr1 import baseline, report, timing
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import MatrixError, load_matrix, matrix_layers
-from pytest_dsr1.merge import apply_recorded_sessions, merge, recorded_files
+from pytest_dsr1.merge import apply_recorded_sessions, merge, recorded_files, recorded_references
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     counts, starts = report.outcome_counts(run_log), timing.starts_line(run_log)
     print(f"pytest-dsr1 merge: {len(merged.shards)} shard(s), {counts}; {starts}")
     print(f"pytest-dsr1 merge: reports written to {path}")
-    if any(recorded_files(s) for s in a.shards):
+    if any(recorded_files(s) or recorded_references(s) for s in a.shards):
         written = apply_recorded_sessions(a.shards, a.baselines, a.keep_sessions, a.fresh_history)
         for file in dict.fromkeys(p for p, _ in written):
             n = sum(p == file for p, _ in written)

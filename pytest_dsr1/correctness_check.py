@@ -59,6 +59,7 @@ class CorrectnessCheck:
         try:
             if self.options.record:
                 write_reference(path, hw, model, config.id, kind, reference)
+                self.run_log.recorded_references.setdefault((hw, model), {}).setdefault(config.id, {})[kind] = reference
                 said = f"{config.id}: logprob reference recorded into {path} for {kind} ({check.describe()})"
                 return self._keep(config.id, Decision(RECORDED, said), CorrectnessVerdict(config.id, RECORDED, said))
             return self._compare(handle, reference, kind, path)

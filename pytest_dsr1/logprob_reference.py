@@ -21,10 +21,11 @@ from pytest_dsr1.logprobs import Generation, LogprobCheck
 
 FORMAT = "pytest-dsr1 logprob reference"
 VERSION = 1
+REFERENCE_SUFFIX = ".logprobs.json"
 
 
 def reference_path(directory: Path | str, hardware: str, model: str) -> Path:
-    return Path(directory) / hardware / f"{model}.logprobs.json"
+    return Path(directory) / hardware / f"{model}{REFERENCE_SUFFIX}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import Any
 from pytest_dsr1 import baseline
 from pytest_dsr1.budget import Budget, Ledger, Spend
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.logprob_reference import REFERENCE_SUFFIX, reference_path, write_reference
+from pytest_dsr1.logprob_reference import load as load_references
 from pytest_dsr1.logprobs import Comparison, Divergence
 from pytest_dsr1.matrix import Matrix, Workload
 from pytest_dsr1.run_log import BaselineWrite, ConfigStats, ItemResult, Measurement, RunLog, RunMetadata
@@ -253,7 +255,13 @@ def merge(directories: list[Path], matrix: Matrix) -> Merged:
 def recorded_files(directory: Path) -> list[Path]:
     """The baseline files a shard's record run left in its report folder."""
     root = directory / RECORDS_DIR
-    return sorted(root.glob("*/*.json")) if root.is_dir() else []
+    return sorted(p for p in root.glob("*/*.json") if not p.name.endswith(REFERENCE_SUFFIX)) if root.is_dir() else []
+
+
+def recorded_references(directory: Path) -> list[Path]:
+    """The logprob reference files a shard's record run left in its report folder."""
+    root = directory / RECORDS_DIR
+    return sorted(root.glob(f"*/*{REFERENCE_SUFFIX}")) if root.is_dir() else []
 
 
 def apply_recorded_sessions(
@@ -270,6 +278,13 @@ def apply_recorded_sessions(
                 dest = baseline.baseline_path(target, hardware, model)
                 baseline.append_session(dest, hardware, model, item_id, entry, keep, fresh)
                 written.append((dest, item_id))
+        for path in recorded_references(shard):
+            hardware, model = path.parent.name, path.name.removesuffix(REFERENCE_SUFFIX)
+            dest = reference_path(target, hardware, model)
+            for config_id, kinds in sorted(load_references(path, hardware, model).configs.items()):
+                for kind, reference in sorted(kinds.items()):
+                    write_reference(dest, hardware, model, config_id, kind, reference)
+                    written.append((dest, f"{config_id} logprob reference [{kind}]"))
     return written
 
 

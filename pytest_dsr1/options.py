@@ -41,11 +41,12 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
 
 
 def parse_ab_part(text: str) -> tuple[str, Any]:
-    """One part of B in an A/B comparison: python=PATH, set=[CONFIG:]KEY=VALUE (as --dsr1-set) or env=NAME=VALUE."""
+    """One part of B in an A/B comparison: python=PATH, model=PATH (a checkpoint B serves in the config's place),
+    set=[CONFIG:]KEY=VALUE (as --dsr1-set) or env=NAME=VALUE."""
     kind, sep, value = text.partition("=")
     kind, value = kind.strip(), value.strip()
-    if kind == "python" and value:
-        return "python", value
+    if kind in ("python", "model") and value:
+        return kind, value
     if kind == "set" and sep:
         return "set", parse_setting_override(value)
     if kind == "env" and sep:
@@ -54,7 +55,8 @@ def parse_ab_part(text: str) -> tuple[str, Any]:
             raise argparse.ArgumentTypeError(f"{text!r}: write env=NAME=VALUE, e.g. env=VLLM_CPU_KVCACHE_SPACE=2")
         return "env", (name, val)
     raise argparse.ArgumentTypeError(
-        f"{text!r}: B changes python=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, e.g. set=max_num_seqs=4"
+        f"{text!r}: B changes python=PATH, model=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, "
+        "e.g. set=max_num_seqs=4"
     )
 
 

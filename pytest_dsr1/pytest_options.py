@@ -151,10 +151,11 @@ def _python_value(python: tuple[str, Path] | None) -> str | None:
 
 
 def _ab_part(part: tuple[str, Any], config: pytest.Config) -> tuple[str, Any]:
-    """A python=PATH part is a path, resolved as --dsr1-python is: on the command line relative to where pytest
-    was started, in the ini file relative to the ini file; a bare name is looked up on PATH."""
+    """A python=PATH or model=PATH part is a path, resolved as --dsr1-python is: on the command line relative to
+    where pytest was started, in the ini file relative to the ini file; a bare name is looked up on PATH (python)
+    or is a Hugging Face id (model)."""
     kind, value = part
-    if kind != "python" or os.sep not in value:
+    if kind not in ("python", "model") or os.sep not in value:
         return part
     from_cli = getattr(config.option, "dsr1_ab", None)
     base = config.invocation_params.dir if from_cli else (config.inipath.parent if config.inipath else config.rootpath)

@@ -13,6 +13,7 @@ from typing import Any
 from pytest_dsr1.ab.report import ab_json, ab_markdown, ab_terminal, starts_text
 from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
 from pytest_dsr1.budget import Ledger
+from pytest_dsr1.logprob_reference import reference_path, write_reference
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.run_log import ItemResult, RunLog
 from pytest_dsr1.timing import TIMING_HEADER, gpu_wait_lines, metrics_line, starts_line, timing_rows, worker_line
@@ -435,11 +436,18 @@ def summary_markdown(run_log: RunLog) -> str:
 
 
 def write_recorded(run_log: RunLog, directory: Path) -> list[Path]:
-    """The sessions a record run wrote, as baseline files under DIR/baselines/: what a shard hands to merge."""
+    """The sessions and logprob references a record run wrote, as baseline files under DIR/baselines/: what a shard
+    hands to merge."""
     written = []
     for (hardware, model), entries in sorted(run_log.recorded_entries.items()):
         path = baseline_path(directory / "baselines", hardware, model)
         write_atomic(path, BaselineFile(path, hardware, model, dict(entries)).to_json())
+        written.append(path)
+    for (hardware, model), configs in sorted(run_log.recorded_references.items()):
+        path = reference_path(directory / "baselines", hardware, model)
+        for config_id, kinds in sorted(configs.items()):
+            for kind, reference in sorted(kinds.items()):
+                write_reference(path, hardware, model, config_id, kind, reference)
         written.append(path)
     return written
 

@@ -16,6 +16,7 @@ from pytest_dsr1 import __version__
 from pytest_dsr1.ab.data import AbRun, AbVerdict
 from pytest_dsr1.budget import Budget, Ledger
 from pytest_dsr1.command import redact
+from pytest_dsr1.logprob_reference import LogprobReference
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload
 from pytest_dsr1.metric_catalog import samples_of
 from pytest_dsr1.verdict.config import ConfigVerdict
@@ -190,6 +191,9 @@ class RunLog:
     spending: Ledger = field(default_factory=lambda: Ledger(Budget(0, 0.0)))
     # The logprob check of each config whose correctness item ran (config id -> its verdict).
     correctness: dict[str, CorrectnessVerdict] = field(default_factory=dict)
+    # --dsr1-record: the logprob references written, by (hardware, model) -> config -> machine kind (a shard's
+    # report carries them to the merge, as recorded_entries carries the baseline sessions)
+    recorded_references: dict[tuple[str, str], dict[str, dict[str, LogprobReference]]] = field(default_factory=dict)
 
     def keep(self, result: ItemResult, decision: Decision) -> None:
         """An item's result, as its decision says: what the run's reports show of it."""

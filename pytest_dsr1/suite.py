@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 from collections.abc import Callable, Generator
 from dataclasses import replace
@@ -483,6 +484,12 @@ def start_suite(config: pytest.Config, requested: bool) -> Suite:
         problem = path_problem(options)
         if problem:
             raise pytest.UsageError(problem)
+        for kind, value in options.ab:
+            if kind == "model" and os.sep in value and not Path(value).is_dir():
+                raise pytest.UsageError(
+                    f"--dsr1-ab model={value}: no such checkpoint directory; give the path of a model directory "
+                    "(config.json and weights) or a Hugging Face id"
+                )
         for flag, python in options.interpreters():
             version, problem = probe_interpreter(python, flag)
             if problem:

@@ -72,3 +72,19 @@ def outcome_lines(stdout: str, word: str) -> list[str]:
         for line in stdout.splitlines()
         if line.startswith("test_") and line.rstrip().endswith(("]", "%]")) and f" {word}" in line
     ]
+
+
+def perturbed_cache(directory: Path) -> Path:
+    """A cache folder (DSR1_CACHE_DIR) holding the tiny checkpoint under its usual name, one routed expert's weights
+    scaled x4 by the project's own generator: a wrong model served under the same config id, as a kernel bug would
+    serve one."""
+    name = subprocess.run(
+        [sys.executable, "-c", "from pytest_dsr1.tiny import default_path; print(default_path().name)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pytest_dsr1.tiny", str(directory / name), "--perturb-expert", "3"], check=True
+    )
+    return directory

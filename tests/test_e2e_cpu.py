@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import run_suite, wait_no_vllm
+from e2e_helpers import perturbed_cache, run_suite, wait_no_vllm
 from helpers import CAUGHT_AT_START_UP, REPO, bad_input
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,8 @@ def recorded(baselines, tmp_path_factory):
 
 def test_record_writes_every_item_with_its_samples(recorded, baselines):
     assert recorded.returncode == 0, recorded.stdout[-6000:]
-    assert f"{ITEMS} passed, 6 skipped" in recorded.stdout
+    # Every speed item, and the correctness item of both configs that run (cpu-tiny-tp2ep's is skipped with them).
+    assert f"{ITEMS + 2} passed, 7 skipped" in recorded.stdout
     assert (
         len(
             re.findall(
@@ -87,11 +88,20 @@ def test_record_writes_every_item_with_its_samples(recorded, baselines):
     assert fingerprint["hardware"] == "cpu" and fingerprint["cpu_count"] >= 1
     assert "--port PORT" in fingerprint["server_command"]
     assert "recorded baselines into" in recorded.stdout and "output_throughput - -> " in recorded.stdout
+    # The logprob reference beside the baseline: per config and machine kind, greedy tokens with their top-5.
+    references = json.loads((baselines / "cpu" / "tiny.logprobs.json").read_text())
+    assert sorted(references["configs"]) == ["cpu-tiny-tp1", "cpu-tiny-tp2"]
+    (kind,) = references["configs"]["cpu-tiny-tp1"].values()
+    assert [len(g["token_ids"]) for g in kind["generations"]] == [32] * 8 and len(
+        kind["generations"][0]["top"][0]
+    ) == 10
+    assert "dsr1: correctness cpu-tiny-tp1: logprob reference recorded into" in recorded.stdout
 
 
 def test_one_server_start_per_configuration(recorded):
     assert "dsr1: 2 server start(s) for 2 configuration(s) run" in recorded.stdout
-    assert re.search(r"cpu-tiny-tp1\s+\d+\.\ds(\s+-?\d+\.\ds){6}\s+6", recorded.stdout), recorded.stdout[-3000:]
+    # 7 items on one server: 6 speed items and the correctness item
+    assert re.search(r"cpu-tiny-tp1\s+\d+\.\ds(\s+-?\d+\.\ds){6}\s+7", recorded.stdout), recorded.stdout[-3000:]
 
 
 def test_no_vllm_process_left_after_the_session(recorded):
@@ -125,8 +135,10 @@ def compared(recorded, baselines, tmp_path_factory):
 def test_compare_against_the_recording_passes(compared):
     result, _ = compared
     assert result.returncode == 0, result.stdout[-8000:]
-    assert f"{COMPARED} passed" in result.stdout
+    assert f"{COMPARED + 1} passed" in result.stdout  # the speed items and the correctness item
     assert "REGRESSED" not in result.stdout
+    # The outputs of a fresh server, minutes after the record, against the reference it recorded.
+    assert "dsr1: correctness cpu-tiny-tp1: close to the reference: " in result.stdout, result.stdout[-4000:]
     # One start per configuration, plus any fresh start that confirmed (here: refuted) a regression.
     assert re.search(r"dsr1: \d+ server start\(s\) for 1 configuration\(s\) run", result.stdout), result.stdout[-3000:]
     assert "MISMATCH" not in result.stdout
@@ -164,6 +176,14 @@ def test_reports_have_every_item(compared):
     table_rows = [line for line in md.splitlines() if line.startswith("| cpu-tiny-") and "[" in line.split(" | ")[0]]
     assert {row.split(" | ")[0][2:] for row in table_rows} == {i["id"] for i in data["items"]}
     assert (out / "step-summary.md").read_text() == md  # also appended to $GITHUB_STEP_SUMMARY
+    assert "### Correctness (greedy outputs against the logprob reference)" in md
+    assert re.search(r"^\| cpu-tiny-tp1 \| passed \| close to the reference: ", md, re.M), md
+    check = data["correctness"]["cpu-tiny-tp1"]
+    assert (
+        check["outcome"] == "passed"
+        and check["comparison"]["prompts"] == 8
+        and check["comparison"]["divergence"] is None
+    )
 
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert pngs == sorted(f"cpu-tiny-tp1-{kind}.png" for kind in ("latency", "throughput-interactivity"))
@@ -184,6 +204,8 @@ def test_junit_carries_metrics_and_verdicts(compared):
     assert p["dsr1_outcome"] == "passed" and p["dsr1_output_throughput_verdict"] in ("ok", "improved", "noise", "stale")
     assert float(str(p["dsr1_output_throughput"]).replace(",", "")) > 0
     assert str(p["dsr1_bench_command"]).startswith("vllm bench serve")
+    correctness = props["test_correctness[cpu-tiny-tp1]"]
+    assert correctness["dsr1_correctness"] == "passed" and float(str(correctness["dsr1_logprob_max_drift"])) <= 0.1
 
 
 def test_pytest_benchmark_carries_each_run(compared):
@@ -193,6 +215,39 @@ def test_pytest_benchmark_carries_each_run(compared):
     b = next(b for b in data["benchmarks"] if b["extra_info"]["dsr1_item"] == "cpu-tiny-tp1[balanced-bs16]")
     assert b["stats"]["rounds"] == 3 and b["group"] == "cpu-tiny-tp1"
     assert b["extra_info"]["output_throughput"] > 0 and b["extra_info"]["bench_command"].startswith("vllm bench serve")
+
+
+def test_a_wrong_model_fails_its_correctness_item_while_its_speed_passes(recorded, baselines, tmp_path):
+    """Fast but wrong fails: the same config, served from a checkpoint with one expert perturbed, against the record
+    of the right one. Its speed item passes (the A/A test's tolerances: the point is that speed cannot see it); the
+    correctness item fails, naming the first prompt and token that diverged, both tokens and their logprobs."""
+    assert recorded.returncode == 0
+    cache = perturbed_cache(tmp_path / "cache")
+    selection = ["-k", "cpu-tiny-tp1 and (test_correctness or balanced-bs1) and not bs16", *COMPARE_SELECTION[2:]]
+    result = run_suite(
+        [*CPU, *selection, "--dsr1-baselines", str(baselines), "--dsr1-report", str(tmp_path / "report")],
+        tmp_path / "runs",
+        env={"DSR1_CACHE_DIR": str(cache)},
+    )
+    out = result.stdout
+    assert result.returncode == 1, out[-6000:]
+    failed = re.findall(r"^FAILED (\S+)", out, re.M)
+    assert failed == ["test_matrix/test_serving.py::test_correctness[cpu-tiny-tp1]"], out[-6000:]
+    assert re.search(r"test_serving\[cpu-tiny-tp1-balanced-bs1\] PASSED", out), out[-6000:]
+    said = re.search(
+        r"cpu-tiny-tp1: WRONG OUTPUT: diverged from the reference at prompt (\d+) \('[^']*'\), token (\d+): ", out
+    )
+    assert said, out[-6000:]
+    assert re.search(r"\(reference: token \d+, logprob -?[\d.]+; now: token \d+, logprob -?[\d.]+\)", out)
+    assert "Same vLLM version as the reference" in out
+    check = json.loads((tmp_path / "report" / "results.json").read_text())["correctness"]["cpu-tiny-tp1"]
+    divergence = check["comparison"]["divergence"]
+    assert check["outcome"] == "failed" and (divergence["prompt_index"], divergence["position"]) == (
+        int(said[1]),
+        int(said[2]),
+    )
+    assert divergence["token"] != divergence["reference_token"] or "logprob moved" in divergence["why"]
+    assert wait_no_vllm() == []
 
 
 def test_a_slower_server_setting_fails_exactly_its_items(recorded, baselines, tmp_path):

@@ -15,7 +15,11 @@ from factories import SCHEMA, make_run_log
 from pytest_dsr1 import baseline, report
 from pytest_dsr1.__main__ import main
 from pytest_dsr1.check import entry_of
+from pytest_dsr1.logprob_reference import LogprobReference, reference_path
+from pytest_dsr1.logprob_reference import load as load_references
+from pytest_dsr1.logprobs import Generation, LogprobCheck
 from pytest_dsr1.merge import MergeError, merge, read_run_log
+from pytest_dsr1.verdict.correctness import CorrectnessVerdict
 from pytest_dsr1.shard import plan, plan_json
 
 
@@ -139,6 +143,30 @@ def test_record_shards_append_their_sessions_to_the_baselines(tmp_path, capsys):
     assert len(written.entries) == 4
     assert written.entries[first.key].sessions[0].date == "2026-01-01T00:00:00Z"
     assert len(written.entries[first.key].sessions) == 2
+
+
+def test_record_shards_carry_their_logprob_references_and_correctness_to_the_merge(tmp_path, capsys):
+    """A record shard's logprob references travel in its report folder, as its sessions do, and land in the
+    target's reference file per config and machine kind; each shard's correctness verdict reaches the merged report."""
+    dirs = _shards(tmp_path)
+    target = tmp_path / "baselines"
+    generations = (Generation("p", (1, 2), (-1.0, -1.5), ({1: -1.0, 3: -2.0}, {2: -1.5, 3: -2.0})),)
+    for d, cid in zip(dirs, ("h200-fp8-tp8ep", "h200-fp8-dp8ep"), strict=True):
+        run_log = make_run_log(tmp_path / "again", cid)
+        ref = LogprobReference("2026-12-05T00:00:00Z", {"vllm": "0.24.0"}, LogprobCheck(1, 2, 2), generations)
+        run_log.recorded_references[("h200", "fp8")] = {cid: {"nvidia-h200-x8-abc": ref}}
+        report.write_recorded(run_log, d)
+        results = json.loads((d / "results.json").read_text())  # the shard's report, with its correctness verdict
+        verdict = CorrectnessVerdict(cid, "recorded", f"{cid}: logprob reference recorded")
+        results["correctness"] = {cid: report.correctness_json(verdict)}
+        (d / "results.json").write_text(json.dumps(results))
+    assert main(["merge", str(tmp_path / "merged"), *map(str, dirs), "--baselines", str(target)]) == 0
+    assert "recorded 2 entries into" in capsys.readouterr().out
+    references = load_references(reference_path(target, "h200", "fp8"), "h200", "fp8")
+    assert sorted(references.configs) == ["h200-fp8-dp8ep", "h200-fp8-tp8ep"]
+    assert references.configs["h200-fp8-tp8ep"]["nvidia-h200-x8-abc"].generations == generations
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert sorted(merged["correctness"]) == ["h200-fp8-dp8ep", "h200-fp8-tp8ep"]
 
 
 def test_concurrent_records_into_one_file_lose_nothing(tmp_path):

@@ -224,8 +224,8 @@ def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
 def test_without_gpus_every_h200_item_skips_with_the_hardware_reason(suite, monkeypatch, tmp_path):
     monkeypatch.setenv("DSR1_NVIDIA_SMI", str(tmp_path / "no-nvidia-smi"))
     result = suite.runpytest("-m", "h200", "--dsr1-model", "fp8", "-rs", "test_matrix")
-    result.assert_outcomes(skipped=126)
-    result.stdout.fnmatch_lines(["SKIPPED [[]126] *needs 8× H200, found 0 GPUs*"])
+    result.assert_outcomes(skipped=132)  # 126 speed items and 6 correctness items
+    result.stdout.fnmatch_lines(["SKIPPED [[]132] *needs 8× H200, found 0 GPUs*"])
 
 
 def test_one_h200_skips_the_eight_gpu_configs(suite, monkeypatch, tmp_path):
@@ -241,7 +241,7 @@ def test_one_h200_skips_the_eight_gpu_configs(suite, monkeypatch, tmp_path):
 
 def test_dry_run_prints_the_recipe_commands(suite):
     result = suite.runpytest("-m", "h200", "--dsr1-model", "fp8", "--dsr1-dry-run", "test_matrix")
-    result.assert_outcomes(skipped=126)
+    result.assert_outcomes(skipped=132)  # 126 speed items and 6 correctness items
     result.stdout.fnmatch_lines(
         [
             "*dsr1 dry run*",
@@ -421,7 +421,7 @@ def test_a_strict_night_without_its_gpus_fails_in_seconds_naming_what_it_found(t
     done, seconds = _gpu_shard(tmp_path, tmp_path / "no-nvidia-smi")
     out = done.stdout + done.stderr
     assert done.returncode == 1 and seconds < 30, out[-3000:]
-    assert "--dsr1-strict: 42 of 42 selected item(s) cannot run on this machine: needs 8× H200, found 0 GPUs" in out
+    assert "--dsr1-strict: 44 of 44 selected item(s) cannot run on this machine: needs 8× H200, found 0 GPUs" in out
     assert "nvidia-smi" in out and " skipped" not in out  # not a green night of 42 skips
     said = next(line for line in out.splitlines() if "--dsr1-strict:" in line)
     observed(f"exit {done.returncode} in {seconds:.0f} s: {said}")

@@ -22,12 +22,15 @@ class AbSpec:
     python: str | None = None
     settings: tuple[tuple[str | None, str, str], ...] = ()  # (config id or None, setting, value), as --dsr1-set
     env: tuple[tuple[str, str], ...] = ()
+    model: str | None = None  # a checkpoint (path or id) B serves instead of the config's model
 
     @property
     def label(self) -> str:
         """B's label in reports: what it changes, e.g. `max_num_seqs=4, VLLM_CPU_KVCACHE_SPACE=2`."""
         parts = [f"{t + ':' if t else ''}{k}={v}" for t, k, v in self.settings]
         parts += [f"{k}={REDACTED if is_secret_name(k) else v}" for k, v in self.env]
+        if self.model:
+            parts.append(f"model {self.model}")
         if self.python:
             parts.append(f"python {self.python}")
         return ", ".join(parts)
@@ -48,6 +51,9 @@ def ab_spec(parts: Sequence[AbPart]) -> AbSpec | None:
             f"--dsr1-ab: B can run one interpreter, not {len(pythons)} ({', '.join(sorted(pythons))}); "
             "give one python= part"
         )
+    models = {value for kind, value in parts if kind == "model"}
+    if len(models) > 1:
+        raise ValueError(f"--dsr1-ab: B serves one checkpoint, not {len(models)} ({', '.join(sorted(models))})")
     settings = tuple(value for kind, value in parts if kind == "set")
     env = tuple(value for kind, value in parts if kind == "env")
     values: dict[str, set[str]] = {}
@@ -56,12 +62,15 @@ def ab_spec(parts: Sequence[AbPart]) -> AbSpec | None:
     clash = sorted(name for name, vals in values.items() if len(vals) > 1)
     if clash:
         raise ValueError(f"--dsr1-ab: env={clash[0]} is given different values; give it once")
-    return AbSpec(next(iter(pythons), None), settings, env)
+    return AbSpec(next(iter(pythons), None), settings, env, next(iter(models), None))
 
 
 def b_config(config: ServerConfig, spec: AbSpec) -> ServerConfig:
-    """Config `config` as B runs it: B's settings that target it (or every config), B's environment on top."""
+    """Config `config` as B runs it: B's settings that target it (or every config), B's environment on top, and B's
+    checkpoint in place of the config's model (served and benchmarked under its own path)."""
     changed = apply_settings(config, spec.settings)
+    if spec.model:
+        changed = replace(changed, model=replace(changed.model, hf_id=spec.model))
     if spec.env:
         env = dict(changed.env)
         env.update(spec.env)
