@@ -140,7 +140,8 @@ class Divergence:
 
     def describe(self, against: str = "the reference") -> str:
         return (
-            f"prompt {self.prompt_index} ({self.prompt!r}), token {self.position}: {self.why} "
+            f"prompt {self.prompt_index} ({self.prompt!r}), token {self.position}: "
+            f"{self.why.replace('the reference', against)} "
             f"({against.removeprefix('the ')}: token {self.reference_token}, logprob {self.reference_logprob:.4f}; "
             f"now: token {self.token}, logprob {self.logprob:.4f})"
         )

@@ -19,8 +19,8 @@ from pytest_dsr1.logprob_reference import LogprobReference, reference_path
 from pytest_dsr1.logprob_reference import load as load_references
 from pytest_dsr1.logprobs import Generation, LogprobCheck
 from pytest_dsr1.merge import MergeError, merge, read_run_log
-from pytest_dsr1.verdict.correctness import CorrectnessVerdict
 from pytest_dsr1.shard import plan, plan_json
+from pytest_dsr1.verdict.correctness import CorrectnessVerdict
 
 
 def _shards(tmp_path: Path, n: int = 2) -> list[Path]:

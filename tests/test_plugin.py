@@ -121,7 +121,7 @@ def test_bad_model_is_a_usage_error_listing_choices(suite, observed):
         (["--dsr1-tolerance", "output_throughput=100%"], "*can never fail*"),
         (["--dsr1-set", "max_num_seqs=0"], "*max_num_seqs must be a positive integer*"),
         (["--dsr1-startup-timeout", "inf"], "*not a finite number*"),
-        (["--dsr1-ab", "max_num_seqs=4"], "*B changes python=PATH, set=*"),
+        (["--dsr1-ab", "max_num_seqs=4"], "*B changes python=PATH, model=PATH, set=*"),
         (["--dsr1-ab", "set=nosuch:max_model_len=5"], "*--dsr1-ab set=nosuch:max_model_len: no config 'nosuch'*"),
         (["--dsr1-ab", "set=max_num_seqs=4", "--dsr1-record"], "*writes no baseline: leave out --dsr1-record*"),
         (["--dsr1-ab", "python=/a/python", "--dsr1-ab", "python=/b/python"], "*B can run one interpreter*"),
