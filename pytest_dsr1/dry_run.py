@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pytest_dsr1.ab.spec import ab_spec, abba_order, b_config
 from pytest_dsr1.command import node_commands
+from pytest_dsr1.gsm8k import dataset_problem
 from pytest_dsr1.matrix import ServerConfig, Workload
 from pytest_dsr1.runner import model_reference
 
@@ -28,7 +29,13 @@ def note_correctness(runner: Runner, config: ServerConfig, reference: str) -> No
         if check is not None
         else "off for this model (accuracy.logprobs: off)"
     )
-    _config_lines(runner, config).append(f"  [correctness] logprob check: {what}")
+    lines = _config_lines(runner, config)
+    lines.append(f"  [correctness] logprob check: {what}")
+    gsm8k = config.model.gsm8k
+    if gsm8k is not None:
+        problem = dataset_problem(gsm8k)
+        where = f"; cannot run here: {problem}" if problem else ""
+        lines.append(f"  [correctness] {gsm8k.describe()}, lm-eval local-completions against the server{where}")
 
 
 def _config_lines(runner: Runner, config: ServerConfig) -> list[str]:

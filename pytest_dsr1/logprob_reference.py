@@ -34,16 +34,18 @@ class LogprobReference:
 
     date: str
     fingerprint: dict[str, Any]
-    check: LogprobCheck  # the requests it answered (its drift bound is the matrix's, not this)
+    check: LogprobCheck | None  # the requests it answered (its drift bound is the matrix's); None: logprobs off
     generations: tuple[Generation, ...]
+    gsm8k: tuple[float, int] | None = None  # (exact-match score, questions) where the GSM8K check ran
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "date": self.date,
-            "fingerprint": self.fingerprint,
-            "check": {"prompts": self.check.prompts, "tokens": self.check.tokens, "top_k": self.check.top_k},
-            "generations": [g.to_json() for g in self.generations],
-        }
+        out: dict[str, Any] = {"date": self.date, "fingerprint": self.fingerprint}
+        if self.check is not None:
+            out["check"] = {"prompts": self.check.prompts, "tokens": self.check.tokens, "top_k": self.check.top_k}
+            out["generations"] = [g.to_json() for g in self.generations]
+        if self.gsm8k is not None:
+            out["gsm8k"] = {"score": self.gsm8k[0], "n": self.gsm8k[1]}
+        return out
 
 
 @dataclass
@@ -114,14 +116,23 @@ def load(path: Path | str, hardware: str, model: str) -> ReferenceFile:
 
 def _reference(path: Path, where: str, raw: Any, fix: str) -> LogprobReference:
     try:
-        check = LogprobCheck(int(raw["check"]["prompts"]), int(raw["check"]["tokens"]), int(raw["check"]["top_k"]))
-        generations = tuple(_generation(g) for g in raw["generations"])
+        check: LogprobCheck | None = None
+        generations: tuple[Generation, ...] = ()
+        if "check" in raw:
+            c = raw["check"]
+            check = LogprobCheck(int(c["prompts"]), int(c["tokens"]), int(c["top_k"]))
+            generations = tuple(_generation(g) for g in raw["generations"])
+        gsm8k = (float(raw["gsm8k"]["score"]), int(raw["gsm8k"]["n"])) if "gsm8k" in raw else None
         date, fingerprint = str(raw["date"]), dict(raw["fingerprint"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BaselineError(path, where, f"malformed reference ({type(exc).__name__}: {exc})", fix) from None
-    if len(generations) != check.prompts or any(len(g.token_ids) != check.tokens for g in generations):
+    if check is not None and (
+        len(generations) != check.prompts or any(len(g.token_ids) != check.tokens for g in generations)
+    ):
         raise BaselineError(path, where, f"holds other than {check.prompts} generations of {check.tokens} tokens", fix)
-    return LogprobReference(date, fingerprint, check, generations)
+    if gsm8k is not None and not (0 <= gsm8k[0] <= 1 and gsm8k[1] >= 1):
+        raise BaselineError(path, f"{where}.gsm8k", f"score {gsm8k[0]} over {gsm8k[1]} is not a proportion", fix)
+    return LogprobReference(date, fingerprint, check, generations, gsm8k)
 
 
 def _generation(raw: Any) -> Generation:

@@ -18,6 +18,7 @@ from typing import Any
 from pytest_dsr1 import baseline
 from pytest_dsr1.budget import Budget, Ledger, Spend
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.gsm8k import Gsm8kResult
 from pytest_dsr1.logprob_reference import REFERENCE_SUFFIX, reference_path, write_reference
 from pytest_dsr1.logprob_reference import load as load_references
 from pytest_dsr1.logprobs import Comparison, Divergence
@@ -174,7 +175,8 @@ def _correctness(config_id: str, raw: dict[str, Any]) -> CorrectnessVerdict:
     if comparison is not None:
         divergence = comparison.get("divergence")
         comparison = Comparison(**{**comparison, "divergence": Divergence(**divergence) if divergence else None})
-    return CorrectnessVerdict(config_id, raw["outcome"], raw["summary"], comparison, raw.get("reference"))
+    gsm8k = Gsm8kResult(**raw["gsm8k"]) if raw.get("gsm8k") else None
+    return CorrectnessVerdict(config_id, raw["outcome"], raw["summary"], comparison, raw.get("reference"), gsm8k)
 
 
 def add_into(merged: RunLog, r: RunLog) -> None:

@@ -275,6 +275,7 @@ def correctness_json(v: CorrectnessVerdict) -> dict[str, Any]:
         "summary": v.summary,
         "reference": v.reference,
         "comparison": dataclasses.asdict(v.comparison) if v.comparison is not None else None,
+        "gsm8k": dataclasses.asdict(v.gsm8k) if v.gsm8k is not None else None,
     }
 
 

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from pytest_dsr1.bench import BenchError, BenchWorker
 from pytest_dsr1.command import BenchCommand, ServerCommand, bench_command, redact, server_command
 from pytest_dsr1.errors import ItemFailed
 from pytest_dsr1.gpu_slots import GpuSlice, GpuSlots, visible_gpus
+from pytest_dsr1.gsm8k import TASK as GSM8K_TASK
+from pytest_dsr1.gsm8k import Gsm8kCheck, lm_eval_argv, offline_env, read_score, task_yaml
 from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, parse_completion, request_body
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
@@ -387,6 +390,48 @@ class Runner:
                         f"--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
                     ) from None
         return out
+
+    def run_gsm8k(self, handle: ServerHandle, check: Gsm8kCheck) -> tuple[float, int]:
+        """GSM8K through lm-eval's local-completions model against the live server (gsm8k.py): (score, questions).
+        lm-eval runs in its own process, from the run's interpreter, offline; its log goes beside the server's.
+        Raises ItemFailed with the log's tail when it fails."""
+        config = handle.config
+        server = handle.server
+        assert server is not None and handle.error is None
+        work = self.run_log.run_dir / f"{config.id}-gsm8k"
+        (work / "task").mkdir(parents=True, exist_ok=True)
+        (work / "task" / f"{GSM8K_TASK}.yaml").write_text(task_yaml(check))
+        url = f"http://{handle.connect_host}:{server.port}/v1/completions"
+        tokenizer = handle.model_path if os.path.isdir(handle.model_path) else config.model.hf_id
+        argv = lm_eval_argv(self.python, url, handle.model_path, tokenizer, check, work / "task", work / "results")
+        env = {**os.environ, **offline_env()}
+        if self.options.api_key:  # lm-eval reads the key from the environment: never on its command line
+            env["OPENAI_API_KEY"] = self.options.api_key
+        log = work / "lm-eval.log"
+        self.write_line(f"dsr1: {config.id}: {check.describe()} (log: {log})")
+        handle.last_metrics = None  # these requests move the server's counters
+        timeout = config.hardware.bench_timeout_s
+        try:
+            with open(log, "w") as out:
+                done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ItemFailed(f"{config.id}: lm-eval (GSM8K) ran past {timeout:.0f} s (log: {log})") from None
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        if done.returncode != 0:
+            missing = "No module named" in tail or "are not installed" in tail
+            hint = (
+                " (install the accuracy extra: pip install 'pytest-dsr1[accuracy]', i.e. lm-eval[api])"
+                if missing
+                else ""
+            )
+            raise ItemFailed(
+                f"{config.id}: lm-eval (GSM8K) exited with {done.returncode}{hint} (log: {log})\n--- its tail ---\n"
+                f"{tail}\n--- server log tail ({server.log_path}) ---\n{server.log_tail()}"
+            )
+        try:
+            return read_score(work / "results")
+        except ValueError as exc:
+            raise ItemFailed(f"{config.id}: lm-eval (GSM8K): {exc} (log: {log})") from None
 
     def _server_gone(self, handle: ServerHandle, error: str) -> ItemFailed:
         """The config's server is dead (or its engine is): later items of the config fail with `error` at once."""

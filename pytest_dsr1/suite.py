@@ -351,6 +351,8 @@ class Suite:
             item.user_properties.append(("dsr1_correctness_summary", verdict.summary))
             if verdict.comparison is not None:
                 item.user_properties.append(("dsr1_logprob_max_drift", f"{verdict.comparison.max_drift:.6f}"))
+            if verdict.gsm8k is not None:
+                item.user_properties.append(("dsr1_gsm8k_score", f"{verdict.gsm8k.score:.4f}"))
         owner = config_of(item)
         if owner:
             stats = self.run_log.stats.get(owner.id)

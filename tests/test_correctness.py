@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 from pytest_dsr1.baseline import BaselineError
+from pytest_dsr1.gsm8k import (
+    METRIC,
+    TASK,
+    Gsm8kCheck,
+    dataset_problem,
+    judge_gsm8k,
+    lm_eval_argv,
+    offline_env,
+    read_score,
+    task_yaml,
+    wilson,
+)
 from pytest_dsr1.logprob_reference import LogprobReference, load, reference_path, write_reference
 from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, compare, parse_completion, request_body
 from pytest_dsr1.matrix import MatrixError, load_matrix
@@ -116,7 +128,7 @@ def test_a_reference_round_trips_through_its_file_per_config_and_machine_kind(tm
         "kind-b",
     }
     again = loaded.configs["cpu-tiny-tp1"]["kind-a"]
-    assert again.generations == tuple(REFERENCE) and again.check.same_request(CHECK)
+    assert again.generations == tuple(REFERENCE) and again.check is not None and again.check.same_request(CHECK)
     assert loaded.configs["cpu-tiny-tp1"]["kind-b"].fingerprint["vllm"] == "0.31.0"
     assert not re.search(r"^\s*-?[\d.]+,?$", path.read_text(), re.M)  # a list of numbers per line, not a number
 
@@ -199,3 +211,66 @@ def test_the_matrix_sets_or_turns_off_a_models_logprob_check(tmp_path: Path):
 def test_a_bad_accuracy_section_names_its_field(tmp_path: Path, accuracy: object, field: str):
     with pytest.raises(MatrixError, match=field.replace(".", r"\.") + ":"):
         load_matrix(matrix_with(tmp_path, accuracy))
+
+
+def test_wilson_interval_is_sound_at_the_edges():
+    assert wilson(0.0, 5) == (0.0, pytest.approx(0.4345, abs=1e-4))
+    low, high = wilson(0.9, 250)
+    assert 0.85 < low < 0.9 < high < 0.94
+    assert wilson(1.0, 10)[1] == 1.0
+
+
+def test_gsm8k_fails_only_where_the_whole_interval_is_below_the_record_or_the_floor():
+    assert not judge_gsm8k(0.88, 250, recorded=0.90, floor=0.8).failed  # a few questions lower: noise at n=250
+    below = judge_gsm8k(0.70, 250, recorded=0.90, floor=0.0)
+    assert below.failed and "below the recorded score 0.900" in below.line()
+    floor = judge_gsm8k(0.70, 250, recorded=None, floor=0.9)
+    assert floor.failed and "below the floor 0.90" in floor.line() and "no recorded score" in floor.line()
+    assert not judge_gsm8k(0.0, 5, recorded=0.0, floor=0.0).failed
+
+
+def test_gsm8k_task_command_and_results_are_lm_evals_own(tmp_path: Path):
+    data = tmp_path / "g.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2 #### 2"}\n')
+    check = Gsm8kCheck(data=str(data), limit=1, num_fewshot=0)
+    task = json.loads(task_yaml(check))
+    assert task["task"] == TASK and task["dataset_path"] == "json" and task["dataset_kwargs"]["data_files"]["test"]
+    assert task["filter_list"][0]["name"] == "strict-match"
+    hub = json.loads(task_yaml(Gsm8kCheck()))
+    assert hub["dataset_path"] == "openai/gsm8k" and hub["dataset_name"] == "main"
+    argv = lm_eval_argv("py", "http://h:1/v1/completions", "m", "tok", check, tmp_path / "t", tmp_path / "o")
+    assert argv[:5] == ["py", "-m", "lm_eval", "--model", "local-completions"]
+    assert "base_url=http://h:1/v1/completions" in argv[argv.index("--model_args") + 1]
+    assert not any("KEY" in a.upper() for a in argv)  # the API key goes by environment, never the command line
+    assert offline_env()["HF_DATASETS_OFFLINE"] == "1"
+    out = tmp_path / "o" / "m"
+    out.mkdir(parents=True)
+    (out / "results_2026.json").write_text(
+        json.dumps({"results": {TASK: {METRIC: 0.25}}, "n-samples": {TASK: {"original": 4, "effective": 4}}})
+    )
+    assert read_score(tmp_path / "o") == (0.25, 4)
+    with pytest.raises(ValueError, match="no results"):
+        read_score(tmp_path / "nothing")
+
+
+def test_gsm8k_data_that_is_not_here_says_how_to_provide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    problem = dataset_problem(Gsm8kCheck())
+    assert problem is not None and "not in this machine's Hugging Face cache" in problem
+    assert "load_dataset('openai/gsm8k', 'main')" in problem and "accuracy.gsm8k.data" in problem
+    (tmp_path / "hf" / "hub" / "datasets--openai--gsm8k").mkdir(parents=True)
+    assert dataset_problem(Gsm8kCheck()) is None
+    assert "does not exist" in str(dataset_problem(Gsm8kCheck(data=str(tmp_path / "none.jsonl"))))
+
+
+def test_the_matrix_turns_gsm8k_on_with_a_path_relative_to_its_file(tmp_path: Path):
+    m = load_matrix(matrix_with(tmp_path, {"gsm8k": {"data": "g.jsonl", "limit": 10, "floor": 0.5}}))
+    check = m.models["mine"].gsm8k
+    assert check is not None and check.data == str((tmp_path / "g.jsonl").resolve()) and check.floor == 0.5
+    assert load_matrix(matrix_with(tmp_path, {})).models["mine"].gsm8k is None  # off unless asked
+    with pytest.raises(MatrixError, match=r"models\.mine\.accuracy\.gsm8k\.floor:"):
+        load_matrix(matrix_with(tmp_path, {"gsm8k": {"floor": 90}}))
+    with pytest.raises(MatrixError, match=r"models\.mine\.accuracy\.gsm8k\.shots:"):
+        load_matrix(matrix_with(tmp_path, {"gsm8k": {"shots": 5}}))

