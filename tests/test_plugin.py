@@ -215,6 +215,40 @@ def test_a_deeply_nested_baseline_is_a_usage_error_not_a_traceback(suite, observ
     observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "nested" in line))
 
 
+@bad_input("a corrupt logprob reference file (baselines/cpu/tiny.logprobs.json)", CAUGHT_WHEN_COLLECTION_ENDS)
+def test_a_corrupt_logprob_reference_is_a_usage_error_before_any_server(suite, observed):
+    broken = suite.path / "bl" / "cpu" / "tiny.logprobs.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"format": "pytest-dsr1 logprob reference", "version": 1, "hardware": "cpu", "model": "tin')
+    stderr = "*tiny.logprobs.json: (json): corrupt or truncated JSON*Fix: restore it*"
+    args = ("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-baselines", "bl", "-k", "test_correctness", "test_matrix")
+    result = usage_error(suite, *args, stderr=stderr)
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "logprobs.json" in line))
+
+
+@bad_input("--dsr1-ab model= a path that is no checkpoint directory", CAUGHT_AT_START_UP)
+def test_an_ab_checkpoint_that_is_not_there_is_a_usage_error(suite, observed):
+    args = ("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-ab", "model=/nonexistent/ckpt", "test_matrix")
+    result = usage_error(suite, *args, stderr="*--dsr1-ab model=/nonexistent/ckpt: no such checkpoint directory*")
+    observed(f"exit {int(result.ret)}: " + next(line for line in result.stderr.lines if "checkpoint" in line))
+
+
+def test_accuracy_only_and_off_select_the_correctness_items_or_leave_them_out(suite):
+    only = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-accuracy", "only", "--collect-only", "-q")
+    ids = [line for line in only.stdout.lines if "::" in line]
+    assert ids == [
+        f"test_serving.py::test_correctness[{c}]"
+        for c in ("cpu-tiny-tp1", "cpu-tiny-tp2", "cpu-tiny-tp2ep")
+    ]
+    off = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-accuracy", "off", "--collect-only", "-q")
+    assert sum("::test_serving[" in line for line in off.stdout.lines) == 18
+    assert not any("test_correctness" in line for line in off.stdout.lines)
+    dry = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-accuracy", "only", "--dsr1-dry-run")
+    dry.stdout.fnmatch_lines(
+        ["*[[]correctness[]] logprob check: greedy /v1/completions, 8 prompts x 32 greedy tokens*"]
+    )
+
+
 def test_bad_matrix_is_a_usage_error_naming_file_and_field(suite):
     bad = suite.path / "test_matrix" / "zz-bad.yaml"
     bad.write_text("configs:\n  x: {hardware: cpu, model: tiny, tensor_parallel_size: -2}\n")
