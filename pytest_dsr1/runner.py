@@ -211,9 +211,11 @@ class Runner:
         self.write_line(f"dsr1: starting server {config.id}: {command.shell_line()} (log: {server.log_path})")
         try:
             server.start()
-            # The worker imports vLLM while the server loads (a failure shows at the first benchmark).
-            with contextlib.suppress(OSError):
-                self.worker.launch()
+            # The worker imports vLLM while the server loads (a failure shows at the first benchmark); a run of
+            # the correctness items alone benchmarks nothing.
+            if self.options.accuracy != "only":
+                with contextlib.suppress(OSError):
+                    self.worker.launch()
             stats.ready_s = server.wait_ready(
                 timeout,
                 progress=lambda s: self.write_line(

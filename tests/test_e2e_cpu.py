@@ -451,7 +451,8 @@ configs:
 def test_an_own_matrix_never_runs_the_shipped_configs_with_its_settings(tmp_path, observed):
     """Its `hardware: cpu` once replaced the shipped one, and the shipped CPU configs ran the recipe's 8,000-token
     prompts against their 2,048-token servers. Now the run stops at start naming both files and the option that
-    runs the file alone; alone, its 2 items are recorded on a real server, and no shipped config runs."""
+    runs the file alone; alone, its 2 speed items and its correctness item are recorded on a real server, and no
+    shipped config runs."""
     own = tmp_path / "my.yaml"
     own.write_text(OWN_MATRIX)
     args = [*CPU, "--dsr1-matrix", str(own), "--dsr1-record", "--dsr1-baselines", str(tmp_path / "bl")]
@@ -462,11 +463,12 @@ def test_an_own_matrix_never_runs_the_shipped_configs_with_its_settings(tmp_path
     assert "cpu-tiny-tp1" in error and "--dsr1-matrix-alone" in error
     alone = run_suite([*args, "--dsr1-matrix-alone"], tmp_path / "alone", timeout=1200)
     assert alone.returncode == 0, alone.stdout[-6000:]
-    assert "2 passed" in alone.stdout and "cpu-tiny-" not in alone.stdout.split("short test summary")[0]
+    # Its 2 speed items and its correctness item (the reference recorded beside the baseline)
+    assert "3 passed" in alone.stdout and "cpu-tiny-" not in alone.stdout.split("short test summary")[0]
     recorded = json.loads((tmp_path / "bl" / "cpu" / "tiny.json").read_text())
     assert sorted(recorded["entries"]) == ["mine[mid-bs16]", "mine[mid-bs1]"]
     assert wait_no_vllm() == []
-    observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; with --dsr1-matrix-alone: 2 passed")
+    observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; with --dsr1-matrix-alone: 3 passed (2 speed items, 1 correctness)")
 
 
 GSM8K_MATRIX = """\
