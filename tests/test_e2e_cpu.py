@@ -468,7 +468,8 @@ def test_an_own_matrix_never_runs_the_shipped_configs_with_its_settings(tmp_path
     recorded = json.loads((tmp_path / "bl" / "cpu" / "tiny.json").read_text())
     assert sorted(recorded["entries"]) == ["mine[mid-bs16]", "mine[mid-bs1]"]
     assert wait_no_vllm() == []
-    observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; with --dsr1-matrix-alone: 3 passed (2 speed items, 1 correctness)")
+    alone_said = "with --dsr1-matrix-alone: 3 passed (2 speed items, 1 correctness)"
+    observed(f"exit 4 at start: {error.replace(str(tmp_path), '<dir>')}; {alone_said}")
 
 
 GSM8K_MATRIX = """\

@@ -237,8 +237,7 @@ def test_accuracy_only_and_off_select_the_correctness_items_or_leave_them_out(su
     only = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-accuracy", "only", "--collect-only", "-q")
     ids = [line for line in only.stdout.lines if "::" in line]
     assert ids == [
-        f"test_serving.py::test_correctness[{c}]"
-        for c in ("cpu-tiny-tp1", "cpu-tiny-tp2", "cpu-tiny-tp2ep")
+        f"test_serving.py::test_correctness[{c}]" for c in ("cpu-tiny-tp1", "cpu-tiny-tp2", "cpu-tiny-tp2ep")
     ]
     off = suite.runpytest("-m", "cpu", "--dsr1-model", "tiny", "--dsr1-accuracy", "off", "--collect-only", "-q")
     assert sum("::test_serving[" in line for line in off.stdout.lines) == 18
