@@ -189,6 +189,9 @@ class BaselineCheck(ItemCheck):
                 break
         self._account(m, rules, judged, progress, spent_s, first_why)
         result.verdicts = list(judged.verdicts)
+        # What every report calls the baseline is what each verdict judged against (a history's center where it
+        # has a band), so a plot's dashed line and results.json say the same as the verdict.
+        result.baseline_medians.update({v.metric: v.baseline for v in judged.verdicts if v.baseline is not None})
         versions = version_change(reference.fingerprint, m.fingerprint)
         if versions and judged.verdicts:
             self.run_log.version_changes[versions] = self.run_log.version_changes.get(versions, 0) + 1

@@ -196,6 +196,25 @@ def test_recorded_sessions_become_the_band_and_a_real_drop_fails_with_the_histor
     assert result.histories["output_throughput"] == (100.0, 104.0, 97.0, 101.0)
 
 
+def test_the_reports_baseline_is_the_verdicts_reference_never_another_kinds_session(tmp_path: Path):
+    """A history of two machine kinds, the other kind's session newest: what results.json and the plots call the
+    baseline is the value the verdict judged against (this kind's history center), not the other kind's 663."""
+    for center in (1000.0, 980.0, 1010.0):
+        check, _ = _check(tmp_path, record=True)
+        check.check(_measure(check, center, center + 1, center - 1))
+    path = tmp_path / "bl" / "cpu" / "tiny.json"
+    other = session_entry(663.0, {**FP, "cpu_model": "Intel Xeon (AMX)"}, command="")
+    key = next(iter(bl.load(path, "cpu", "tiny").entries))
+    bl.append_session(path, "cpu", "tiny", key, other)
+    check, run_log = _check(tmp_path)
+    check.check(_measure(check, 990.0, 995.0, 985.0))
+    result = next(iter(run_log.results.values()))
+    (tput,) = [v for v in result.verdicts if v.metric == "output_throughput"]
+    assert tput.baseline is not None and tput.baseline > 900
+    assert result.baseline_medians["output_throughput"] == tput.baseline
+    assert all(v > 900 for k, v in result.baseline_medians.items() if k == "output_throughput")
+
+
 def test_an_inconclusive_item_skips_by_default_and_fails_a_nightly_that_asks(tmp_path: Path):
     check, _ = _check(tmp_path, record=True)
     check.check(_measure(check, 100.0, 101.0, 99.0))

@@ -107,7 +107,7 @@ class Reference:
 
     samples: Mapping[str, Sequence[float]]
     histories: Mapping[str, tuple[float, ...]]
-    medians: Mapping[str, float]  # the entry's own medians: the server-side table's baseline column
+    medians: Mapping[str, float]  # the newest comparable session's medians: the server-side table's baseline column
     label: str  # e.g. "recorded baseline of 2026-12-05T08:00:00Z (baselines/cpu/tiny.json)"
     fingerprint: Mapping[str, Any]  # the entry's: version and machine notes
     note: str = ""  # said on a pass, e.g. that this machine's own baseline was used
@@ -127,7 +127,8 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
     return Reference(
         samples=sessions[-1].metrics if sessions else entry.metrics,
         histories={k: tuple(v) for k, v in histories.items()},
-        medians=medians_of(entry.metrics),
+        # This kind's newest session, as `samples`: never another kind's, whose numbers judge nothing here.
+        medians=medians_of(sessions[-1].metrics if sessions else entry.metrics),
         label=f"{entry.provenance} baseline of {entry.date} ({source})",
         fingerprint=entry.fingerprint,
         note=note,
