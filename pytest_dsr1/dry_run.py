@@ -9,6 +9,7 @@ from pytest_dsr1.ab.spec import ab_spec, abba_order, b_config
 from pytest_dsr1.command import node_commands
 from pytest_dsr1.gsm8k import dataset_problem
 from pytest_dsr1.matrix import ServerConfig, Workload
+from pytest_dsr1.remote import base_url
 from pytest_dsr1.runner import model_reference
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def _config_lines(runner: Runner, config: ServerConfig) -> list[str]:
             for node, cmd in enumerate(commands):
                 lines.append(f"# node {node}{' (API server)' if node == 0 else ' (headless)'}:")
                 lines.append(cmd.shell_line())
+        elif runner.is_target(config):
+            target = base_url(str(runner.options.target))
+            lines.append(f"# served by the target {target}: nothing is started, restarted or stopped")
         elif spec is None:
             lines.append(runner.server_command_for(config).shell_line())
         else:

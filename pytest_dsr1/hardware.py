@@ -272,12 +272,35 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
     return fp
 
 
+def remote_fingerprint(config: ServerConfig, server_command: str, vllm: str | None, setup: str) -> dict[str, Any]:
+    """A --dsr1-target's fingerprint: what it revealed (its vLLM version) and what the user stated of it
+    (`target_setup`, its machine kind: the hardware is where it runs, not here)."""
+    return {
+        "hardware": config.hardware.name,
+        "vllm": vllm,
+        "model": config.model.hf_id,
+        "server_command": server_command,
+        "target_setup": setup,
+    }
+
+
 def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
     """None when two fingerprints are of the same hardware; otherwise why not.
 
     Compared: the GPU model and count, or the CPU model, core count and kernel tier (cpu_isa). The vLLM
     version, driver and command may differ: catching regressions across upgrades is the point.
     """
+    if ("target_setup" in recorded) != ("target_setup" in current):
+        return (
+            "baseline recorded against a --dsr1-target, this run's server was started by the suite"
+            if "target_setup" in recorded
+            else "baseline recorded on a server the suite started, this run judges a --dsr1-target"
+        )
+    if "target_setup" in current and recorded.get("target_setup") != current.get("target_setup"):
+        return (
+            f"baseline recorded against a target stated as {recorded.get('target_setup')!r}, this target is stated as "
+            f"{current.get('target_setup')!r} (--dsr1-target-setup)"
+        )
     for key in _kind_keys(current):
         if recorded.get(key) != current.get(key):
             if key == "cpu_isa" and key not in recorded:
@@ -290,7 +313,9 @@ def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | No
 
 
 def _kind_keys(fp: dict[str, Any]) -> tuple[str, ...]:
-    """The fingerprint fields that make two machines one kind."""
+    """The fingerprint fields that make two machines one kind (a target's: its stated setup)."""
+    if "target_setup" in fp:
+        return ("target_setup",)
     return ("gpu_model", "gpu_count") if "gpu_count" in fp else ("cpu_model", "cpu_count", "cpu_isa")
 
 
@@ -301,7 +326,8 @@ def machine_key(fp: dict[str, Any]) -> str:
     ident = "|".join(f"{k}={fp.get(k)}" for k in keys)
     slug = re.sub(r"[^a-z0-9]+", "-", str(fp.get(keys[0]) or "unknown").lower()).strip("-")[:40]
     isa = re.sub(r"[^a-z0-9]+", "-", str(fp.get("cpu_isa") or "")) if "cpu_isa" in keys else ""
-    return "-".join(filter(None, (slug, f"x{fp.get(keys[1])}", isa, hashlib.sha256(ident.encode()).hexdigest()[:8])))
+    count = f"x{fp.get(keys[1])}" if len(keys) > 1 else "target"  # a target's kind is its stated setup alone
+    return "-".join(filter(None, (slug, count, isa, hashlib.sha256(ident.encode()).hexdigest()[:8])))
 
 
 def gpu_memory_used(nvidia_smi: str | None = None) -> list[tuple[int, int]] | None:

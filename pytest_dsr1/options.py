@@ -253,6 +253,32 @@ OPTIONS: list[OptionSpec] = [
         "after a kernel change)",
     ),
     OptionSpec(
+        "--dsr1-target",
+        "dsr1_target",
+        str,
+        None,
+        "URL",
+        "judge a server the suite did not start (a Kubernetes, Slurm or llm-d deployment): its base URL; nothing is "
+        "started, restarted or stopped; needs --dsr1-target-config",
+    ),
+    OptionSpec(
+        "--dsr1-target-config",
+        "dsr1_target_config",
+        str,
+        None,
+        "ID",
+        "with --dsr1-target: the matrix config the target serves (its items alone run, against it)",
+    ),
+    OptionSpec(
+        "--dsr1-target-setup",
+        "dsr1_target_setup",
+        str,
+        "unstated",
+        "TEXT",
+        "with --dsr1-target: what the deployment is (e.g. '8xH200 TP8 EP, LWS'); a baseline recorded against "
+        "another stated setup is not compared (default: unstated)",
+    ),
+    OptionSpec(
         "--dsr1-server-metrics",
         "dsr1_server_metrics",
         parse_on_off,
@@ -411,6 +437,9 @@ class Options:
     ab_rounds: int = 2
     server_metrics: bool = True  # scrape /metrics and the device around each measured run
     accuracy: str = "on"  # --dsr1-accuracy: on | off | only (the correctness items alone)
+    target: str | None = None  # --dsr1-target: the base URL of a server the suite did not start
+    target_config: str | None = None  # the config it serves
+    target_setup: str = "unstated"  # what the user states the deployment is: a remote baseline's machine kind
     shard: tuple[int, int] | None = None  # --dsr1-shard K/N
 
     def interpreters(self) -> list[tuple[str, str]]:
@@ -459,6 +488,25 @@ def selection_problem(options: Options, matrix: Matrix) -> str | None:
             f"choose one of: {', '.join(matrix.models)}"
         )
     config_ids = sorted(c.id for c in matrix.configs)
+    if options.target is not None:
+        from pytest_dsr1.remote import target_problem
+
+        problem = target_problem(options.target)
+        if problem:
+            return problem
+        if options.target_config is None:
+            return "--dsr1-target needs --dsr1-target-config ID: the matrix config the target serves"
+        if options.target_config not in config_ids:
+            return (
+                f"--dsr1-target-config {options.target_config!r}: no such config in the matrix; configs: "
+                f"{', '.join(config_ids)}"
+            )
+        if options.ab:
+            return "--dsr1-ab with --dsr1-target: A/B between live endpoints is not built yet; run them one at a time"
+        if options.settings:
+            return "--dsr1-set with --dsr1-target: the target's settings are its deployment's, not the suite's"
+    elif options.target_config is not None:
+        return "--dsr1-target-config names the config of a --dsr1-target: give the target's URL with it"
     for target, key, _ in options.settings:
         if target is not None and target not in config_ids:
             return f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(config_ids)}"

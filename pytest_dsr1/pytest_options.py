@@ -138,6 +138,9 @@ def read_options(config: pytest.Config) -> Options:
             ab_rounds=vals["dsr1_ab_rounds"],
             server_metrics=bool(vals["dsr1_server_metrics"]),
             accuracy=vals["dsr1_accuracy"],
+            target=vals["dsr1_target"],
+            target_config=vals["dsr1_target_config"],
+            target_setup=vals["dsr1_target_setup"],
             shard=vals["dsr1_shard"],
         )
     )

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_dsr1.matrix import Workload
+from pytest_dsr1.remote import RemoteServer
 from pytest_dsr1.server import VllmServer
 
 
-def failed_requests(server: VllmServer, key: str, result: dict[str, Any], sent: int) -> tuple[str, str | None] | None:
+def failed_requests(
+    server: VllmServer | RemoteServer, key: str, result: dict[str, Any], sent: int
+) -> tuple[str, str | None] | None:
     """None when all `sent` requests completed; else the failure's message, with vLLM's own request errors and the
     server's log, and the server's state when it is gone (died, or lost its engine), None while it serves."""
     completed, failed = int(result.get("completed", 0)), int(result.get("failed", 0) or 0)

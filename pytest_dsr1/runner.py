@@ -29,6 +29,7 @@ from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, parse_comple
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
 from pytest_dsr1.overrides import override_notes, overrides_in
+from pytest_dsr1.remote import RemoteServer, base_url
 from pytest_dsr1.run_checks import arrived_at_once, failed_requests, without_stream_latencies
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
@@ -45,7 +46,10 @@ BENCH_REPORT_FLAGS = (
     "50,90,99",
     "--save-detailed",
 )
-MAX_CHUNKED_RETRIES = 3  # re-takes of a sample whose whole stream arrived at once
+MAX_CHUNKED_RETRIES = 3
+AnyServer = (
+    VllmServer | RemoteServer
+)  # a server the suite started, or a --dsr1-target  # re-takes of a sample whose whole stream arrived at once
 
 
 def model_reference(config: ServerConfig) -> str:
@@ -62,7 +66,7 @@ class ServerHandle:
     config: ServerConfig
     command: ServerCommand
     model_path: str
-    server: VllmServer | None = None
+    server: AnyServer | None = None
     error: str | None = None
     died: bool = False  # it was ready and served, then died: not a failed start
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -70,12 +74,20 @@ class ServerHandle:
     log_name: str | None = None  # the server log's file name; None: <config>.log
     gpu_slice: GpuSlice | None = None  # pytest -n on a GPU host: the GPUs this server holds until it stops
     # The last run's /metrics snapshot, and the server it came from: the next run's `before` on that server.
-    last_metrics: tuple[VllmServer, Snapshot | PendingSnapshot] | None = None
+    last_metrics: tuple[AnyServer, Snapshot | PendingSnapshot] | None = None
 
     @property
     def connect_host(self) -> str:
         assert self.server is not None
         return "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the server: a target's own URL (http or https), else this machine's host and port."""
+        assert self.server is not None
+        if isinstance(self.server, RemoteServer):
+            return self.server.target
+        return f"http://{self.connect_host}:{self.server.port}"
 
 
 class Runner:
@@ -136,6 +148,8 @@ class Runner:
     def can_restart(self, config: ServerConfig) -> bool:
         """May this config start a fresh server to confirm a regression? Never with --dsr1-confirm 0."""
         allowed = config.confirm_restarts if config.confirm_restarts is not None else config.hardware.confirm_restarts
+        if self.is_target(config):
+            return False  # the suite never restarts a server it did not start
         return self.options.confirm != 0 and self.run_log.restarts.get(config.id, 0) < allowed
 
     # ------------------------------------------------------------ servers
@@ -151,9 +165,41 @@ class Runner:
             self.clean_leftovers()
         if config.id not in self.run_log.configs_run:
             self.run_log.configs_run.append(config.id)
+        if self.is_target(config):
+            return self._attach(config)
         model_path = str(tiny.ensure()) if config.model.generated else config.model.hf_id
         handle = ServerHandle(config, server_command(config, model_path), model_path, python=python, log_name=log_name)
         self._launch(handle)
+        return handle
+
+    def is_target(self, config: ServerConfig) -> bool:
+        """Is `config` served by a --dsr1-target (a server the suite neither starts nor stops)?"""
+        return self.options.target is not None and config.id == self.options.target_config
+
+    def _attach(self, config: ServerConfig) -> ServerHandle:
+        """A --dsr1-target as the config's server: wait for /health, check it serves the config's model, read what
+        it reveals of itself. Never raises for a target that is not there: the handle carries the error."""
+        assert self.options.target is not None
+        model = model_reference(config)
+        handle = ServerHandle(config, server_command(config, model), model)
+        stats = self.run_log.stats_for(config.id)
+        log = self.run_log.run_dir / f"{config.id}.target.log"
+        server = RemoteServer(config.id, base_url(self.options.target), log, self.options.api_key)
+        handle.server = server
+        t0 = time.monotonic()
+        self.write_line(f"dsr1: {config.id} is served by the target {server.target} (not started by the suite)")
+        try:
+            server.start()
+            timeout = self.options.startup_timeout or config.hardware.startup_timeout_s
+            stats.ready_s = server.wait_ready(timeout, expect_model=model)
+        except ServerStartError as exc:
+            handle.error = str(exc)
+            stats.start_failed = True
+        stats.startup_s += time.monotonic() - t0
+        handle.fingerprint = hardware.remote_fingerprint(
+            config, f"(target) {server.target}", server.version, self.options.target_setup
+        )
+        self.live = handle
         return handle
 
     def restart_server(self, handle: ServerHandle) -> None:
@@ -269,7 +315,7 @@ class Runner:
         elapsed = time.monotonic() - t0
         stats = self.run_log.stats_for(handle.config.id)
         stats.stop_s += elapsed
-        if handle.config.hardware.kind == "gpu":
+        if handle.config.hardware.kind == "gpu" and not isinstance(handle.server, RemoteServer):
             stats.gpu_memory_after_stop = hardware.gpu_memory_used()
             if stats.gpu_memory_after_stop:
                 used = ", ".join(f"{u}/{t}" for u, t in stats.gpu_memory_after_stop)
@@ -316,6 +362,8 @@ class Runner:
             server = handle.server
             assert server is not None
             bench = self.bench_command_for(config, workload, handle.connect_host, server.port)
+            if isinstance(server, RemoteServer):  # https too: the benchmark takes the target's own URL
+                bench = BenchCommand((*bench.args, "--base-url", server.target))
             m = Measurement(
                 config,
                 workload,
@@ -365,7 +413,7 @@ class Runner:
         server = handle.server
         assert server is not None
         handle.last_metrics = None  # these requests move the server's counters: the next run reads its own `before`
-        url = f"http://{handle.connect_host}:{server.port}/v1/completions"
+        url = f"{handle.base_url}/v1/completions"
         headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
         out = []
         with requests.Session() as session:
@@ -403,7 +451,7 @@ class Runner:
         work = self.run_log.run_dir / f"{config.id}-gsm8k"
         (work / "task").mkdir(parents=True, exist_ok=True)
         (work / "task" / f"{GSM8K_TASK}.yaml").write_text(task_yaml(check))
-        url = f"http://{handle.connect_host}:{server.port}/v1/completions"
+        url = f"{handle.base_url}/v1/completions"
         tokenizer = handle.model_path if os.path.isdir(handle.model_path) else config.model.hf_id
         argv = lm_eval_argv(self.python, url, handle.model_path, tokenizer, check, work / "task", work / "results")
         env = {**os.environ, **offline_env()}
@@ -471,7 +519,7 @@ class Runner:
     def _run_sample_loop(
         self,
         handle: ServerHandle,
-        server: VllmServer,
+        server: AnyServer,
         bench: BenchCommand,
         m: Measurement,
         pending: int,
@@ -516,19 +564,23 @@ class Runner:
             m.runs.append(without_stream_latencies(result) if arrived_at_once(result, m.workload) else result)
 
     def _sampler(
-        self, handle: ServerHandle, server: VllmServer
+        self, handle: ServerHandle, server: AnyServer
     ) -> contextlib.AbstractContextManager[ServerMetricsSampler | None]:
         """vLLM's /metrics and the device around one run (--dsr1-server-metrics); nothing when it is off."""
-        if not self.options.server_metrics or server.proc is None:
+        remote = isinstance(server, RemoteServer)
+        if not self.options.server_metrics or (server.proc is None and not remote):
             return contextlib.nullcontext()
-        gpus: list[int] | None = [] if handle.config.hardware.kind == "cpu" else visible_gpus(handle.command.env)
-        url = f"http://{handle.connect_host}:{server.port}"
+        # A target's GPUs are not this machine's: no NVML, its /metrics only (and no process to read CPU time of).
+        cpu = handle.config.hardware.kind == "cpu"
+        gpus: list[int] | None = [] if cpu or remote else visible_gpus(handle.command.env)
+        url = handle.base_url
         # Only the benchmark sends requests to the server, so the last run's `after` is this run's `before`.
         last, handle.last_metrics = handle.last_metrics, None  # a run that fails leaves no `after` to reuse
         before = last[1] if last is not None and last[0] is server else None
-        return ServerMetricsSampler(url, server.proc.pid, gpus, before=before)  # the server leads its process group
+        pgid = server.proc.pid if server.proc is not None else None  # the server leads its process group
+        return ServerMetricsSampler(url, pgid, gpus, before=before)
 
-    def _check_requests(self, handle: ServerHandle, server: VllmServer, m: Measurement, result: dict[str, Any]) -> None:
+    def _check_requests(self, handle: ServerHandle, server: AnyServer, m: Measurement, result: dict[str, Any]) -> None:
         """Every request must have completed: a run with failures measures nothing, so it fails the item; a
         server that died or lost its engine fails the config's later items at once too."""
         sent = m.workload.batch_size * handle.config.batches_per_sample

@@ -208,6 +208,7 @@ class Suite:
             raise pytest.UsageError(f"pytest-dsr1: {self.matrix_error}")
         keep, drop = [], []
         accuracy = self.options.accuracy
+        target = self.options.target_config if self.options.target else None
         for item in items:
             params = self._resolve(item)
             if params is False:
@@ -225,6 +226,10 @@ class Suite:
                     if accuracy == "off":
                         drop.append(item)
                         continue
+            owner = config_of(item)
+            if target is not None and owner is not None and owner.id != target:
+                drop.append(item)  # --dsr1-target: the target's config alone runs
+                continue
             keep.append(item)
         if drop:
             items[:] = keep
@@ -234,7 +239,7 @@ class Suite:
         reasons: dict[str, str | None] = {}
         for item in items:
             cfg = config_of(item)
-            if cfg is None:
+            if cfg is None or cfg.id == target:  # a target's hardware is where it runs, not here
                 continue
             if cfg.id not in reasons:
                 reasons[cfg.id] = skip_reason(cfg, self.runner.host)
@@ -322,7 +327,8 @@ class Suite:
 
     def _strict_start(self, session: pytest.Session) -> None:
         """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found."""
-        selected = [cfg for item in session.items if (cfg := config_of(item))]
+        target = self.options.target_config if self.options.target else None
+        selected = [cfg for item in session.items if (cfg := config_of(item)) and cfg.id != target]
         problem = strict_problem(selected, self.runner.host)
         if problem:
             pytest.exit(problem, 1)

