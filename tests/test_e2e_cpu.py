@@ -95,7 +95,7 @@ def test_record_writes_every_item_with_its_samples(recorded, baselines):
     assert [len(g["token_ids"]) for g in kind["generations"]] == [32] * 8 and len(
         kind["generations"][0]["top"][0]
     ) == 10
-    assert "dsr1: correctness cpu-tiny-tp1: logprob reference recorded into" in recorded.stdout
+    assert "dsr1: correctness cpu-tiny-tp1: reference recorded into" in recorded.stdout
 
 
 def test_one_server_start_per_configuration(recorded):
