@@ -189,6 +189,7 @@ class RunLog:
     recorded_entries: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # The measurement budget (--dsr1-budget) and what the undecided items were given of it.
     spending: Ledger = field(default_factory=lambda: Ledger(Budget(0, 0.0)))
+    targets: dict[str, str] = field(default_factory=dict)  # --dsr1-target: config id -> the URL that served it
     # The logprob check of each config whose correctness item ran (config id -> its verdict).
     correctness: dict[str, CorrectnessVerdict] = field(default_factory=dict)
     # --dsr1-record: the logprob references written, by (hardware, model) -> config -> machine kind (a shard's

@@ -186,6 +186,7 @@ class Runner:
         log = self.run_log.run_dir / f"{config.id}.target.log"
         server = RemoteServer(config.id, base_url(self.options.target), log, self.options.api_key)
         handle.server = server
+        self.run_log.targets[config.id] = server.target
         t0 = time.monotonic()
         self.write_line(f"dsr1: {config.id} is served by the target {server.target} (not started by the suite)")
         try:

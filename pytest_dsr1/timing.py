@@ -82,6 +82,10 @@ def starts_line(run_log: RunLog) -> str:
             + ", ".join(f"{cid} x{n}" for cid, n in run_log.restarts.items())
             + ")"
         )
-    if run_log.server_starts - restarts != configs:
+    targets = {cid: url for cid, url in run_log.targets.items() if cid in run_log.configs_run}
+    if targets:
+        line += " (" + ", ".join(f"{cid} served by the target {url}" for cid, url in targets.items())
+        line += ": started and stopped outside the suite)"
+    if run_log.server_starts - restarts != configs - len(targets):
         line += " (MISMATCH: a configuration started more than once)"
     return line

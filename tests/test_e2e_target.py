@@ -92,8 +92,8 @@ def target_args(url: str, baselines: Path) -> list[str]:
 
 def test_record_then_compare_a_target_starts_and_stops_nothing(deployment, tmp_path):
     url, proc = deployment
-    before = pids()
-    assert group_of(proc) <= before  # the deployment's processes, nothing of the suite's
+    before = pids()  # the deployment's vLLM processes, nothing of the suite's
+    assert before and before <= group_of(proc)
     baselines = tmp_path / "baselines"
     select = ["-k", "cpu-tiny-tp1 and (balanced-bs16 or test_correctness)"]
     record = run_suite([*target_args(url, baselines), *select, "--dsr1-record"], tmp_path / "record")
@@ -109,11 +109,12 @@ def test_record_then_compare_a_target_starts_and_stops_nothing(deployment, tmp_p
     data = json.loads((tmp_path / "report" / "results.json").read_text())
     (item,) = data["items"]
     assert item["fingerprint"]["target_setup"] == "unstated" and item["fingerprint"]["server_command"].endswith(url)
-    assert data["server_starts"] == 0 and "dsr1: 0 server start(s) for 1 configuration(s) run" in out
+    said = f"dsr1: 0 server start(s) for 1 configuration(s) run (cpu-tiny-tp1 served by the target {url}: started"
+    assert data["server_starts"] == 0 and said in out and "MISMATCH" not in out
     # The process list: the deployment still runs, and no vLLM process of the suite is left (none was started).
     assert proc.poll() is None
     after = pids()
-    assert after - group_of(proc) <= before - group_of(proc), (before, after)
+    assert after <= before, (before, after)  # no vLLM process of the suite's is left
     # The key the deployment requires reached it (every request passed) and appears in no log or report.
     files = [*(tmp_path / "record").rglob("*"), *(tmp_path / "compare").rglob("*"), *(tmp_path / "report").rglob("*")]
     leaked = [str(f) for f in files if f.is_file() and KEY.encode() in f.read_bytes()]

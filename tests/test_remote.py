@@ -63,3 +63,18 @@ def test_a_targets_machine_kind_is_its_stated_setup():
     assert "recorded on a server the suite started, this run judges a --dsr1-target" in str(same_hardware(local, pod))
     assert "recorded against a --dsr1-target" in str(same_hardware(pod, local))
     assert machine_key(pod) != machine_key(gpu)
+
+
+def test_a_target_is_no_server_start_and_no_mismatch(tmp_path):
+    from factories import make_run_log
+
+    from pytest_dsr1.timing import starts_line
+
+    run_log = make_run_log(tmp_path, "h200-fp8-tp8ep")
+    run_log.server_starts = 0
+    run_log.targets["h200-fp8-tp8ep"] = "http://leader:8000"
+    line = starts_line(run_log)
+    assert line.startswith("0 server start(s) for 1 configuration(s) run (h200-fp8-tp8ep served by the target")
+    assert "MISMATCH" not in line
+    run_log.targets.clear()
+    assert "MISMATCH" in starts_line(run_log)  # a config run with no start and no target is a mismatch still
