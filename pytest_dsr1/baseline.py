@@ -129,18 +129,7 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     if not path.exists():
         return BaselineFile(path, hardware, model)
     fix_restore = _fix(path)
-    if not path.is_file():  # a device or FIFO would be read forever or read as nothing
-        raise BaselineError(path, "(file)", "is not a regular file", fix_restore)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BaselineError(path, "(file)", f"cannot be read: {exc}", fix_restore) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BaselineError(path, "(json)", f"corrupt or truncated JSON ({exc})", fix_restore) from None
-    except RecursionError:
-        raise BaselineError(path, "(json)", "nested too deeply to be a baseline file", fix_restore) from None
+    data = read_json(path, "a baseline file", fix_restore)
     if not isinstance(data, dict):
         raise BaselineError(path, "(top level)", "expected a JSON object", fix_restore)
     version = data.get("schema_version")
@@ -168,6 +157,23 @@ def load(path: Path | str, hardware: str, model: str) -> BaselineFile:
     for item_id, raw in entries.items():
         out.entries[item_id] = _entry(path, item_id, raw, hardware)
     return out
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    """A file's JSON, or a BaselineError naming the file and `fix`: not a regular file (a device or FIFO would be
+    read forever or as nothing), unreadable, corrupt, or nested too deeply to be `what`."""
+    if not path.is_file():
+        raise BaselineError(path, "(file)", "is not a regular file", fix)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(path, "(file)", f"cannot be read: {exc}", fix) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(path, "(json)", f"corrupt or truncated JSON ({exc})", fix) from None
+    except RecursionError:
+        raise BaselineError(path, "(json)", f"nested too deeply to be {what}", fix) from None
 
 
 def _fix(path: Path) -> str:

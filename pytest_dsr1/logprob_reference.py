@@ -16,7 +16,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_dsr1.baseline import LOCK_TIMEOUT_S, BaselineError, lock_path, write_atomic
+from pytest_dsr1.baseline import LOCK_TIMEOUT_S, BaselineError, lock_path, read_json, write_atomic
 from pytest_dsr1.logprobs import Generation, LogprobCheck
 
 FORMAT = "pytest-dsr1 logprob reference"
@@ -82,16 +82,7 @@ def load(path: Path | str, hardware: str, model: str) -> ReferenceFile:
     if not path.exists():
         return out
     fix = _fix(path)
-    if not path.is_file():
-        raise BaselineError(path, "(file)", "is not a regular file", fix)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BaselineError(path, "(file)", f"cannot be read: {exc}", fix) from None
-    except json.JSONDecodeError as exc:
-        raise BaselineError(path, "(json)", f"corrupt or truncated JSON ({exc})", fix) from None
-    except RecursionError:
-        raise BaselineError(path, "(json)", "nested too deeply to be a logprob reference", fix) from None
+    data = read_json(path, "a logprob reference", fix)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BaselineError(path, "format", f'not a {FORMAT} (expected "format": "{FORMAT}")', fix)
     if data.get("version") != VERSION:

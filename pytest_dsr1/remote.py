@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -176,6 +175,3 @@ class RemoteServer:
 
     def stop(self, grace_s: float = 30.0) -> None:
         self._note("the suite is done with the target; it keeps running (not stopped by the suite)")
-
-    def info(self) -> dict[str, Any]:
-        return {"target": self.target, "models": self.models, "vllm": self.version}
