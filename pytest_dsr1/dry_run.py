@@ -54,6 +54,11 @@ def _config_lines(runner: Runner, config: ServerConfig) -> list[str]:
         elif runner.is_target(config):
             target = base_url(str(runner.options.target))
             lines.append(f"# served by the target {target}: nothing is started, restarted or stopped")
+            if spec is not None and spec.target:
+                order = " ".join(abba_order(runner.options.ab_rounds))
+                lines.append(
+                    f"# A/B: A is {target}, B is {spec.target}; bursts in the order {order}, each runs every item"
+                )
         elif spec is None:
             lines.append(runner.server_command_for(config).shell_line())
         else:

@@ -272,16 +272,36 @@ def fingerprint(config: ServerConfig, host: Host, server_command: str, model_id:
     return fp
 
 
-def remote_fingerprint(config: ServerConfig, server_command: str, vllm: str | None, setup: str) -> dict[str, Any]:
-    """A --dsr1-target's fingerprint: what it revealed (its vLLM version) and what the user stated of it
-    (`target_setup`, its machine kind: the hardware is where it runs, not here)."""
-    return {
+def remote_fingerprint(
+    config: ServerConfig,
+    server_command: str,
+    vllm: str | None,
+    setup: str,
+    revealed: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A --dsr1-target's fingerprint: what it revealed (its vLLM version; its engine count and cache config from
+    /metrics, `target_revealed`) and what the user stated of it (`target_setup`). Its machine kind is the stated
+    setup with the revealed engine count and KV cache dtype: the hardware is where it runs, not here."""
+    fp: dict[str, Any] = {
         "hardware": config.hardware.name,
         "vllm": vllm,
         "model": config.model.hf_id,
         "server_command": server_command,
         "target_setup": setup,
     }
+    if revealed:
+        fp["target_revealed"] = dict(revealed)
+    return fp
+
+
+# What a target's /metrics reveals that makes it a kind (remote.revealed_setup): its engine count (data-parallel
+# ranks) and its KV cache's dtype. A baseline of another count or dtype is not compared.
+REVEALED_KIND = ("engines", "cache_dtype")
+
+
+def _revealed_kind(fp: dict[str, Any]) -> dict[str, str]:
+    revealed = fp.get("target_revealed") or {}
+    return {k: revealed[k] for k in REVEALED_KIND if k in revealed}
 
 
 def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -301,6 +321,14 @@ def same_hardware(recorded: dict[str, Any], current: dict[str, Any]) -> str | No
             f"baseline recorded against a target stated as {recorded.get('target_setup')!r}, this target is stated as "
             f"{current.get('target_setup')!r} (--dsr1-target-setup)"
         )
+    if "target_setup" in current:
+        was, now = _revealed_kind(recorded), _revealed_kind(current)
+        for key in sorted(set(was) & set(now)):
+            if was[key] != now[key]:
+                return (
+                    f"baseline recorded against a target whose /metrics revealed {key}={was[key]}, this target "
+                    f"reveals {key}={now[key]}"
+                )
     for key in _kind_keys(current):
         if recorded.get(key) != current.get(key):
             if key == "cpu_isa" and key not in recorded:
@@ -324,6 +352,9 @@ def machine_key(fp: dict[str, Any]) -> str:
     and hashed, e.g. amd-epyc-x2-avx512-bf16-1a2b3c4d or nvidia-h200-x1-5e6f7a8b."""
     keys = _kind_keys(fp)
     ident = "|".join(f"{k}={fp.get(k)}" for k in keys)
+    revealed = _revealed_kind(fp) if "target_setup" in fp else {}
+    if revealed:  # a target's revealed kind joins its stated setup
+        ident += "|" + "|".join(f"{k}={v}" for k, v in sorted(revealed.items()))
     slug = re.sub(r"[^a-z0-9]+", "-", str(fp.get(keys[0]) or "unknown").lower()).strip("-")[:40]
     isa = re.sub(r"[^a-z0-9]+", "-", str(fp.get("cpu_isa") or "")) if "cpu_isa" in keys else ""
     count = f"x{fp.get(keys[1])}" if len(keys) > 1 else "target"  # a target's kind is its stated setup alone

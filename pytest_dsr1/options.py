@@ -42,11 +42,19 @@ def parse_setting_override(text: str) -> tuple[str | None, str, str]:
 
 def parse_ab_part(text: str) -> tuple[str, Any]:
     """One part of B in an A/B comparison: python=PATH, model=PATH (a checkpoint B serves in the config's place),
-    set=[CONFIG:]KEY=VALUE (as --dsr1-set) or env=NAME=VALUE."""
+    set=[CONFIG:]KEY=VALUE (as --dsr1-set), env=NAME=VALUE, or target=URL (B is a live endpoint; A is
+    --dsr1-target)."""
     kind, sep, value = text.partition("=")
     kind, value = kind.strip(), value.strip()
     if kind in ("python", "model") and value:
         return kind, value
+    if kind == "target" and value:
+        from pytest_dsr1.remote import base_url, target_problem
+
+        problem = target_problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem.replace("--dsr1-target", "--dsr1-ab target=", 1))
+        return "target", base_url(value)
     if kind == "set" and sep:
         return "set", parse_setting_override(value)
     if kind == "env" and sep:
@@ -55,8 +63,8 @@ def parse_ab_part(text: str) -> tuple[str, Any]:
             raise argparse.ArgumentTypeError(f"{text!r}: write env=NAME=VALUE, e.g. env=VLLM_CPU_KVCACHE_SPACE=2")
         return "env", (name, val)
     raise argparse.ArgumentTypeError(
-        f"{text!r}: B changes python=PATH, model=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, "
-        "e.g. set=max_num_seqs=4"
+        f"{text!r}: B changes python=PATH, model=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, or is a live "
+        "endpoint target=URL; e.g. set=max_num_seqs=4"
     )
 
 
@@ -395,8 +403,9 @@ LIST_OPTIONS: list[ListOptionSpec] = [
         "dsr1_ab",
         parse_ab_part,
         "KIND=VALUE",
-        "A/B on this machine: compare B, which changes python=PATH, set=[CONFIG:]KEY=VALUE or env=NAME=VALUE, "
-        "against the run as configured (A), on fresh servers in ABBA order; repeatable (B changes every part); "
+        "A/B on this machine: compare B, which changes python=PATH, model=PATH, set=[CONFIG:]KEY=VALUE or "
+        "env=NAME=VALUE, against the run as configured (A), on fresh servers in ABBA order; repeatable (B changes "
+        "every part); or target=URL: B is a live endpoint, A is --dsr1-target, measured in bursts in ABBA order; "
         "writes no baseline",
     ),
 ]
@@ -501,12 +510,28 @@ def selection_problem(options: Options, matrix: Matrix) -> str | None:
                 f"--dsr1-target-config {options.target_config!r}: no such config in the matrix; configs: "
                 f"{', '.join(config_ids)}"
             )
-        if options.ab:
-            return "--dsr1-ab with --dsr1-target: A/B between live endpoints is not built yet; run them one at a time"
+        b_targets = [value for kind, value in options.ab if kind == "target"]
+        if options.ab and not b_targets:
+            return (
+                "--dsr1-ab with --dsr1-target: B cannot change a server the suite does not start; compare two live "
+                "endpoints with --dsr1-ab target=URL2 (B) beside --dsr1-target URL (A)"
+            )
+        from pytest_dsr1.remote import base_url
+
+        if base_url(options.target) in b_targets:
+            return (
+                f"--dsr1-ab target={base_url(options.target)} is --dsr1-target itself: B must be another endpoint "
+                "(e.g. a second replica for an A/A, or the canary)"
+            )
         if options.settings:
             return "--dsr1-set with --dsr1-target: the target's settings are its deployment's, not the suite's"
     elif options.target_config is not None:
         return "--dsr1-target-config names the config of a --dsr1-target: give the target's URL with it"
+    elif any(kind == "target" for kind, _ in options.ab):
+        return (
+            "--dsr1-ab target=URL compares two live endpoints: give A with --dsr1-target URL and the config both "
+            "serve with --dsr1-target-config ID"
+        )
     for target, key, _ in options.settings:
         if target is not None and target not in config_ids:
             return f"--dsr1-set {target}:{key}: no config {target!r} in the matrix; configs: {', '.join(config_ids)}"

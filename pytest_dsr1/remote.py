@@ -7,6 +7,8 @@ at once instead of waiting out their timeouts).
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +16,70 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from pytest_dsr1.hardware import REVEALED_KIND
 from pytest_dsr1.server import ServerStartError
 
 HEALTH_TIMEOUT_S = 5.0
+
+# What a target's /metrics reveals of its setup (vLLM's `vllm:cache_config_info` series, one per engine): its kind
+# (hardware.REVEALED_KIND), and these, recorded to be read beside a verdict.
+REVEALED_SHOWN = ("block_size", "num_gpu_blocks", "gpu_memory_utilization", "enable_prefix_caching")
+
+
+def revealed_setup(metrics_text: str) -> dict[str, str]:
+    """What a /metrics text reveals of the server's setup: the engine count and the cache config of engine 0 (empty
+    where the server exposes no cache_config_info, e.g. not vLLM)."""
+    try:
+        families = list(text_string_to_metric_families(metrics_text))
+    except ValueError:
+        return {}
+    for family in families:
+        if family.name == "vllm:cache_config_info":
+            samples = sorted(family.samples, key=lambda s: s.labels.get("engine", ""))
+            if not samples:
+                return {}
+            engines = {s.labels.get("engine", "") for s in samples}
+            first = samples[0].labels
+            found = {"engines": str(len(engines))}
+            found.update({k: first[k] for k in (*REVEALED_KIND, *REVEALED_SHOWN) if k in first})
+            return found
+    return {}
+
+
+def system_trust() -> str | bool:
+    """What an https request of the suite verifies a target against: the system trust store, as OpenSSL (and so
+    vLLM's benchmark, through aiohttp) finds it: SSL_CERT_FILE or SSL_CERT_DIR where set, else the system's bundle.
+    `requests` would take certifi's bundle instead; REQUESTS_CA_BUNDLE, where set, is the user's choice and wins."""
+    chosen = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
+    if chosen:
+        return chosen
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.capath, paths.openssl_cafile, paths.openssl_capath):
+        if path and os.path.exists(path):
+            return path
+    return True
+
+
+def https_context() -> ssl.SSLContext:
+    """The TLS context of the suite's own /metrics scrapes: the system trust store (system_trust)."""
+    trust = system_trust()
+    if isinstance(trust, str):
+        if os.path.isdir(trust):
+            return ssl.create_default_context(capath=trust)
+        return ssl.create_default_context(cafile=trust)
+    return ssl.create_default_context()
+
+
+def _tls_reason(exc: Exception) -> str:
+    """The innermost reason of a TLS failure, e.g. `certificate verify failed: self-signed certificate`."""
+    text = str(exc)
+    for marker in ("certificate verify failed", "wrong version number", "hostname mismatch", "doesn't match"):
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].split(" (_ssl")[0].rstrip("')\"")
+    return type(exc).__name__
 
 
 def target_problem(url: str) -> str | None:
@@ -50,6 +112,7 @@ class RemoteServer:
     ready_after_s: float | None = None
     models: list[str] = field(default_factory=list)
     version: str | None = None
+    revealed: dict[str, str] = field(default_factory=dict)  # what its /metrics says of its setup (revealed_setup)
     gone: str | None = None  # why it stopped answering
 
     @property
@@ -67,7 +130,7 @@ class RemoteServer:
 
     def _get(self, route: str, timeout: float = HEALTH_TIMEOUT_S) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return requests.get(self.target + route, headers=headers, timeout=timeout)
+        return requests.get(self.target + route, headers=headers, timeout=timeout, verify=system_trust())
 
     def _note(self, line: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +159,12 @@ class RemoteServer:
                 if r.status_code == 200:
                     break
                 last = f"HTTP {r.status_code}"
+            except requests.exceptions.SSLError as exc:  # it will not heal by waiting
+                raise ServerStartError(
+                    f"target {self.target} ({self.name}): TLS failed: {_tls_reason(exc)}; the suite and vLLM's "
+                    "benchmark verify it against the system trust store: add the deployment's CA there, or point "
+                    "SSL_CERT_FILE at it"
+                ) from None
             except requests.RequestException as exc:
                 last = type(exc).__name__
             now = time.monotonic()
@@ -112,7 +181,10 @@ class RemoteServer:
         self.ready_after_s = time.monotonic() - started
         self._check_models(expect_model)
         self.version = self._version()
+        self.revealed = self.reveal()
+        shown = ", ".join(f"{k}={v}" for k, v in self.revealed.items()) or "nothing (no vllm:cache_config_info)"
         self._note(f"ready: /health 200; serves {', '.join(self.models)}; vLLM {self.version or 'unknown'}")
+        self._note(f"/metrics reveals: {shown}")
         return self.ready_after_s
 
     def _check_models(self, expect_model: str | None) -> None:
@@ -138,6 +210,18 @@ class RemoteServer:
                 f"{expect_model}: name the config it serves with --dsr1-target-config, or point --dsr1-target at the "
                 "deployment of this one"
             )
+
+    def reveal(self) -> dict[str, str]:
+        """What the target's /metrics reveals of its setup; empty where it does not answer (never raises)."""
+        try:
+            r = self._get("/metrics")
+            return revealed_setup(r.text) if r.status_code == 200 else {}
+        except requests.RequestException:
+            return {}
+
+    def version_or_unknown(self) -> str:
+        """The endpoint's vLLM version from /version, or 'unknown' (for labels; never raises)."""
+        return self._version() or "unknown"
 
     def _version(self) -> str | None:
         try:

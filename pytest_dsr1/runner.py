@@ -29,7 +29,7 @@ from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, parse_comple
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
 from pytest_dsr1.overrides import override_notes, overrides_in
-from pytest_dsr1.remote import RemoteServer, base_url
+from pytest_dsr1.remote import RemoteServer, base_url, system_trust
 from pytest_dsr1.run_checks import arrived_at_once, failed_requests, without_stream_latencies
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
 from pytest_dsr1.server import ServerStartError, VllmServer, clean_stale, free_port, redact_env_secrets, stale_servers
@@ -155,18 +155,19 @@ class Runner:
     # ------------------------------------------------------------ servers
 
     def start_server(
-        self, config: ServerConfig, python: str | None = None, log_name: str | None = None
+        self, config: ServerConfig, python: str | None = None, log_name: str | None = None, target: str | None = None
     ) -> ServerHandle:
         """Start (at most one alive) and wait until ready. Never raises for a server failure: the handle
-        carries the error, so that every item of this config fails with it and the next config still runs."""
+        carries the error, so that every item of this config fails with it and the next config still runs.
+        `target`: attach to that live endpoint instead (A/B between two endpoints: B's)."""
         if self.live is not None:
             self.stop_server(self.live)
         if not self.run_log.server_starts:
             self.clean_leftovers()
         if config.id not in self.run_log.configs_run:
             self.run_log.configs_run.append(config.id)
-        if self.is_target(config):
-            return self._attach(config)
+        if target is not None or self.is_target(config):
+            return self._attach(config, target, log_name)
         model_path = str(tiny.ensure()) if config.model.generated else config.model.hf_id
         handle = ServerHandle(config, server_command(config, model_path), model_path, python=python, log_name=log_name)
         self._launch(handle)
@@ -176,15 +177,17 @@ class Runner:
         """Is `config` served by a --dsr1-target (a server the suite neither starts nor stops)?"""
         return self.options.target is not None and config.id == self.options.target_config
 
-    def _attach(self, config: ServerConfig) -> ServerHandle:
-        """A --dsr1-target as the config's server: wait for /health, check it serves the config's model, read what
-        it reveals of itself. Never raises for a target that is not there: the handle carries the error."""
-        assert self.options.target is not None
+    def _attach(self, config: ServerConfig, url: str | None = None, log_name: str | None = None) -> ServerHandle:
+        """A live endpoint (`url`, else --dsr1-target) as the config's server: wait for /health, check it serves the
+        config's model, read what it reveals of itself. Never raises for a target that is not there: the handle
+        carries the error."""
+        url = url or self.options.target
+        assert url is not None
         model = model_reference(config)
         handle = ServerHandle(config, server_command(config, model), model)
         stats = self.run_log.stats_for(config.id)
-        log = self.run_log.run_dir / f"{config.id}.target.log"
-        server = RemoteServer(config.id, base_url(self.options.target), log, self.options.api_key)
+        log = self.run_log.run_dir / f"{(log_name or config.id).removesuffix('.log')}.target.log"
+        server = RemoteServer(config.id, base_url(url), log, self.options.api_key)
         handle.server = server
         self.run_log.targets[config.id] = server.target
         t0 = time.monotonic()
@@ -198,7 +201,7 @@ class Runner:
             stats.start_failed = True
         stats.startup_s += time.monotonic() - t0
         handle.fingerprint = hardware.remote_fingerprint(
-            config, f"(target) {server.target}", server.version, self.options.target_setup
+            config, f"(target) {server.target}", server.version, self.options.target_setup, server.revealed
         )
         self.live = handle
         return handle
@@ -418,6 +421,7 @@ class Runner:
         headers = {"Authorization": f"Bearer {self.options.api_key}"} if self.options.api_key else {}
         out = []
         with requests.Session() as session:
+            session.verify = system_trust()
             for prompt in PROMPTS[: check.prompts]:
                 if not server.alive():
                     raise self._server_gone(
@@ -458,6 +462,9 @@ class Runner:
         env = {**os.environ, **offline_env()}
         if self.options.api_key:  # lm-eval reads the key from the environment: never on its command line
             env["OPENAI_API_KEY"] = self.options.api_key
+        trust = system_trust()
+        if url.startswith("https://") and isinstance(trust, str):  # its requests would take certifi's bundle
+            env.setdefault("REQUESTS_CA_BUNDLE", trust)
         log = work / "lm-eval.log"
         self.write_line(f"dsr1: {config.id}: {check.describe()} (log: {log})")
         handle.last_metrics = None  # these requests move the server's counters

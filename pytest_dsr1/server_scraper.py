@@ -29,6 +29,7 @@ import psutil
 import requests
 
 from pytest_dsr1 import server_metrics
+from pytest_dsr1.remote import https_context, system_trust
 
 SCRAPE_TIMEOUT_S = 5.0
 
@@ -148,7 +149,13 @@ class PendingSnapshot:
         self._snapshot: server_metrics.Snapshot | None = None
         self._future: concurrent.futures.Future[None] | None = None
         parts = urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":  # a --dsr1-target behind TLS
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "127.0.0.1", parts.port or 443, timeout=timeout_s, context=https_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout_s)
         try:
             # No Accept-Encoding: a server that honours it would spend its CPU on gzip.
             conn.request("GET", parts.path or "/", headers={"Accept": "text/plain"})
@@ -251,6 +258,7 @@ class ServerMetricsSampler:
         # threads spin on every core can take a second); a sample that comes back after the end is dropped.
         session = requests.Session()
         session.trust_env = False
+        session.verify = system_trust()
         try:
             while not self._done.wait(self.period):
                 self.scrapes_sent += 1

@@ -70,6 +70,12 @@ def starts_line(run_log: RunLog) -> str:
     """Server starts against configurations: one each, plus the fresh servers that confirmed a regression."""
     configs, restarts = len(set(run_log.configs_run)), sum(run_log.restarts.values())
     line = f"{run_log.server_starts} server start(s) for {configs} configuration(s) run"
+    if run_log.ab is not None and run_log.ab.spec.target:
+        bursts = len(run_log.ab.starts)
+        return line + (
+            f" (A/B between two live endpoints: {bursts} burst(s) in ABBA order, x{run_log.ab.rounds}; "
+            "nothing started or stopped by the suite)"
+        )
     if run_log.ab is not None:
         per = 4 * run_log.ab.rounds
         line += f" (A/B: {per} fresh starts per configuration, ABBA x{run_log.ab.rounds})"

@@ -304,6 +304,21 @@ def test_dry_run_of_an_a_b_shows_both_servers_and_the_order(suite):
     )
 
 
+def test_dry_run_of_an_a_b_between_two_endpoints_names_both_and_the_order_of_bursts(suite):
+    result = suite.runpytest(
+        "-m", "cpu", "--dsr1-dry-run", "--dsr1-target", "http://prod:8000", "--dsr1-target-config", "cpu-tiny-tp1",
+        "--dsr1-ab", "target=https://canary:8443/v1", "-k", "balanced-bs16", "test_matrix",
+    )  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "# served by the target http://prod:8000: nothing is started, restarted or stopped",
+            "# A/B: A is http://prod:8000, B is https://canary:8443; bursts in the order A B B A A B B A, each runs *",
+        ]
+    )
+    assert "vllm serve" not in result.stdout.str()
+
+
 def test_an_a_b_that_does_not_change_a_config_skips_it_without_starting_a_server(suite):
     result = suite.runpytest(
         "-m", "cpu", "--dsr1-model", "tiny", "--dsr1-ab", "set=cpu-tiny-tp2:max_num_seqs=4", "-rs",

@@ -93,3 +93,29 @@ def test_gpu_shard_keeps_a_k_expression_whole_and_splits_extra_args_as_a_shell(t
     assert argv[-7:] == ["--dsr1-confirm", "1", "-k", "a and b", "$(touch", "x)", "test_matrix"]
     assert not (tmp_path / "x").exists()  # nothing in the input was run by a shell
     assert _gpu_shard(tmp_path, {"RECORD": "true"}).count("--dsr1-record") == 1
+
+
+def test_a_manual_run_with_a_target_judges_that_deployment_alone(tmp_path):
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "nightly-gpu.yml").read_text())
+    inputs = wf[True]["workflow_dispatch"]["inputs"]
+    assert {"target", "target_config", "target_setup"} <= set(inputs)
+    jobs = wf["jobs"]
+    assert jobs["deployment"]["if"] == "${{ inputs.target != '' }}"
+    assert jobs["preflight"]["if"] == "${{ inputs.target == '' }}"  # and so serve and merge skip
+    assert "gpu" not in jobs["deployment"]["runs-on"]  # the client alone: no GPU runner spent on it
+    run = next(s for s in jobs["deployment"]["steps"] if "gpu-shard" in s.get("run", ""))
+    assert "VLLM_API_KEY" in run["env"] and "secrets." in run["env"]["VLLM_API_KEY"]
+    argv = _gpu_shard(
+        tmp_path,
+        {"TARGET": "http://leader:8000", "TARGET_CONFIG": "h200-fp8-dp8ep", "TARGET_SETUP": "2x8xH200 DP16 EP, LWS"},
+    )
+    at = argv.index("--dsr1-target")
+    assert argv[at : at + 6] == [
+        "--dsr1-target",
+        "http://leader:8000",
+        "--dsr1-target-config",
+        "h200-fp8-dp8ep",
+        "--dsr1-target-setup",
+        "2x8xH200 DP16 EP, LWS",
+    ]
+    assert "--dsr1-target" not in _gpu_shard(tmp_path, {})

@@ -41,5 +41,7 @@ class AbCheck(ItemCheck):
     def b_server_command(self, m: Measurement) -> str:
         """B's server command for this item's config, as its fingerprint shows it (port written PORT)."""
         spec = self.ab.spec
+        if spec.target:
+            return f"(target) {spec.target}"
         command = str(self.runner.fingerprint_for(b_config(m.config, spec))["server_command"])
         return f"{command} (with {spec.python})" if spec.python else command

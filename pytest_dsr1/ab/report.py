@@ -62,8 +62,9 @@ def ab_cost_line(ab: AbRun) -> str:
     a, b = ab.wall_s("A"), ab.wall_s("B")
     n_a = sum(s.side == "A" for s in ab.starts)
     n_b = len(ab.starts) - n_a
+    what = "bursts on two live endpoints" if ab.spec.target else "server starts"
     return (
-        f"A/B cost: {len(ab.starts)} server starts ({n_a} A, {n_b} B; {ab.rounds} ABBA round(s) per config), "
+        f"A/B cost: {len(ab.starts)} {what} ({n_a} A, {n_b} B; {ab.rounds} ABBA round(s) per config), "
         f"{(a + b) / 60:.1f} min wall: A {a / 60:.1f} min, B {b / 60:.1f} min"
     )
 

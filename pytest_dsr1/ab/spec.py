@@ -23,10 +23,13 @@ class AbSpec:
     settings: tuple[tuple[str | None, str, str], ...] = ()  # (config id or None, setting, value), as --dsr1-set
     env: tuple[tuple[str, str], ...] = ()
     model: str | None = None  # a checkpoint (path or id) B serves instead of the config's model
+    target: str | None = None  # B is a live endpoint (base URL) the suite did not start; A is --dsr1-target
 
     @property
     def label(self) -> str:
         """B's label in reports: what it changes, e.g. `max_num_seqs=4, VLLM_CPU_KVCACHE_SPACE=2`."""
+        if self.target:
+            return f"the target {self.target}"
         parts = [f"{t + ':' if t else ''}{k}={v}" for t, k, v in self.settings]
         parts += [f"{k}={REDACTED if is_secret_name(k) else v}" for k, v in self.env]
         if self.model:
@@ -36,8 +39,8 @@ class AbSpec:
         return ", ".join(parts)
 
 
-# One --dsr1-ab part, as options.parse_ab_part reads it: ("python", PATH), ("set", (config, key, value)) or
-# ("env", (name, value)).
+# One --dsr1-ab part, as options.parse_ab_part reads it: ("python", PATH), ("model", PATH), ("target", URL),
+# ("set", (config, key, value)) or ("env", (name, value)).
 AbPart = tuple[str, Any]
 
 
@@ -54,6 +57,14 @@ def ab_spec(parts: Sequence[AbPart]) -> AbSpec | None:
     models = {value for kind, value in parts if kind == "model"}
     if len(models) > 1:
         raise ValueError(f"--dsr1-ab: B serves one checkpoint, not {len(models)} ({', '.join(sorted(models))})")
+    targets = {value for kind, value in parts if kind == "target"}
+    if targets:
+        if len(parts) > 1:
+            raise ValueError(
+                "--dsr1-ab target=URL: B is a live endpoint, which the suite cannot change; give target= alone "
+                "(one endpoint), without python=, model=, set= or env="
+            )
+        return AbSpec(target=next(iter(targets)))
     settings = tuple(value for kind, value in parts if kind == "set")
     env = tuple(value for kind, value in parts if kind == "env")
     values: dict[str, set[str]] = {}
@@ -79,8 +90,8 @@ def b_config(config: ServerConfig, spec: AbSpec) -> ServerConfig:
 
 
 def abba_order(rounds: int) -> list[Side]:
-    """The order of the server starts: A B B A, `rounds` times. Within a round a linear drift hits both sides
-    alike; across rounds, a step change does too."""
+    """The order of the server starts (of the bursts, between two live endpoints): A B B A, `rounds` times. Within
+    a round a linear drift hits both sides alike; across rounds, a step change does too."""
     order: list[Side] = []
     for _ in range(rounds):
         order += ["A", "B", "B", "A"]
