@@ -164,6 +164,7 @@ class BaselineCheck(ItemCheck):
             return reference
         result.baseline_medians = dict(reference.medians)
         result.histories = dict(reference.histories)
+        result.history_dates = dict(reference.history_dates)
         rules = self.rules(m)
         ledger = self.run_log.spending
         progress = Progress()

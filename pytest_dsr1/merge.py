@@ -100,6 +100,8 @@ def _item(raw: dict[str, Any], matrix: Matrix, where: Path) -> ItemResult:
         baseline_medians=dict(raw.get("baseline_medians") or {}),
         wall_s=raw.get("wall_s"),
         first_server_verdicts=[_verdict(v) for v in raw.get("first_server_verdicts") or []],
+        histories={k: tuple(v) for k, v in (raw.get("histories") or {}).items()},
+        history_dates={k: tuple(v) for k, v in (raw.get("history_dates") or {}).items()},
     )
 
 

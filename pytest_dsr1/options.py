@@ -355,7 +355,9 @@ OPTIONS: list[OptionSpec] = [
         "R",
         "with --dsr1-ab: ABBA rounds of fresh server starts per config (default: 2, i.e. 4 starts per side)",
     ),
-    OptionSpec("--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md and plots to DIR"),
+    OptionSpec(
+        "--dsr1-report", "dsr1_report", str, None, "DIR", "write results.json, summary.md, report.html and plots to DIR"
+    ),
     OptionSpec(
         "--dsr1-shard",
         "dsr1_shard",

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pytest_dsr1 import html_report
 from pytest_dsr1.ab.report import ab_json, ab_markdown, ab_terminal, starts_text
 from pytest_dsr1.baseline import BaselineFile, baseline_path, write_atomic
 from pytest_dsr1.budget import Ledger
@@ -232,6 +233,9 @@ def _item_json(r: ItemResult) -> dict[str, Any]:
         "samples": m.samples if m else {},
         "earlier_samples": m.earlier_samples if m else {},  # on a server replaced to confirm a regression
         "baseline_medians": r.baseline_medians,
+        # This machine kind's recorded sessions, per metric: each one's median and when it was recorded.
+        "histories": {k: list(v) for k, v in r.histories.items()},
+        "history_dates": {k: list(v) for k, v in r.history_dates.items()},
         "runs": m.runs if m else [],
         "earlier_runs": m.earlier_runs if m else [],
         "verdicts": [_verdict_json(v) for v in r.verdicts],
@@ -456,13 +460,16 @@ def write_recorded(run_log: RunLog, directory: Path) -> list[Path]:
 def write_reports(run_log: RunLog, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     write_recorded(run_log, directory)
-    (directory / "results.json").write_text(json.dumps(results_json(run_log), indent=2, default=str) + "\n")
+    data = results_json(run_log)
+    (directory / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     md = summary_markdown(run_log)
     (directory / "summary.md").write_text(md)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as f:
             f.write(md)
+    # The page renders what results.json holds, as JSON would read it back (a report folder can be re-rendered).
+    html_report.write_html(directory, json.loads(json.dumps(data, default=str)))
     try:
         from pytest_dsr1 import plots
     except ImportError:  # matplotlib is optional

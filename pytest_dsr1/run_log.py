@@ -99,6 +99,7 @@ class ItemResult:
     first_server_verdicts: list[MetricVerdict] = field(default_factory=list)
     # Per metric, the median of each comparable recorded session, oldest first (the config verdict's band).
     histories: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    history_dates: dict[str, tuple[str, ...]] = field(default_factory=dict)  # when each of those was recorded
     ab_verdicts: list[AbVerdict] = field(default_factory=list)  # an A/B run: B against A, per gated metric
 
 

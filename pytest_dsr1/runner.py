@@ -29,6 +29,7 @@ from pytest_dsr1.logprobs import PROMPTS, Generation, LogprobCheck, parse_comple
 from pytest_dsr1.matrix import Matrix, ServerConfig, Workload, item_key
 from pytest_dsr1.options import Options
 from pytest_dsr1.overrides import override_notes, overrides_in
+from pytest_dsr1.progress import RunProgress, mmss
 from pytest_dsr1.remote import RemoteServer, base_url, system_trust
 from pytest_dsr1.run_checks import arrived_at_once, failed_requests, without_stream_latencies
 from pytest_dsr1.run_log import ItemResult, Measurement, RunLog
@@ -105,6 +106,7 @@ class Runner:
         self._worker: BenchWorker | None = None
         # pytest -n: this process is one of several workers on the host; their GPU servers take disjoint slices.
         self.share_gpus = False
+        self.progress: RunProgress | None = None  # set by the suite once the selection is known
         self._gpu_slots: GpuSlots | None = None
 
     @property
@@ -230,7 +232,7 @@ class Runner:
             count,
             timeout,
             named,
-            on_wait=lambda s: self.write_line(f"dsr1: {config.id} waits for {count} free GPU(s) ({_mmss(s)})"),
+            on_wait=lambda s: self.write_line(f"dsr1: {config.id} waits for {count} free GPU(s) ({mmss(s)})"),
         )
         self.run_log.stats_for(config.id).gpu_wait_s += handle.gpu_slice.waited_s
         env = tuple((k, v) for k, v in command.env if k != "CUDA_VISIBLE_DEVICES")
@@ -269,7 +271,7 @@ class Runner:
             stats.ready_s = server.wait_ready(
                 timeout,
                 progress=lambda s: self.write_line(
-                    f"dsr1: waiting for server {config.id} ({_mmss(s)}, log: {server.log_path})"
+                    f"dsr1: waiting for server {config.id} ({mmss(s)}, log: {server.log_path})"
                 ),
             )
             self.write_line(f"dsr1: server {config.id} ready in {stats.ready_s:.1f}s on {server.url}")
@@ -599,11 +601,6 @@ class Runner:
         if state is None:
             raise ItemFailed(message)
         raise self._server_gone(handle, f"server {handle.config.id} {state} under load during {m.key}\n{message}")
-
-
-def _mmss(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s"
 
 
 def _portless_args(args: tuple[str, ...], port: int) -> tuple[str, ...]:

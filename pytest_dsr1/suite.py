@@ -42,13 +42,14 @@ from pytest_dsr1.matrix import (
 )
 from pytest_dsr1.merge import absorb_worker, worker_payload
 from pytest_dsr1.options import Options, selection_problem
+from pytest_dsr1.progress import RunProgress, planned_items
 from pytest_dsr1.pytest_options import suite_requested, under_xdist, xdist_problem
 from pytest_dsr1.run_log import RunLog, git_commit, run_metadata
 from pytest_dsr1.runner import Runner, run_dir_name
 from pytest_dsr1.shard import Plan as ShardPlan
 from pytest_dsr1.shard import plan as shard_plan
 from pytest_dsr1.shard import plan_json as shard_json
-from pytest_dsr1.shard import recorded_run_s
+from pytest_dsr1.shard import recorded_run_s, startup_s
 from pytest_dsr1.start_checks import host_line, path_problem, strict_problem
 
 SUITE_KEY = pytest.StashKey["Suite"]()
@@ -68,12 +69,20 @@ def config_of(item: pytest.Item) -> ServerConfig | None:
 WORKER_OUTPUT_KEY = "dsr1"  # an xdist worker's record, in its workeroutput, for the controller
 
 
+def progress_key(item: pytest.Item) -> str:
+    """An item's name in the progress lines: its item key (cpu-tiny-tp1[balanced-bs16]), or the correctness item's."""
+    params = item.stash.get(PARAMS_KEY, None)
+    if params is not None:
+        return item_key(params[0].id, params[1].id)
+    return f"{item.name}"
+
+
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
     def write_line(line: str) -> None:
         # Looked up at each call: the terminal reporter registers after pytest_configure.
         tr = config.pluginmanager.get_plugin("terminalreporter")
         capman = config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or config.option.verbose <= 0:
+        if tr is None or config.option.verbose < 0:  # -q: quiet
             return
         if capman is None:
             tr.write_line(line)
@@ -120,6 +129,7 @@ class Suite:
         self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
         self.ab_outputs: set[str] = set()  # A/B: the configs whose correctness item is selected
         self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
+        self.progress: RunProgress | None = None  # the progress lines: the selection's items and their plan
         # pytest -n: this process hands out items and merges the workers' records; it starts no server.
         self.xdist_controller = not hasattr(config, "workerinput") and under_xdist(config)
 
@@ -254,19 +264,7 @@ class Suite:
         if self.options.shard is None:
             return
         index, count = self.options.shard
-        serving = [item for item in items if PARAMS_KEY in item.stash]
-        configs: dict[str, ServerConfig] = {}
-        planned: dict[str, list[tuple[str, Workload, float | None]]] = {}
-        for item in serving:
-            cfg, wl = item.stash[PARAMS_KEY]
-            configs[cfg.id] = cfg
-            planned.setdefault(cfg.id, []).append((item_key(cfg.id, wl.id), wl, self._recorded_run_s(cfg, wl)))
-        for item in items:  # a config whose correctness item alone is selected still needs its server start
-            checked = item.stash.get(CHECK_KEY, None)
-            if checked is not None:
-                configs.setdefault(checked.id, checked)
-                planned.setdefault(checked.id, [])
-        split = shard_plan(configs, planned, count)
+        split = self._plan(items, count)
         mine = set(split.configs_of(index))
         keep: list[pytest.Item] = []
         drop: list[pytest.Item] = []
@@ -279,6 +277,37 @@ class Suite:
             config.hook.pytest_deselected(items=drop)
         self.shard_plan = split
         self.run_log.shard = shard_json(split, index)
+
+    def _plan(self, items: list[pytest.Item], count: int) -> ShardPlan:
+        """The selection's expected time per item and config, placed on `count` shards."""
+        configs: dict[str, ServerConfig] = {}
+        planned: dict[str, list[tuple[str, Workload, float | None]]] = {}
+        for item in items:
+            params = item.stash.get(PARAMS_KEY, None)
+            if params is not None:
+                cfg, wl = params
+                configs[cfg.id] = cfg
+                planned.setdefault(cfg.id, []).append((item_key(cfg.id, wl.id), wl, self._recorded_run_s(cfg, wl)))
+            checked = item.stash.get(CHECK_KEY, None)
+            if checked is not None:  # a config whose correctness item alone is selected still needs its server start
+                configs.setdefault(checked.id, checked)
+                planned.setdefault(checked.id, [])
+        return shard_plan(configs, planned, count)
+
+    def _progress(self, items: list[pytest.Item]) -> RunProgress:
+        """The run's items in order, with their planned seconds, for the progress lines. Items skipped at collection
+        (hardware this machine lacks, a config the matrix skips) are not counted: they run nothing."""
+        items = [item for item in items if item.get_closest_marker("skip") is None]
+        plan = self._plan(items, 1)
+        order = [(progress_key(item), cfg.id) for item in items if (cfg := config_of(item))]
+        run_s = {cost.item_id: cost.seconds for costs in plan.items.values() for cost in costs}
+        startup = {
+            cid: 0.0 if self.runner.is_target(cfg) else startup_s(cfg)
+            for item in items
+            if (cfg := config_of(item)) and (cid := cfg.id)
+        }
+        starts = 4 * self.options.ab_rounds if self.ab is not None else 1
+        return RunProgress(planned_items(order, run_s, startup, starts))
 
     def _recorded_run_s(self, config: ServerConfig, workload: Workload) -> float | None:
         """Seconds per measured run of the item, from its committed baseline (none: modelled)."""
@@ -324,6 +353,9 @@ class Suite:
                 raise pytest.UsageError(f"pytest-dsr1: {exc}") from None
         if self.options.strict and not self.options.dry_run:
             self._strict_start(session)
+        if not self.options.dry_run:
+            self.progress = self._progress(session.items)
+            self.runner.progress = self.progress
 
     def _strict_start(self, session: pytest.Session) -> None:
         """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found."""
@@ -340,6 +372,9 @@ class Suite:
         cfg = config_of(item)
         if cfg:
             self.runner.current_config = cfg.id
+            line = self.progress.item_line(progress_key(item)) if self.progress is not None else None
+            if line:
+                self.runner.write_line(line)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(

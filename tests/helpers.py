@@ -3,7 +3,10 @@ baseline files in the first format."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +40,19 @@ def activate_plugin(pytester: pytest.Pytester) -> None:
     """Make the plugin active in a pytester project the way this repo does: its root conftest.py registers the
     plugin where the pytest11 entry point has not (a checkout without an install, PYTEST_DISABLE_PLUGIN_AUTOLOAD)."""
     shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_dom(page: Path, timeout: float = 60) -> tuple[str, float]:
+    """The page's DOM after its scripts ran, as headless Chromium rendered it, and the seconds that took."""
+    if CHROMIUM is None:
+        if os.environ.get("DSR1_REQUIRE_BROWSER"):
+            pytest.fail("DSR1_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
+        pytest.skip("headless Chromium is not installed here (apt-get install chromium)")
+    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()]
+    t0 = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, time.monotonic() - t0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import perturbed_cache, run_suite, wait_no_vllm
-from helpers import CAUGHT_AT_START_UP, REPO, bad_input
+from helpers import CAUGHT_AT_START_UP, REPO, bad_input, chromium_dom
 
 pytestmark = pytest.mark.e2e
 
@@ -192,6 +192,29 @@ def test_reports_have_every_item(compared):
             im.verify()
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size in ((800, 500), (1200, 500)), (png, im.size)
+
+
+def test_the_html_report_shows_every_item_and_each_configs_history_in_chromium(compared):
+    """report.html of the compare run, as headless Chromium renders it: a row per item with its outcome, and per
+    config a chart of output throughput holding each compared item's recorded session and tonight's point."""
+    _result, out = compared
+    data = json.loads((out / "report" / "results.json").read_text())
+    dom, _ = chromium_dom(out / "report" / "report.html")
+    rows = dict(re.findall(r'<tr id="item-([^"]+)"[^>]*>(.*?)</tr>', dom, re.S))
+    assert set(rows) == {i["id"] for i in data["items"]}, sorted(rows)
+    for item in data["items"]:
+        assert re.search(
+            r'class="o-[^"]+"[^>]*>(passed|improved|inconclusive|REGRESSED|failed|skipped)<', rows[item["id"]]
+        )
+    charts = dict(
+        re.findall(r'<div class="chart" data-config="([^"]+)" data-metric="output_throughput">(.*?)</div>', dom, re.S)
+    )
+    compared_items = [i for i in data["items"] if i["histories"].get("output_throughput")]
+    assert compared_items and {i["config"] for i in compared_items} <= set(charts)
+    for item in compared_items:
+        chart = charts[item["config"]]
+        assert f'id="history {item["id"]}"' in chart and f'id="tonight {item["id"]}"' in chart, item["id"]
+        assert len(item["history_dates"]["output_throughput"]) == len(item["histories"]["output_throughput"]) >= 1
 
 
 def test_junit_carries_metrics_and_verdicts(compared):

@@ -119,3 +119,13 @@ def test_a_manual_run_with_a_target_judges_that_deployment_alone(tmp_path):
         "2x8xH200 DP16 EP, LWS",
     ]
     assert "--dsr1-target" not in _gpu_shard(tmp_path, {})
+
+
+def test_the_html_reports_are_linked_from_the_job_summaries():
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "nightly-gpu.yml").read_text())
+    for job in ("preflight", "deployment", "merge"):
+        steps = wf["jobs"][job]["steps"]
+        upload = next(s for s in steps if "upload-artifact" in s.get("uses", "") and "id" in s)
+        link = next(s for s in steps if "artifact-url" in str(s.get("env", {})))
+        assert f"steps.{upload['id']}.outputs.artifact-url" in link["env"]["URL"]
+        assert "report.html" in link["run"] and "GITHUB_STEP_SUMMARY" in link["run"], job

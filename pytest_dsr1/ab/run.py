@@ -66,7 +66,8 @@ def run_starts(
     for index, side in enumerate(abba_order(rounds), 1):
         t0 = time.monotonic()
         start = AbStart(config.id, side, index)
-        runner.write_line(f"dsr1: A/B {config.id}: {what} {index} of {4 * rounds}, {side}")
+        gone = runner.progress.gone() if runner.progress is not None else ""
+        runner.write_line(f"dsr1: A/B {config.id}: {what} {index} of {4 * rounds}, {side}{gone}")
         handle = runner.start_server(
             variant[side],
             python=spec.python if side == "B" else None,

@@ -112,6 +112,7 @@ class Reference:
     fingerprint: Mapping[str, Any]  # the entry's: version and machine notes
     note: str = ""  # said on a pass, e.g. that this machine's own baseline was used
     basis: str = ""  # what a history band rests on: "5 sessions from 1 machine on 1 day"
+    history_dates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per metric, beside `histories`
 
 
 def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note: str = "") -> Reference:
@@ -119,11 +120,13 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
     recorded on a machine of the same kind count."""
     sessions = entry.sessions_like(dict(fingerprint))
     histories: dict[str, list[float]] = {}
+    dates: dict[str, list[str]] = {}
     for session in sessions:
         for name, samples in session.metrics.items():
             value = median_or_none(samples)
             if value is not None:
                 histories.setdefault(name, []).append(value)
+                dates.setdefault(name, []).append(session.date)
     return Reference(
         samples=sessions[-1].metrics if sessions else entry.metrics,
         histories={k: tuple(v) for k, v in histories.items()},
@@ -133,6 +136,7 @@ def reference_of(entry: Entry, fingerprint: Mapping[str, Any], source: str, note
         fingerprint=entry.fingerprint,
         note=note,
         basis=sessions_basis([s.date for s in sessions]),
+        history_dates={k: tuple(v) for k, v in dates.items()},
     )
 
 
