@@ -1,7 +1,8 @@
 """`python -m pytest_dsr1 merge OUT SHARD_DIR...`: one run's reports from the reports of its shards.
+`python -m pytest_dsr1 trend OUT DIR...`: one page of trends across nights' report folders, with change points.
 
-Exit codes: 0 every planned item was reported; 1 a planned item is missing (each one is named); 2 a usage
-error (a folder that is not a shard's report, shards of different plans).
+Exit codes: 0 every planned item was reported (merge), the page was written (trend); 1 a planned item is missing
+(each one is named); 2 a usage error (a folder that is not a report, shards of different plans).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pytest_dsr1 import baseline, report, timing
+from pytest_dsr1 import baseline, report, timing, trend
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.matrix import MatrixError, load_matrix, matrix_layers
 from pytest_dsr1.merge import apply_recorded_sessions, merge, recorded_files, recorded_references
@@ -46,11 +47,42 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the --dsr1-matrix the shards ran with (default: the shipped matrix and ./test_matrix)",
     )
+    t = sub.add_parser(
+        "trend",
+        help="one page of trends across many nights' report folders, with change points",
+        description="Trends across nights: each DIR is a --dsr1-report folder (or a merge of shards); OUT gets "
+        "trend.html (a chart per machine kind, config and metric, change points marked) and trend.json.",
+    )
+    t.add_argument("out", type=Path, help="folder for trend.html and trend.json")
+    t.add_argument("nights", type=Path, nargs="+", help="report folders, any order (sorted by their start time)")
+    t.add_argument(
+        "--min-shift",
+        type=float,
+        default=trend.DEFAULT_MIN_SHIFT_PCT,
+        help="the smallest shift of a series' mean, in %%, reported as a change point (default: %(default)s)",
+    )
     return ap
+
+
+def _trend(a: argparse.Namespace) -> int:
+    try:
+        series = trend.write_trend(a.out, a.nights, a.min_shift)
+    except InputError as exc:
+        print(f"pytest-dsr1 trend: {exc}", file=sys.stderr)
+        return 2
+    changes = [(s, c) for s in series for c in s.changes]
+    print(f"pytest-dsr1 trend: {len(a.nights)} night(s), {len(series)} series, {len(changes)} change point(s)")
+    for s, c in changes:
+        direction = "worse" if c.worse else "better"
+        print(f"  {s.config_id} {s.metric} ({s.kind}): {c.shift_pct:+.1f}% from {c.when} ({direction})")
+    print(f"pytest-dsr1 trend: written to {a.out / 'trend.html'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
+    if a.command == "trend":
+        return _trend(a)
     try:
         matrix = load_matrix(*matrix_layers(Path.cwd(), a.matrix))
         merged = merge(a.shards, matrix)
