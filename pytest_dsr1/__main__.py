@@ -70,6 +70,9 @@ def _trend(a: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"pytest-dsr1 trend: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # ruptures and matplotlib come with the report extra
+        print(f"pytest-dsr1 trend: {exc}; install them with: pip install 'pytest-dsr1[report]'", file=sys.stderr)
+        return 2
     changes = [(s, c) for s in series for c in s.changes]
     print(f"pytest-dsr1 trend: {len(a.nights)} night(s), {len(series)} series, {len(changes)} change point(s)")
     for s, c in changes:
