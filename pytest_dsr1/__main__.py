@@ -78,6 +78,9 @@ def _trend(a: argparse.Namespace) -> int:
     for s, c in changes:
         direction = "worse" if c.worse else "better"
         print(f"  {s.config_id} {s.metric} ({s.kind}): {c.shift_pct:+.1f}% from {c.when} ({direction})")
+    for s in series:
+        if s.metric == "output_throughput" and s.next_night_pct is not None:
+            print(f"  {s.config_id} ({s.kind}): the next night's throughput is marked from ±{s.next_night_pct:.0f}%")
     print(f"pytest-dsr1 trend: written to {a.out / 'trend.html'}")
     return 0
 

@@ -3,7 +3,7 @@
 It opens from a CI artifact with no server and no network: the charts are matplotlib SVG written into the page,
 the table's sorting and filtering a few lines of inline script. What it shows, in order:
 - the verdict table, failed, inconclusive and improved items first, sortable and filterable by config, workload
-  and batch size;
+  and batch size, then each config's correctness item;
 - per config and gated metric, a chart of every item's recorded session medians over time (as % of the reference
   its verdict used), tonight's value with the spread of its runs, the config's allowed band and the smallest
   change it could have caught;
@@ -322,6 +322,18 @@ def charts(data: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def correctness_table(correctness: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each config's correctness item: its outcome and what its check saw (the first divergence, GSM8K's interval)."""
+    if not correctness:
+        return "<p>No correctness item ran.</p>"
+    rows = "".join(
+        f'<tr id="correctness-{_e(cid)}"><td>{_e(cid)}</td><td class="o-{_e(c.get("outcome"))}">'
+        f"{_e(c.get('outcome'))}</td><td>{_e(c.get('summary', ''))}</td></tr>"
+        for cid, c in sorted(correctness.items(), key=lambda kv: (_RANK.get(str(kv[1].get("outcome")), 4), kv[0]))
+    )
+    return f"<table><thead><tr><th>config</th><th>outcome</th><th>check</th></tr></thead><tbody>{rows}</tbody></table>"
+
+
 def _log_links(item: Mapping[str, Any], logs: str | None, directory: Path) -> str:
     """Links to the item's config's server log and the benchmark worker's log: in the report folder's `logs/`
     (where .ci/gpu-shard copies them), else where the run kept them."""
@@ -410,6 +422,8 @@ def render(data: Mapping[str, Any], directory: Path) -> str:
         f"<p id=counts><b>{_e(_counts(data))}</b></p>",
         "<h2>Verdicts</h2>",
         verdict_table(data.get("items") or []),
+        "<h2>Correctness</h2>",
+        correctness_table(data.get("correctness") or {}),
         "<h2>Per config</h2>",
         config_table(data.get("config_verdicts") or []),
         "<h2>History and tonight</h2>",

@@ -8,10 +8,10 @@ kind (the CPU model, core count and kernel tier, or the GPU model and count), si
 
 Change points come from binary segmentation of the log values: `ruptures` finds each segment's best split, and a
 split stands where Student's t of the two sides' means (their pooled spread within each side) is significant at
-1% after a Bonferroni correction for the segment's candidate splits (none for the newest night alone, the one
-question a nightly asks), and the means differ by at least `min_shift_pct` (default 10%): a quiet series does not
-sprout changes nobody would act on, and nights that move up and down around one level (machines of one kind
-differ) are noise, not changes.
+5%, the suite's own level, after a Bonferroni correction for the segment's candidate splits (none for the newest
+night alone, the one question a nightly asks), and the means differ by at least `min_shift_pct` (default 10%): a
+quiet series does not sprout changes nobody would act on, and nights that move up and down around one level
+(machines of one kind differ) are noise, not changes.
 
 Apache Otava (the E-divisive means of MongoDB's and Hunter's lineage) was the first choice; its release pins
 numpy 2.2.0 exactly and pulls BigQuery, Postgres and Slack clients, which cannot be installed beside vLLM's numpy,
@@ -37,9 +37,12 @@ from typing import Any
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.hardware import machine_key
 from pytest_dsr1.metric_catalog import METRICS
+from pytest_dsr1.verdict.outcomes import ALPHA as VERDICT_ALPHA
 
 DEFAULT_MIN_SHIFT_PCT = 10.0
-ALPHA = 0.01  # per series, after the Bonferroni correction for its candidate splits
+# The suite's own significance level (its verdicts'), per series, after the Bonferroni correction for the candidate
+# splits of a segment.
+ALPHA = VERDICT_ALPHA
 MIN_NOISE = 0.005  # the least spread assumed (0.5% in log terms): identical values never make infinite t
 TREND_METRICS = ("output_throughput", "median_tpot_ms", "median_ttft_ms", "median_itl_ms")
 
@@ -68,6 +71,9 @@ class Series:
     metric: str
     nights: list[tuple[dt.datetime, str, float]] = field(default_factory=list)  # (when, folder, index value)
     changes: list[ChangePoint] = field(default_factory=list)
+    # The smallest shift of one more night, either way, that would be marked, given the spread of the nights since
+    # the last change point: what this series can see tomorrow (None: too few nights since).
+    next_night_pct: float | None = None
 
 
 def read_night(directory: Path) -> Night:
@@ -170,6 +176,21 @@ def change_points(
     return sorted(found)
 
 
+def next_night_limit(
+    values: Sequence[float], min_shift_pct: float = DEFAULT_MIN_SHIFT_PCT, alpha: float = ALPHA
+) -> float | None:
+    """The smallest shift (%) of one more night against `values` that change_points would mark: Student's t at
+    `alpha` (two-sided, one test) with the spread of `values`, and at least `min_shift_pct`."""
+    from scipy.stats import t as student
+
+    if len(values) < 2:
+        return None
+    logs = [math.log(v) for v in values]
+    sd = max(statistics.stdev(logs), MIN_NOISE)
+    edge = float(student.ppf(1 - alpha / 2, len(logs) - 1)) * sd * math.sqrt(1 + 1 / len(logs))
+    return max(abs(math.expm1(-edge)) * 100, min_shift_pct)
+
+
 def analyse(nights: Sequence[Night], min_shift_pct: float = DEFAULT_MIN_SHIFT_PCT) -> list[Series]:
     out = series_of(nights)
     for s in out:
@@ -178,6 +199,8 @@ def analyse(nights: Sequence[Night], min_shift_pct: float = DEFAULT_MIN_SHIFT_PC
         for at, shift in change_points(values, min_shift_pct):
             when = s.nights[at][0].strftime("%Y-%m-%d %H:%M")
             s.changes.append(ChangePoint(at, when, shift, (shift < 0) == higher_is_better))
+        since = s.changes[-1].at if s.changes else 0
+        s.next_night_pct = next_night_limit(values[since:], min_shift_pct)
     return out
 
 
@@ -218,6 +241,16 @@ def page(series: Sequence[Series], folders: Iterable[str]) -> str:
         for s in series
         for c in s.changes
     )
+    limits = "".join(
+        f"<tr><td>{e(s.kind)}</td><td>{e(s.config_id)}</td><td>{e(s.metric)}</td><td>{len(s.nights)}</td>"
+        f"<td>{'±' + format(s.next_night_pct, '.0f') + '%' if s.next_night_pct is not None else '-'}</td></tr>"
+        for s in series
+    )
+    limits_table = (
+        "<h2>What the next night could show</h2><p>The smallest shift of one more night, either way, that would be "
+        "marked, from the spread of the nights since the last change point.</p><table><tr><th>machine kind</th>"
+        f"<th>config</th><th>metric</th><th>nights</th><th>next night marked from</th></tr>{limits}</table>"
+    )
     table = (
         "<table><tr><th>machine kind</th><th>config</th><th>metric</th><th>from</th><th>shift</th><th></th></tr>"
         f"{rows}</table>"
@@ -236,7 +269,7 @@ def page(series: Sequence[Series], folders: Iterable[str]) -> str:
         "body{font:14px system-ui,sans-serif;max-width:1280px;margin:0 auto;padding:0 16px}table{border-collapse:"
         "collapse}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}.chart svg{width:100%;"
         "max-width:900px;height:auto}</style></head><body><h1>pytest-dsr1 trends</h1>"
-        f"<h2>Change points</h2>{table}{''.join(charts)}<h2>Nights</h2><ul>{listed}</ul></body></html>"
+        f"<h2>Change points</h2>{table}{limits_table}{''.join(charts)}<h2>Nights</h2><ul>{listed}</ul></body></html>"
     )
 
 
@@ -249,6 +282,7 @@ def trend_json(series: Sequence[Series]) -> dict[str, Any]:
                 "metric": s.metric,
                 "nights": [{"started_at": w.isoformat(), "folder": f, "index": v} for w, f, v in s.nights],
                 "change_points": [vars(c) for c in s.changes],
+                "next_night_pct": s.next_night_pct,
             }
             for s in series
         ]

@@ -206,6 +206,10 @@ def test_the_html_report_shows_every_item_and_each_configs_history_in_chromium(c
         assert re.search(
             r'class="o-[^"]+"[^>]*>(passed|improved|inconclusive|REGRESSED|failed|skipped)<', rows[item["id"]]
         )
+    for config_id, check in data["correctness"].items():
+        assert re.search(
+            rf'<tr id="correctness-{re.escape(config_id)}"><td>[^<]+</td><td class="o-{check["outcome"]}">', dom
+        )
     charts = dict(
         re.findall(r'<div class="chart" data-config="([^"]+)" data-metric="output_throughput">(.*?)</div>', dom, re.S)
     )
