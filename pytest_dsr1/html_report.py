@@ -213,6 +213,29 @@ def _when(text: str | None) -> dt.datetime | None:
         return None
 
 
+def svg_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A headless matplotlib figure and axes for an inline SVG chart (text kept as text: a smaller page, searchable
+    labels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"
+    return plt.subplots(figsize=figsize, dpi=100)
+
+
+def inline_svg(fig: Any) -> str:
+    """`fig` as an <svg> element to write into a page (no XML prolog, no metadata), and closed."""
+    import matplotlib.pyplot as plt
+
+    out = io.StringIO()
+    fig.savefig(out, format="svg")
+    plt.close(fig)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", out.getvalue(), flags=re.S)  # matplotlib's RDF: bytes nobody reads
+    return svg[svg.index("<svg") :]
+
+
 def config_chart(
     config_id: str,
     metric: str,
@@ -223,11 +246,6 @@ def config_chart(
     """One config's items on one metric, as % of the reference each verdict used: every recorded session of this
     machine kind over time, tonight's median with its runs' spread, the config's allowed band and what it could
     have caught. An SVG string, or None where no item has a reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     info = METRICS[metric]
     series = []
     for item in items:
@@ -241,8 +259,7 @@ def config_chart(
         series.append((str(item.get("id")), history, dates, float(v["measured"]) / base * 100, samples))
     if not series:
         return None
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: a smaller page, searchable labels
-    fig, ax = plt.subplots(figsize=(7.2, 3.4), dpi=100)
+    fig, ax = svg_figure((7.2, 3.4))
     use_dates = (
         tonight is not None
         and all(d is not None for _, h, ds, _, _ in series for d in ds)
@@ -289,12 +306,7 @@ def config_chart(
         ax.set_xlabel("recorded session (tonight last)")
     ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
-    out = io.StringIO()
-    fig.savefig(out, format="svg")
-    plt.close(fig)
-    svg = out.getvalue()
-    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)  # matplotlib's RDF: bytes nobody reads
-    return svg[svg.index("<svg") :]  # inline: no XML prolog
+    return inline_svg(fig)
 
 
 def charts(data: Mapping[str, Any]) -> str:

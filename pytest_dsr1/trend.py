@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import io
 import json
 import math
-import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from typing import Any
 
 from pytest_dsr1.errors import InputError
 from pytest_dsr1.hardware import machine_key
+from pytest_dsr1.html_report import inline_svg, svg_figure
 from pytest_dsr1.metric_catalog import METRICS
 from pytest_dsr1.verdict.outcomes import ALPHA as VERDICT_ALPHA
 
@@ -205,13 +204,7 @@ def analyse(nights: Sequence[Night], min_shift_pct: float = DEFAULT_MIN_SHIFT_PC
 
 
 def _chart(s: Series) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.fonttype"] = "none"
-    fig, ax = plt.subplots(figsize=(7.2, 3.0), dpi=100)
+    fig, ax = svg_figure((7.2, 3.0))
     xs: list[Any] = [when for when, _, _ in s.nights]
     ys = [v * 100 for _, _, v in s.nights]
     (line,) = ax.plot(xs, ys, marker="o", linewidth=1.2)
@@ -226,11 +219,7 @@ def _chart(s: Series) -> str:
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    out = io.StringIO()
-    fig.savefig(out, format="svg")
-    plt.close(fig)
-    svg = re.sub(r"<metadata>.*?</metadata>", "", out.getvalue(), flags=re.S)
-    return svg[svg.index("<svg") :]
+    return inline_svg(fig)
 
 
 def page(series: Sequence[Series], folders: Iterable[str]) -> str:
