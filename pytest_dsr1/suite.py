@@ -74,7 +74,7 @@ def progress_key(item: pytest.Item) -> str:
     params = item.stash.get(PARAMS_KEY, None)
     if params is not None:
         return item_key(params[0].id, params[1].id)
-    return f"{item.name}"
+    return item.name
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -129,7 +129,6 @@ class Suite:
         self.ab_workloads: dict[str, list[Workload]] = {}  # A/B: config id -> the workloads its selected items run
         self.ab_outputs: set[str] = set()  # A/B: the configs whose correctness item is selected
         self.shard_plan: ShardPlan | None = None  # --dsr1-shard: the split of the whole selection
-        self.progress: RunProgress | None = None  # the progress lines: the selection's items and their plan
         # pytest -n: this process hands out items and merges the workers' records; it starts no server.
         self.xdist_controller = not hasattr(config, "workerinput") and under_xdist(config)
 
@@ -299,13 +298,10 @@ class Suite:
         (hardware this machine lacks, a config the matrix skips) are not counted: they run nothing."""
         items = [item for item in items if item.get_closest_marker("skip") is None]
         plan = self._plan(items, 1)
-        order = [(progress_key(item), cfg.id) for item in items if (cfg := config_of(item))]
+        owned = [(item, cfg) for item in items if (cfg := config_of(item))]  # the suite's items and their configs
+        order = [(progress_key(item), cfg.id) for item, cfg in owned]
         run_s = {cost.item_id: cost.seconds for costs in plan.items.values() for cost in costs}
-        startup = {
-            cid: 0.0 if self.runner.is_target(cfg) else startup_s(cfg)
-            for item in items
-            if (cfg := config_of(item)) and (cid := cfg.id)
-        }
+        startup = {cfg.id: 0.0 if self.runner.is_target(cfg) else startup_s(cfg) for _, cfg in owned}
         starts = 4 * self.options.ab_rounds if self.ab is not None else 1
         return RunProgress(planned_items(order, run_s, startup, starts))
 
@@ -354,8 +350,7 @@ class Suite:
         if self.options.strict and not self.options.dry_run:
             self._strict_start(session)
         if not self.options.dry_run:
-            self.progress = self._progress(session.items)
-            self.runner.progress = self.progress
+            self.runner.progress = self._progress(session.items)
 
     def _strict_start(self, session: pytest.Session) -> None:
         """--dsr1-strict: a night that cannot run what it selected stops in its first seconds, naming what it found."""
@@ -372,7 +367,8 @@ class Suite:
         cfg = config_of(item)
         if cfg:
             self.runner.current_config = cfg.id
-            line = self.progress.item_line(progress_key(item)) if self.progress is not None else None
+            progress = self.runner.progress
+            line = progress.item_line(progress_key(item)) if progress is not None else None
             if line:
                 self.runner.write_line(line)
 
