@@ -7,6 +7,7 @@ at once instead of waiting out their timeouts).
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 import time
@@ -64,7 +65,12 @@ def system_trust() -> str | bool:
 
 def https_context() -> ssl.SSLContext:
     """The TLS context of the suite's own /metrics scrapes: the system trust store (system_trust)."""
-    trust = system_trust()
+    return _context_for(system_trust())
+
+
+@functools.lru_cache(maxsize=4)
+def _context_for(trust: str | bool) -> ssl.SSLContext:
+    # Made once per trust store: a scrape goes out around every run, and loading a CA bundle is not free.
     if isinstance(trust, str):
         if os.path.isdir(trust):
             return ssl.create_default_context(capath=trust)
