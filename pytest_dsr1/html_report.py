@@ -122,7 +122,7 @@ def verdict_table(items: Sequence[Mapping[str, Any]]) -> str:
             if v is None:
                 cells += ["<td></td>"] * 3
                 continue
-            change = _change_pct(v)
+            change = v.get("change_pct")  # the verdict's own, as results.json carries it
             allowed = _allowed_pct(v)
             det = v.get("detection_pct")
             sign = "-" if METRICS[m].higher_is_better else "+"
@@ -164,13 +164,6 @@ def short_name(metric: str) -> str:
 
 def _int_or_text(text: str) -> tuple[int, str]:
     return (int(text), "") if text.isdigit() else (10**9, text)
-
-
-def _change_pct(v: Mapping[str, Any]) -> float | None:
-    base, measured = v.get("baseline"), v.get("measured")
-    if not base or measured is None:
-        return None
-    return (float(measured) - float(base)) / float(base) * 100
 
 
 def _allowed_pct(v: Mapping[str, Any]) -> float | None:

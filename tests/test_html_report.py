@@ -33,6 +33,7 @@ def gpu_night(sessions: int = 10) -> dict[str, Any]:
                 item_verdicts.append(
                     {
                         "metric": metric, "baseline": base, "measured": measured, "allowed": base * 0.1,
+                        "change_pct": (measured / base - 1) * 100,
                         "tolerance": "10%", "verdict": "REGRESSED" if failed and moved != 1.0 else "ok",
                         "reason": "", "p_value": 0.01, "baseline_samples": [base] * 3,
                         "measured_samples": [measured * f for f in (0.98, 1.0, 1.02)],
